@@ -1,0 +1,86 @@
+"""Fixtures for scenarios on devcluster: one cluster per test session, one namespace per test."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from kubernetes import client, config
+
+from devcluster.cluster import Cluster
+from kit import Kubectl, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """devcluster, reused when it already runs; stopped at the end only if this session started it."""
+    devcluster = Cluster()
+    started_here = not devcluster.running()
+    devcluster.up()
+    yield devcluster
+    if started_here:
+        devcluster.down()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: Cluster) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture(scope="session")
+def apps(api: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(api)
+
+
+@pytest.fixture(scope="session")
+def batch(api: client.ApiClient) -> client.BatchV1Api:
+    return client.BatchV1Api(api)
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace with its default ServiceAccount; deleted, with everything in it, after the test."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_for(lambda: core.list_namespaced_service_account(name).items, f"default ServiceAccount in {name}")
+    yield name
+    core.delete_namespace(name)
+    wait_for(lambda: name not in {n.metadata.name for n in core.list_namespace().items},
+             f"namespace {name} to be deleted (its pods stopped)", timeout=120)
+
+
+@pytest.fixture
+def database(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """A PostgreSQL database of its own for the test; returns its URL. Dropped after the test."""
+    name = namespace.replace("-", "_")
+    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield cluster.database_url(name)
+    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def kubectl(cluster: Cluster) -> Kubectl:
+    env = cluster.tool_env()
+
+    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["kubectl", *args], env=env, capture_output=True, text=True, input=input,
+                                check=False, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    return run
