@@ -1,0 +1,111 @@
+"""The main job: a DjangoMigration from apply to Succeeded on devcluster, shown live.
+
+Brings devcluster up, deploys the demo blog (release 1.0 at migration 0002, 2 web replicas and a worker, sample
+posts), runs the operator, applies a DjangoMigration that migrates the database to 0005 with the release-2.0
+image, shows each phase as it happens and ends with a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from demo.stack import BlogStack
+from devcluster.cluster import Cluster
+from devcluster.config import REPO_ROOT
+
+NAMESPACE = "blog-demo"
+TERMINAL = ("Succeeded", "Failed")
+
+
+def main() -> int:
+    started = time.monotonic()
+    cluster = Cluster()
+    step("1/4", "devcluster: a real kube-apiserver, controller-manager, etcd, kubelet and PostgreSQL")
+    cluster.up()
+    stack = BlogStack(cluster, namespace=NAMESPACE, database="blog_demo")
+    step("2/4", "the demo blog app (release 1.0, database at blog 0002)")
+    stack.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
+    stack.deploy(say=lambda message: print(f"      {message}"))
+    step("3/4", "the operator (python -m django_migration_operator against devcluster)")
+    with operator_process(cluster) as log_path:
+        print(f"      log: {log_path}")
+        step("4/4", "kubectl apply: DjangoMigration blog-release-2 (image blog:2.0, migrate to the latest)")
+        stack.apply(stack.migration())
+        status = follow(stack, "blog-release-2")
+    summary(stack, status, time.monotonic() - started)
+    print(f"\nThe cluster keeps running: `eval \"$(.venv/bin/devcluster env)\"; kubectl -n {NAMESPACE} describe "
+          "djm blog-release-2`; stop it with `.venv/bin/devcluster down`.")
+    return 0 if status.get("phase") == "Succeeded" else 1
+
+
+def step(number: str, text: str) -> None:
+    print(f"\n\033[1m[{number}] {text}\033[0m", flush=True)
+
+
+@contextmanager
+def operator_process(cluster: Cluster) -> Iterator[str]:
+    log_path = cluster.layout.log_file("operator-demo")
+    env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "django_migration_operator", "--liveness", "off"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        yield str(log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def follow(stack: BlogStack, name: str, timeout: float = 600) -> dict[str, Any]:
+    """Prints every phase as it starts, with the time since apply, until the run ends."""
+    applied = time.monotonic()
+    last_phase = None
+    status: dict[str, Any] = {}
+
+    def read() -> dict[str, Any]:
+        result = stack.kubectl("get", "djm", name, "-n", stack.namespace, "-o", "json")
+        return dict(json.loads(result.stdout).get("status") or {})
+
+    deadline = applied + timeout
+    while time.monotonic() < deadline:
+        status = read()
+        phase = status.get("phase", "Pending")
+        if phase != last_phase:
+            print(f"      {time.monotonic() - applied:6.1f}s  {phase:<16} {status.get('message', '')}", flush=True)
+            last_phase = phase
+        if phase in TERMINAL:
+            return status
+        time.sleep(0.2)
+    raise TimeoutError(f"the run did not end within {timeout:.0f}s; last status: {json.dumps(status)}")
+
+
+def summary(stack: BlogStack, status: dict[str, Any], total: float) -> None:
+    step("summary", f"{status.get('phase')}: {status.get('message', '')}")
+    plan = status.get("plan", [])
+    print(f"      plan        {len(plan)} migrations: " + ", ".join(f"{m['app']}.{m['name']}" for m in plan))
+    backup = status.get("backup", {})
+    print(f"      backup      {backup.get('path')} ({backup.get('sizeBytes', 0)} bytes, "
+          f"{backup.get('format')}, verified: {backup.get('verified')})")
+    for table, counts in status.get("rowCounts", {}).items():
+        print(f"      rows        {table}: {counts.get('before')} before, {counts.get('after')} after")
+    print(f"      downtime    {status.get('downtimeSeconds')}s (app stopped to app available again)")
+    deployments = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)
+    replicas = ", ".join(f"{d['metadata']['name']} {d['status'].get('availableReplicas', 0)}/{d['spec']['replicas']}"
+                         for d in deployments["items"])
+    print(f"      replicas    {replicas} (recorded before: {status.get('replicas')})")
+    print(f"      total       {total:.0f}s including cluster start and app deployment")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

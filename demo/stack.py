@@ -1,0 +1,134 @@
+"""The demo blog stack on devcluster: database, Secret, backup claim, web and worker Deployments, sample data.
+
+Used by the demo (`make demo`) and by the operator's end-to-end tests, so both run the same app the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from devcluster.cluster import Cluster
+
+CRD_FILE = "crds/djangomigrations.djangoops.dev.yaml"
+
+
+@dataclass(frozen=True)
+class BlogStack:
+    cluster: Cluster
+    namespace: str
+    database: str  # the PostgreSQL database name
+    web_replicas: int = 2
+    worker_replicas: int = 1
+    release: str = "1.0"  # the image tag the app runs before the migration
+    drills: str = ""  # BLOG_DRILLS of the app (and so of the plan and migrate Jobs, which copy its pod template)
+
+    @property
+    def database_url(self) -> str:
+        return self.cluster.database_url(self.database)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["kubectl", *args], env=self.cluster.tool_env(), capture_output=True, text=True,
+                                input=input, check=False, timeout=180)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def apply(self, *manifests: dict[str, Any]) -> None:
+        self.kubectl("apply", "-n", self.namespace, "-f", "-",
+                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}))
+
+    def deploy(self, posts: int = 200, migrate_to: str = "0002_populate_categories",
+               say: Callable[[str], None] = print) -> None:
+        """Creates the database at `migrate_to` with sample posts and runs the app on it, ready."""
+        with psycopg.connect(self.cluster.database_url(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{self.database}"')
+        self.kubectl("apply", "-f", CRD_FILE)
+        self.kubectl("create", "namespace", self.namespace)
+        wait_until(lambda: self.kubectl("get", "serviceaccount", "default", "-n", self.namespace, check=False)
+                   .returncode == 0, "the namespace's default ServiceAccount")
+        say(f"namespace {self.namespace}: database {self.database}, Secret blog-db, claim blog-backups")
+        self.apply(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "blog-db"},
+             "stringData": {"DATABASE_URL": self.database_url}},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blog-backups"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+        )
+        say(f"preparing the database: migrate blog {migrate_to}, seed {posts} posts")
+        setup = f"python manage.py migrate blog {migrate_to} --noinput && python manage.py seed_blog --posts {posts}"
+        self.apply(self._job("blog-setup", ["sh", "-c", setup]))
+        self.kubectl("wait", "-n", self.namespace, "--for=condition=Complete", "job/blog-setup", "--timeout=120s")
+        say(f"deploying web ({self.web_replicas} replicas) and worker ({self.worker_replicas}), image "
+            f"blog:{self.release}")
+        self.apply(self.web(), self.worker())
+        for name in ("web", "worker"):
+            self.kubectl("rollout", "status", "-n", self.namespace, f"deployment/{name}", "--timeout=120s")
+
+    def web(self) -> dict[str, Any]:
+        return _deployment("web", self.web_replicas, {
+            "name": "django", "image": f"blog:{self.release}", "env": self._env(),
+            "command": ["gunicorn", "blogsite.wsgi", "--bind", "$(POD_IP):8000", "--workers", "1", "--threads", "4"],
+            "ports": [{"name": "http", "containerPort": 8000}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+        })
+
+    def worker(self) -> dict[str, Any]:
+        # Stands for a Celery worker: a second Deployment that holds database connections and must stop too.
+        loop = "import time\nfrom blog.models import Post\nwhile True:\n    Post.objects.count()\n    time.sleep(2)"
+        return _deployment("worker", self.worker_replicas, {
+            "name": "worker", "image": f"blog:{self.release}", "env": self._env(),
+            "command": ["python", "manage.py", "shell", "-c", loop],
+        })
+
+    def migration(self, name: str = "blog-release-2", image: str = "blog:2.0", **spec: Any) -> dict[str, Any]:
+        """The DjangoMigration of the demo: the release-2 image takes the database from 0002 to 0005."""
+        body: dict[str, Any] = {
+            "app": {"deployment": "web", "image": image, "stop": ["worker"]},
+            "database": {"urlSecret": {"name": "blog-db", "key": "DATABASE_URL"}},
+            "backup": {"volumeClaim": "blog-backups"},
+            "verify": {"rowCounts": ["blog_post", "blog_category"],
+                       "checks": [{"name": "posts have a category",
+                                   "sql": "SELECT count(*) FROM blog_post WHERE category_id IS NULL",
+                                   "expect": "0"}]},
+        }
+        for key, value in spec.items():
+            body[key] = {**body[key], **value} if isinstance(value, dict) and key in body else value
+        return {"apiVersion": "djangoops.dev/v1alpha1", "kind": "DjangoMigration",
+                "metadata": {"name": name, "namespace": self.namespace}, "spec": body}
+
+    def _env(self) -> list[dict[str, Any]]:
+        env: list[dict[str, Any]] = [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "blog-db", "key": "DATABASE_URL"}}},
+        ]
+        if self.drills:
+            env.append({"name": "BLOG_DRILLS", "value": self.drills})
+        return env
+
+    def _job(self, name: str, command: list[str]) -> dict[str, Any]:
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+                "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+                    "name": "setup", "image": f"blog:{self.release}", "command": command, "env": self._env()}]}}}}
+
+
+def _deployment(name: str, replicas: int, container: dict[str, Any]) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "blog", "app.kubernetes.io/component": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"terminationGracePeriodSeconds": 10, "containers": [container]}}}}
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)

@@ -1,0 +1,28 @@
+"""`python -m django_migration_operator`: runs the operator (cluster-wide, or in the listed namespaces)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import kopf
+
+from django_migration_operator import handlers as _handlers  # noqa: F401  (registers the handlers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="django-migration-operator", description=__doc__)
+    parser.add_argument("--namespace", "-n", action="append", default=[],
+                        help="watch only this namespace (repeatable); default: every namespace")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", metavar="URL",
+                        help="the liveness endpoint kopf serves (default: %(default)s); 'off' to disable")
+    parser.add_argument("--verbose", action="store_true", help="debug logs")
+    args = parser.parse_args(argv)
+    kopf.configure(verbose=args.verbose)
+    asyncio.run(kopf.operator(
+        clusterwide=not args.namespace, namespaces=args.namespace,
+        liveness_endpoint=None if args.liveness == "off" else args.liveness))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Every PostgreSQL call of the operator (psycopg): connection checks, row counts, django_migrations, checks.
+
+The database URL comes from the run's Secret. It is passed to psycopg and nowhere else: error messages are
+built from psycopg's text with the URL's password removed, so a secret never reaches status, events or logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    url: str
+
+    @property
+    def name(self) -> str:
+        return unquote(urlsplit(self.url).path.lstrip("/"))
+
+    @property
+    def identity(self) -> str:
+        """host:port/name: what makes two runs touch the same database (no credentials)."""
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or 5432}/{self.name}"
+
+    def problem(self) -> str | None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            return "is not a postgres:// URL"
+        if not self.name:
+            return "names no database (postgres://user:password@host:port/DATABASE)"
+        return None
+
+    def redact(self, text: str) -> str:
+        password = urlsplit(self.url).password
+        for secret in filter(None, {password, unquote(password or "")}):
+            text = text.replace(secret, "****")
+        return text
+
+
+def connection_problem(database: DatabaseUrl) -> str | None:
+    try:
+        with psycopg.connect(database.url, connect_timeout=CONNECT_TIMEOUT_SECONDS) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        return database.redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    return None
+
+
+def missing_tables(database: DatabaseUrl, tables: tuple[str, ...]) -> list[str]:
+    with _connect(database) as connection:
+        return [t for t in tables if connection.execute("SELECT to_regclass(%s)", (t,)).fetchone() == (None,)]
+
+
+def row_counts(database: DatabaseUrl, tables: tuple[str, ...]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with _connect(database) as connection:
+        for table in tables:
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
+            row = connection.execute(query).fetchone()
+            counts[table] = int(str(row[0])) if row else 0
+    return counts
+
+
+def applied_migrations(database: DatabaseUrl) -> frozenset[tuple[str, str]]:
+    with _connect(database) as connection:
+        if connection.execute("SELECT to_regclass('django_migrations')").fetchone() == (None,):
+            return frozenset()
+        rows = connection.execute("SELECT app, name FROM django_migrations").fetchall()
+        return frozenset((str(app), str(name)) for app, name in rows)
+
+
+def run_checks(database: DatabaseUrl, checks: dict[str, str]) -> dict[str, str]:
+    """Each check's SQL in a read-only transaction: its first column of the first row, as text."""
+    results: dict[str, str] = {}
+    with _connect(database) as connection:
+        for name, query in checks.items():
+            try:
+                with connection.transaction():
+                    connection.execute("SET TRANSACTION READ ONLY")
+                    row = connection.execute(query.encode()).fetchone()
+                results[name] = "" if row is None or row[0] is None else str(row[0])
+            except psycopg.Error as error:
+                results[name] = f"error: {database.redact(str(error).strip())}"
+    return results
+
+
+def _connect(database: DatabaseUrl) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(database.url, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)

@@ -1,0 +1,207 @@
+"""Drives one DjangoMigration: observe the world, ask the workflow for the next step, carry it out, repeat.
+
+One driver runs per object (a kopf daemon). It sleeps between steps until a wake-up: an event of one of the
+run's Jobs, of a pod or Deployment in its namespace, or the end of another run; a slow timer is only a
+safety net. The status patch of a step is written before its actions, so a crash between them repeats an
+idempotent action, never skips a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from django_migration_operator import database, jobs
+from django_migration_operator.database import DatabaseUrl
+from django_migration_operator.kube import Kube
+from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.workflow import (
+    APP_STOPPED,
+    TERMINAL,
+    AcquireLease,
+    CreateJob,
+    Phase,
+    ReleaseLease,
+    Scale,
+    Step,
+    World,
+    advance,
+)
+
+SAFETY_NET_SECONDS = 15.0
+JOB_OF_PHASE = {Phase.PLANNING: "plan", Phase.BACKING_UP: "backup", Phase.MIGRATING: "migrate",
+                Phase.RESTORING: "restore"}
+
+
+class Wakeups:
+    """Per-run asyncio events, set by the kopf watch handlers, awaited by the drivers."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, dict[str, asyncio.Event]] = defaultdict(dict)
+
+    def event(self, namespace: str, name: str) -> asyncio.Event:
+        return self._events[namespace].setdefault(name, asyncio.Event())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._events[namespace].pop(name, None)
+
+    def active_in(self, namespace: str) -> bool:
+        return bool(self._events.get(namespace))
+
+    def wake(self, namespace: str, name: str | None = None) -> None:
+        """Wakes one run, or every run of the namespace when no name is given."""
+        targets = [self._events[namespace].get(name)] if name else list(self._events.get(namespace, {}).values())
+        for event in targets:
+            if event is not None:
+                event.set()
+
+
+async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    wakeup = wakeups.event(ref.namespace, ref.name)
+    try:
+        while True:
+            wakeup.clear()
+            body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
+            if body is None:
+                return
+            status: dict[str, Any] = body.get("status") or {}
+            if Phase(status.get("phase") or Phase.PENDING) in TERMINAL:
+                return
+            spec = Spec.from_body(body.get("spec", {}))
+            world = await asyncio.to_thread(observe, kube, ref, spec, status)
+            step = advance(spec, status, world)
+            await asyncio.to_thread(carry_out, kube, ref, body, spec, step, logger)
+            if step.status.get("phase") in TERMINAL:
+                wakeups.wake(ref.namespace)  # a queued run may go now
+                return
+            if step.wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout=SAFETY_NET_SECONDS)
+    finally:
+        wakeups.forget(ref.namespace, ref.name)
+
+
+def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> World:
+    """Reads what the current phase decides on, and nothing else."""
+    phase = Phase(status.get("phase") or Phase.PENDING)
+    now = datetime.now(UTC)
+    if phase == Phase.PENDING:
+        problems = validate(kube, ref, spec)
+        if problems:
+            return World(now=now, problems=tuple(problems))
+    url = _database_url(kube, ref, spec)
+    if phase in (Phase.PENDING, Phase.QUEUED):
+        return World(now=now, lease_holder=_other_holder(kube, ref, url))
+    deployments = {}
+    if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, *APP_STOPPED):
+        for name in spec.deployments:
+            state = kube.deployment_state(ref.namespace, name)
+            if state is not None:
+                deployments[name] = state
+    job = None
+    if phase in JOB_OF_PHASE:
+        job = kube.job_state(ref.namespace, jobs.job_name(ref, JOB_OF_PHASE[phase]))
+    row_counts = applied = checks = None
+    if phase == Phase.VERIFYING:
+        row_counts = database.row_counts(url, spec.row_count_tables)
+        applied = database.applied_migrations(url)
+        checks = database.run_checks(url, {c.name: c.sql for c in spec.checks})
+    elif phase in (Phase.BACKING_UP, Phase.MIGRATING) and "rowCounts" not in status:
+        row_counts = database.row_counts(url, spec.row_count_tables)
+    return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,
+                 check_results=checks)
+
+
+def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
+    """What the schema cannot know: do the Deployments, the container, the Secret and the database exist?"""
+    problems = []
+    for name in spec.deployments:
+        deployment = kube.read_deployment(ref.namespace, name)
+        field = "app.deployment" if name == spec.deployment else "app.stop"
+        if deployment is None:
+            problems.append(f"{field}: Deployment '{name}' not found in namespace {ref.namespace}; "
+                            "create it or correct the name")
+        elif name == spec.deployment:
+            try:
+                jobs.plan_job(ref, spec, deployment["spec"]["template"])
+            except ValueError as error:
+                problems.append(str(error))
+    secret = f"database.urlSecret: Secret '{spec.url_secret}'"
+    value = kube.read_secret_key(ref.namespace, spec.url_secret, spec.url_key)
+    if value is None:
+        problems.append(f"{secret} or its key '{spec.url_key}' not found in namespace {ref.namespace}; "
+                        "create it, or name the Secret and key that hold the DATABASE_URL")
+        return problems
+    url = DatabaseUrl(value)
+    if url.problem():
+        problems.append(f"{secret}, key '{spec.url_key}' {url.problem()}; store a postgres:// URL there")
+        return problems
+    unreachable = database.connection_problem(url)
+    if unreachable:
+        problems.append(f"{secret}: cannot connect to database '{url.name}': {unreachable}; "
+                        "fix the URL in the Secret or make the database reachable")
+        return problems
+    for table in database.missing_tables(url, spec.row_count_tables):
+        problems.append(f"verify.rowCounts: table '{table}' does not exist in database '{url.name}'; "
+                        "remove it or name an existing table")
+    return problems
+
+
+def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: Step,
+              logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    if step.status:
+        update = {**step.status, "observedGeneration": body["metadata"].get("generation")}
+        kube.patch_run_status(ref, update)
+        if "phase" in step.status:
+            logger.info("phase %s: %s", step.status["phase"], step.status.get("message", ""))
+    for action in step.actions:
+        if isinstance(action, Scale):
+            logger.info("scaling Deployment %s to %d", action.deployment, action.replicas)
+            kube.scale_deployment(ref.namespace, action.deployment, action.replicas)
+        elif isinstance(action, CreateJob):
+            manifest = _job_manifest(kube, ref, body, spec, action.step)
+            logger.info("creating Job %s", manifest["metadata"]["name"])
+            kube.create_job(manifest)
+        elif isinstance(action, AcquireLease):
+            kube.acquire_lease(ref, _database_url(kube, ref, spec).identity)
+        elif isinstance(action, ReleaseLease):
+            kube.release_lease(ref, _database_url(kube, ref, spec).identity)
+    for event in step.events:
+        kube.post_event(ref, event.reason, event.message, event.warning)
+
+
+def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: str) -> dict[str, Any]:
+    status = body.get("status") or {}
+    if step in ("plan", "migrate"):
+        deployment = kube.read_deployment(ref.namespace, spec.deployment)
+        if deployment is None:
+            raise RuntimeError(f"app.deployment: Deployment '{spec.deployment}' disappeared during the run")
+        template = deployment["spec"]["template"]
+        return jobs.plan_job(ref, spec, template) if step == "plan" else jobs.migrate_job(ref, spec, template)
+    if step == "backup":
+        return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref))
+    return jobs.restore_job(ref, spec, status.get("backup", {}).get("path") or jobs.backup_path(spec, ref),
+                            _database_url(kube, ref, spec).name)
+
+
+def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
+    value = kube.read_secret_key(ref.namespace, spec.url_secret, spec.url_key)
+    if value is None:
+        raise RuntimeError(f"database.urlSecret: Secret '{spec.url_secret}' key '{spec.url_key}' "
+                           "disappeared during the run")
+    return DatabaseUrl(value)
+
+
+def _other_holder(kube: Kube, ref: RunRef, url: DatabaseUrl) -> str | None:
+    """The run that holds this database's Lease, if it is another one that still runs."""
+    holder = kube.lease_holder(ref.namespace, url.identity)
+    if holder is None or holder == ref.name:
+        return None
+    other = kube.read_run(ref.namespace, holder)
+    if other is None or (other.get("status") or {}).get("phase") in TERMINAL:
+        return None  # a stale Lease: its run ended or is gone
+    return holder

@@ -1,0 +1,49 @@
+"""The kopf layer: registration and wake-ups only. The run itself is in driver.py and workflow.py."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from logging import Logger, LoggerAdapter
+from typing import Any
+
+import kopf
+
+from django_migration_operator import driver
+from django_migration_operator.kube import Kube
+from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, VERSION, RunRef
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's own bookkeeping lives under the project's prefix, not kopf.zalando.org.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # events are posted by the driver, deliberately
+    settings.watching.server_timeout = 300
+    memo.kube = Kube()
+    memo.wakeups = driver.Wakeups()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def run(name: str, namespace: str | None, uid: str, memo: kopf.Memo, logger: Logger | LoggerAdapter[Any], **_: Any) -> None:
+    """The one driver of a DjangoMigration: it returns once the run reached Succeeded or Failed."""
+    await driver.drive(memo.kube, memo.wakeups, RunRef(namespace or "", name, uid), logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT})
+def job_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
+    memo.wakeups.wake(namespace or "", labels[RUN_LABEL])
+
+
+def _run_in_namespace(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    return bool(memo.wakeups.active_in(namespace or ""))
+
+
+@kopf.on.event("", "v1", "pods", when=_run_in_namespace)
+@kopf.on.event("apps", "v1", "deployments", when=_run_in_namespace)
+def app_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Pods going or coming, Deployments scaling: the runs of the namespace look again."""
+    memo.wakeups.wake(namespace or "")

@@ -1,0 +1,211 @@
+"""Builders of the four Job manifests of a run (plan, backup, migrate, restore): pure functions, plain dicts.
+
+Every Job has a deterministic name and an owner reference to its run, runs at most one pod (`backoffLimit: 0`:
+a migration must never run twice by itself) and reports its result on one marker line of its log.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shlex
+from typing import Any
+
+from django_migration_operator.plan import migrate_command, parse_marker, plan_command
+from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
+
+__all__ = ["BACKUP_MARKER", "BACKUP_MOUNT", "PLAN_DEADLINE_SECONDS", "RESTORE_MARKER", "backup_job", "backup_path",
+           "job_name", "migrate_job", "parse_marker", "plan_job", "restore_job"]
+
+BACKUP_MARKER = "DJANGOOPS_BACKUP "
+RESTORE_MARKER = "DJANGOOPS_RESTORE "
+BACKUP_MOUNT = "/backups"
+# Planning only reads the migration graph and django_migrations: minutes mean something is stuck.
+PLAN_DEADLINE_SECONDS = 600
+
+_MAX_NAME_LENGTH = 63  # a DNS label; the Job controller also copies the name into a label value
+_NAME_HASH_LENGTH = 10
+_BACKUP_VOLUME = "backups"
+
+# What the Job's container takes from the app container: what Django needs to reach the database (env, files,
+# user, working directory). Probes, ports, lifecycle hooks belong to a server, and `args` would be appended to
+# our command.
+_INHERITED_CONTAINER_FIELDS = ("env", "envFrom", "volumeMounts", "volumeDevices", "workingDir", "securityContext",
+                               "resources", "imagePullPolicy")
+
+# The backup and restore scripts never `set -x`: their command lines carry DATABASE_URL and its password.
+_BACKUP_SCRIPT = r"""set -eu
+folder=${BACKUP_PATH%/*}
+mkdir -p "$folder"
+# Dump to a side file: an interrupted dump never looks like a finished one, and a failed one is removed.
+trap 'rm -f "$BACKUP_PATH.partial"' EXIT
+pg_dump --format=custom --file="$BACKUP_PATH.partial" --dbname="$DATABASE_URL"
+# An archive that pg_restore cannot read is no backup: fail here, before any migration starts.
+pg_restore --list "$BACKUP_PATH.partial" > /dev/null
+mv "$BACKUP_PATH.partial" "$BACKUP_PATH"
+# Keep the newest $BACKUP_KEEP dumps of this app (names are DNS names: no spaces, no newlines).
+ls -1t "$folder"/*.dump | tail -n "+$((BACKUP_KEEP + 1))" | while IFS= read -r old; do rm -f "$old"; done
+size=$(($(wc -c < "$BACKUP_PATH")))
+""" + f"""printf '%s{{"path": "%s", "sizeBytes": %s, "format": "custom", "verified": true}}\\n' \
+{shlex.quote(BACKUP_MARKER)} "$BACKUP_PATH" "$size"
+"""
+
+# Drop and recreate rather than `pg_restore --clean`: a clean restore in place does not undo what a migration
+# added (tables, constraints) and can leave a mixed schema. Everything that can refuse (an unreadable dump, a role
+# that may not create databases) is checked before the DROP, so a refused restore leaves the database as it was.
+# The new database keeps the old one's encoding and locale (text ordering, indexes); psql quotes the name
+# (:"dbname" doubles double quotes).
+_RESTORE_SCRIPT = r"""set -eu
+# The server's maintenance database: the same URL with the path replaced by /postgres, query kept.
+url_without_query=${DATABASE_URL%%\?*}
+query=${DATABASE_URL#"$url_without_query"}
+ADMIN_URL="${url_without_query%/*}/postgres$query"
+pg_restore --list "$BACKUP_PATH" > /dev/null
+psql "$ADMIN_URL" --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v dbname="$DATABASE_NAME" <<'SQL'
+DO $$ BEGIN
+  IF NOT (SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user) THEN
+    RAISE EXCEPTION 'role % may not create databases (it needs CREATEDB): nothing was dropped', current_user;
+  END IF;
+END $$;
+SELECT pg_encoding_to_char(coalesce(existing.encoding, defaults.encoding)) AS db_encoding,
+       coalesce(existing.datcollate, defaults.datcollate) AS db_collate,
+       coalesce(existing.datctype, defaults.datctype) AS db_ctype
+  FROM pg_database defaults LEFT JOIN pg_database existing ON existing.datname = :'dbname'
+ WHERE defaults.datname = 'template1' \gset
+DROP DATABASE IF EXISTS :"dbname" WITH (FORCE);
+CREATE DATABASE :"dbname" TEMPLATE template0 ENCODING :'db_encoding' LC_COLLATE :'db_collate' LC_CTYPE :'db_ctype';
+SQL
+pg_restore --single-transaction --exit-on-error --no-owner --dbname="$DATABASE_URL" "$BACKUP_PATH"
+""" + f"""printf '%s{{"path": "%s", "restored": true}}\\n' {shlex.quote(RESTORE_MARKER)} "$BACKUP_PATH"
+"""
+
+
+def job_name(run: RunRef, step: str) -> str:
+    """`<run>-<step>`; too long or not a DNS label: `<run, cut>-<hash of the full name>-<step>`, still unique."""
+    name = f"{run.name}-{step}"
+    if len(name) <= _MAX_NAME_LENGTH and "." not in name:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_NAME_HASH_LENGTH]
+    room = _MAX_NAME_LENGTH - len(step) - _NAME_HASH_LENGTH - 2
+    prefix = run.name.replace(".", "-")[:room].rstrip("-")
+    return f"{prefix}-{digest}-{step}"
+
+
+def backup_path(spec: Spec, run: RunRef) -> str:
+    """One folder per app in the claim, so that `backup.keep` prunes each app's dumps on their own."""
+    return f"{BACKUP_MOUNT}/{spec.deployment}/{run.name}.dump"
+
+
+def plan_job(run: RunRef, spec: Spec, pod_template: dict[str, Any]) -> dict[str, Any]:
+    """The Job that prints the plan (see plan.py), from the app Deployment's pod template."""
+    # Always set, even empty: a variable of the same name in the Deployment must not leak into the plan.
+    parameters = [{"name": "DJANGOOPS_DATABASE", "value": spec.alias},
+                  {"name": "DJANGOOPS_APP", "value": spec.migrate_app or ""},
+                  {"name": "DJANGOOPS_TARGET", "value": spec.migrate_target or ""}]
+    annotations, container, pod_spec = _app_pod(spec, pod_template, plan_command(), parameters)
+    return _job(run, spec, "plan", container, pod_spec, annotations, PLAN_DEADLINE_SECONDS)
+
+
+def migrate_job(run: RunRef, spec: Spec, pod_template: dict[str, Any]) -> dict[str, Any]:
+    """The Job that runs `manage.py migrate`; the Job controller kills it after migrate.timeoutSeconds."""
+    command = migrate_command(spec.alias, spec.migrate_app, spec.migrate_target)
+    annotations, container, pod_spec = _app_pod(spec, pod_template, command, [])
+    return _job(run, spec, "migrate", container, pod_spec, annotations, spec.timeout_seconds)
+
+
+def backup_job(run: RunRef, spec: Spec, backup_path: str) -> dict[str, Any]:
+    """pg_dump into the claim, verified, pruned to backup.keep; prints BACKUP_MARKER {path, sizeBytes, ...}."""
+    # The dump just taken is always kept, whatever keep says: it is the one this run may need.
+    keep = {"name": "BACKUP_KEEP", "value": str(max(spec.backup_keep, 1))}
+    container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep])
+    return _job(run, spec, "backup", container, pod_spec, {}, spec.timeout_seconds)
+
+
+def restore_job(run: RunRef, spec: Spec, backup_path: str, database_name: str) -> dict[str, Any]:
+    """Drops and recreates `database_name`, restores the dump in one transaction; prints RESTORE_MARKER {...}.
+
+    No deadline: a restore killed half-way leaves an empty database, worse than one that takes long.
+    """
+    name = {"name": "DATABASE_NAME", "value": database_name}
+    container, pod_spec = _tools_pod(spec, "restore", _RESTORE_SCRIPT, backup_path, [name])
+    return _job(run, spec, "restore", container, pod_spec, {}, None)
+
+
+def _app_pod(spec: Spec, pod_template: dict[str, Any], command: list[str],
+             extra_env: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """The app's pod (annotations, the chosen container, the pod spec without containers) turned into a one-shot.
+
+    The pod spec is kept whole (service account, pull secrets, volumes, security context, scheduling) and so are
+    the annotations (agents that inject files or config, such as Vault's, may be needed to reach the database).
+    The labels are not: the Deployment's selector and Services must not match a Job pod.
+    initContainers are kept: they prepare files in shared volumes, and native sidecars (restartPolicy: Always,
+    e.g. a Cloud SQL proxy) live there and stop with the Job. Other containers are dropped: a sidecar that never
+    exits would keep the Job running. An initContainer that runs `migrate` itself must be removed from the app.
+    """
+    template_spec = pod_template.get("spec", {})
+    containers = template_spec.get("containers", [])
+    names = [c["name"] for c in containers]
+    wanted = spec.container or names[0]
+    if wanted not in names:
+        raise ValueError(f"app.container: no container '{wanted}' in Deployment '{spec.deployment}' "
+                         f"(containers: {', '.join(names)}); set app.container to one of them")
+    app_container = containers[names.index(wanted)]
+    container = {key: copy.deepcopy(app_container[key]) for key in _INHERITED_CONTAINER_FIELDS if key in app_container}
+    container.update(name=wanted, image=spec.image or app_container["image"], command=command)
+    if extra_env:
+        container["env"] = [*container.get("env", []), *extra_env]
+    pod_spec = {key: copy.deepcopy(value) for key, value in template_spec.items() if key != "containers"}
+    annotations = dict(pod_template.get("metadata", {}).get("annotations") or {})
+    return annotations, container, pod_spec
+
+
+def _tools_pod(spec: Spec, step: str, script: str, path: str,
+               extra_env: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pod of the PostgreSQL tools image with the backup claim at BACKUP_MOUNT and the database URL secret."""
+    if not spec.backup_claim:
+        raise ValueError("backup.volumeClaim: a backup or a restore needs a PersistentVolumeClaim; set "
+                         "backup.volumeClaim, or backup.enabled: false to migrate without a backup")
+    env = [
+        # A reference, never the value: the URL holds the password.
+        {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": spec.url_secret, "key": spec.url_key}}},
+        {"name": "BACKUP_PATH", "value": path},
+        # Fail fast when the server does not answer, instead of hanging while the app is stopped.
+        {"name": "PGCONNECT_TIMEOUT", "value": "10"},
+        *extra_env,
+    ]
+    container = {"name": step, "image": spec.backup_image, "command": ["sh", "-c", script], "env": env,
+                 "volumeMounts": [{"name": _BACKUP_VOLUME, "mountPath": BACKUP_MOUNT}]}
+    pod_spec = {
+        "automountServiceAccountToken": False,  # the tools never call the Kubernetes API
+        "volumes": [{"name": _BACKUP_VOLUME, "persistentVolumeClaim": {"claimName": spec.backup_claim}}],
+    }
+    return container, pod_spec
+
+
+def _job(run: RunRef, spec: Spec, step: str, container: dict[str, Any], pod_spec: dict[str, Any],
+         pod_annotations: dict[str, str], active_deadline_seconds: int | None) -> dict[str, Any]:
+    """What every Job of a run shares: name, labels, owner, a single attempt, and spec.jobTemplate applied."""
+    labels = {RUN_LABEL: run.name, STEP_LABEL: step}
+    template = spec.job_template
+    # The operator reads a failed pod's termination message: the log tail when the command wrote none.
+    container = {**container, "terminationMessagePolicy": "FallbackToLogsOnError"}
+    if "resources" in template:
+        container["resources"] = copy.deepcopy(template["resources"])
+    pod_spec = {**pod_spec, "containers": [container], "restartPolicy": "Never"}
+    # spec.jobTemplate wins over what the Deployment says: it is where the user wants the Jobs to run.
+    for key in ("nodeSelector", "tolerations", "securityContext"):
+        if key in template:
+            pod_spec[key] = copy.deepcopy(template[key])
+    pod_metadata: dict[str, Any] = {"labels": dict(labels)}
+    if pod_annotations:
+        pod_metadata["annotations"] = pod_annotations
+    job_spec: dict[str, Any] = {"backoffLimit": 0, "template": {"metadata": pod_metadata, "spec": pod_spec}}
+    if active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(run, step), "namespace": run.namespace, "labels": labels,
+                     "ownerReferences": [run.owner_reference()]},
+        "spec": job_spec,
+    }

@@ -1,0 +1,201 @@
+"""Every Kubernetes API call of the operator: runs, Deployments, pods, Jobs and their logs, Secrets, Leases, events.
+
+The `kubernetes` client is synchronous; the driver calls these functions through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, VERSION, RunRef
+from django_migration_operator.workflow import DeploymentState, JobState
+
+LEASE_PREFIX = "djangoops-db-"
+LOG_LIMIT_BYTES = 64 * 1024  # enough for a plan and a useful tail; a migrate log can be huge
+
+
+class Kube:
+    """A thin, typed facade over the API groups the operator uses."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+
+    # --- the DjangoMigration ------------------------------------------------------------------------------
+
+    def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return body
+
+    def patch_run_status(self, run: RunRef, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, run.namespace, PLURAL, run.name,
+                                                          {"status": status})
+
+    def list_runs(self, namespace: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                               PLURAL)["items"]
+        return items
+
+    def post_event(self, run: RunRef, reason: str, message: str, warning: bool) -> None:
+        now = datetime.now(UTC)
+        self.core.create_namespaced_event(run.namespace, client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{run.name}."),
+            involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind=KIND,
+                                                     name=run.name, namespace=run.namespace, uid=run.uid),
+            reason=reason, message=message[:1024], type="Warning" if warning else "Normal",
+            first_timestamp=now, last_timestamp=now, count=1,
+            source=client.V1EventSource(component="django-migration-operator"),
+            reporting_component="djangoops.dev/django-migration-operator", reporting_instance="operator"))
+
+    # --- Deployments and their pods -----------------------------------------------------------------------
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            deployment = self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(deployment)
+        return result
+
+    def deployment_state(self, namespace: str, name: str) -> DeploymentState | None:
+        deployment = self.read_deployment(namespace, name)
+        if deployment is None:
+            return None
+        spec, status = deployment["spec"], deployment.get("status", {})
+        selector = ",".join(f"{k}={v}" for k, v in spec["selector"].get("matchLabels", {}).items())
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        replicas = int(spec.get("replicas", 1))
+        rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+                      and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
+        return DeploymentState(replicas=replicas, pods=len(pods), available=int(status.get("availableReplicas", 0)),
+                               rolled_out=rolled_out, scaled_by=_replicas_manager(deployment))
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+
+    # --- Secrets ------------------------------------------------------------------------------------------
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """The value, or None when the Secret or the key is missing. Never logged, never stored."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        encoded = (secret.data or {}).get(key)
+        return base64.b64decode(encoded).decode() if encoded is not None else None
+
+    # --- Jobs -------------------------------------------------------------------------------------------
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        try:
+            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+        except ApiException as error:
+            if error.status != 409:  # already created before a restart: the same deterministic Job
+                raise
+
+    def job_state(self, namespace: str, name: str) -> JobState | None:
+        try:
+            job = self.batch.read_namespaced_job(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        finished = reason = None
+        for condition in job.status.conditions or []:
+            if condition.status == "True" and condition.type in ("Complete", "Failed"):
+                finished, reason = condition.type, condition.reason
+        return JobState(finished=finished, reason=reason, log=self.job_log(namespace, name) if finished else "")
+
+    def job_log(self, namespace: str, job_name: str) -> str:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+        if not pods:
+            return ""
+        pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
+        try:
+            log: str = self.core.read_namespaced_pod_log(pod.metadata.name, namespace, limit_bytes=LOG_LIMIT_BYTES)
+        except ApiException as error:  # a pod that never started has no log: its status says why
+            return _pod_problem(pod) or f"(no log: {error.reason})"
+        return log or _pod_problem(pod) or ""
+
+    # --- the one-run-per-database Lease -------------------------------------------------------------------
+
+    def lease_holder(self, namespace: str, database_id: str) -> str | None:
+        try:
+            lease = self.coordination.read_namespaced_lease(_lease_name(database_id), namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        holder: str | None = lease.spec.holder_identity
+        return holder
+
+    def acquire_lease(self, run: RunRef, database_id: str) -> None:
+        """Creates the Lease naming this run, or takes it over from a holder that no longer runs."""
+        now = datetime.now(UTC)
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(name=_lease_name(database_id), labels={RUN_LABEL: run.name}),
+            spec=client.V1LeaseSpec(holder_identity=run.name, acquire_time=now, renew_time=now))
+        try:
+            self.coordination.create_namespaced_lease(run.namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            self.coordination.replace_namespaced_lease(_lease_name(database_id), run.namespace, body)
+
+    def release_lease(self, run: RunRef, database_id: str) -> None:
+        name = _lease_name(database_id)
+        try:
+            lease = self.coordination.read_namespaced_lease(name, run.namespace)
+            if lease.spec.holder_identity == run.name:
+                self.coordination.delete_namespaced_lease(
+                    name, run.namespace, body=client.V1DeleteOptions(
+                        preconditions=client.V1Preconditions(resource_version=lease.metadata.resource_version)))
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
+
+def _lease_name(database_id: str) -> str:
+    # The identity holds host, port and database name: hashed, it is a valid name and reveals nothing.
+    return LEASE_PREFIX + hashlib.sha256(database_id.encode()).hexdigest()[:16]
+
+
+def _replicas_manager(deployment: dict[str, Any]) -> str | None:
+    """Who last set spec.replicas, from managedFields (server-side field ownership)."""
+    for entry in reversed(deployment["metadata"].get("managedFields") or []):
+        fields = entry.get("fieldsV1", {}).get("f:spec", {})
+        if "f:replicas" in fields:
+            return str(entry.get("manager"))
+    return None
+
+
+def _pod_problem(pod: client.V1Pod) -> str | None:
+    for status in (pod.status.container_statuses or []):
+        waiting = status.state.waiting if status.state else None
+        if waiting and waiting.reason:
+            return f"{waiting.reason}: {waiting.message or ''}".strip()
+    return None

@@ -1,0 +1,98 @@
+"""The DjangoMigration resource as typed values: read once from the object's spec, used everywhere.
+
+The CRD (crds/) validates and defaults the spec at apply time, so parsing here trusts its shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GROUP = "djangoops.dev"
+VERSION = "v1alpha1"
+PLURAL = "djangomigrations"
+KIND = "DjangoMigration"
+
+# Labels on every child object, so a Job or Lease names the run it belongs to.
+RUN_LABEL = f"{GROUP}/run"
+STEP_LABEL = f"{GROUP}/step"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    sql: str
+    expect: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    deployment: str
+    container: str | None
+    image: str | None
+    stop: tuple[str, ...]
+    url_secret: str
+    url_key: str
+    alias: str
+    migrate_app: str | None
+    migrate_target: str | None
+    timeout_seconds: int
+    backup_enabled: bool
+    backup_claim: str | None
+    backup_keep: int
+    backup_image: str
+    row_count_tables: tuple[str, ...]
+    checks: tuple[Check, ...]
+    strategy: str
+    on_failure: str
+    approval: str
+    job_template: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deployments(self) -> tuple[str, ...]:
+        """Every Deployment the run stops and starts again: the app first, then `app.stop`."""
+        return (self.deployment, *(d for d in self.stop if d != self.deployment))
+
+    @classmethod
+    def from_body(cls, spec: dict[str, Any]) -> Spec:
+        app = spec.get("app", {})
+        database = spec.get("database", {})
+        url_secret = database.get("urlSecret", {})
+        migrate = spec.get("migrate", {})
+        backup = spec.get("backup", {})
+        verify = spec.get("verify", {})
+        return cls(
+            deployment=app.get("deployment", ""),
+            container=app.get("container"),
+            image=app.get("image"),
+            stop=tuple(app.get("stop", [])),
+            url_secret=url_secret.get("name", ""),
+            url_key=url_secret.get("key", ""),
+            alias=database.get("alias", "default"),
+            migrate_app=migrate.get("app"),
+            migrate_target=migrate.get("target"),
+            timeout_seconds=int(migrate.get("timeoutSeconds", 3600)),
+            backup_enabled=bool(backup.get("enabled", True)),
+            backup_claim=backup.get("volumeClaim"),
+            backup_keep=int(backup.get("keep", 5)),
+            backup_image=backup.get("image", "postgres:15"),
+            row_count_tables=tuple(verify.get("rowCounts", [])),
+            checks=tuple(Check(c["name"], c["sql"], str(c.get("expect", "0"))) for c in verify.get("checks", [])),
+            strategy=spec.get("strategy", "Offline"),
+            on_failure=spec.get("onFailure", "Restore"),
+            approval=spec.get("approval", "Automatic"),
+            job_template=dict(spec.get("jobTemplate", {})),
+        )
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Identifies one DjangoMigration object: what child objects point back to."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}

@@ -1,0 +1,462 @@
+"""The run as a state machine: the current status and what the cluster looks like -> the next step.
+
+`advance` is pure. It never calls Kubernetes or PostgreSQL: the driver observes the world, calls `advance`,
+then carries out the returned step (status patch first, then actions, then events) and calls it again,
+immediately or after a wake-up. Every decision is made from the status plus fresh observations, so an
+operator killed at any moment picks the run up where the status says it is, and no step runs twice:
+replicas are recorded before anything scales, Jobs have deterministic names, and a finished Job is read,
+not re-created.
+
+Phases (SPEC §3):
+  Pending -> Planning -> [AwaitingApproval] -> ScalingDown -> BackingUp -> Migrating -> Verifying -> ScalingUp
+  -> Succeeded; a failed backup goes to ScalingUp -> Failed; a failed migration or verification goes to
+  Restoring -> ScalingUp -> Failed (RolledBack); a failed restore ends Failed with the app still stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from django_migration_operator import jobs
+from django_migration_operator.plan import PlannedMigration, irreversible_steps, parse_plan_output
+from django_migration_operator.resource import Spec
+
+Status = dict[str, Any]
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    PLANNING = "Planning"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SCALING_DOWN = "ScalingDown"
+    BACKING_UP = "BackingUp"
+    MIGRATING = "Migrating"
+    VERIFYING = "Verifying"
+    RESTORING = "Restoring"
+    SCALING_UP = "ScalingUp"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+# Phases in which the app is meant to be stopped: a Deployment scaled up meanwhile is scaled down again.
+APP_STOPPED = frozenset({Phase.BACKING_UP, Phase.MIGRATING, Phase.VERIFYING, Phase.RESTORING})
+LOG_TAIL_LINES = 20
+
+
+# --- what the driver observes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    replicas: int  # spec.replicas
+    pods: int  # pods matching the selector, terminating ones included
+    available: int  # status.availableReplicas
+    rolled_out: bool  # the controller has seen the latest spec and every replica is updated
+    scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells
+
+
+@dataclass(frozen=True)
+class JobState:
+    finished: str | None  # None while it runs, "Complete" or "Failed"
+    reason: str | None  # the Job's failure reason (DeadlineExceeded, BackoffLimitExceeded)
+    log: str  # the output of its pod
+
+
+@dataclass(frozen=True)
+class World:
+    now: datetime
+    problems: tuple[str, ...] = ()  # input that cannot work, each naming the field and the fix
+    lease_holder: str | None = None  # another run holding this database; None when free or ours
+    deployments: dict[str, DeploymentState] = field(default_factory=dict)
+    job: JobState | None = None  # the current step's Job; None when not created yet
+    row_counts: dict[str, int] | None = None  # counted now
+    applied: frozenset[tuple[str, str]] | None = None  # (app, name) rows of django_migrations
+    check_results: dict[str, str] | None = None  # check name -> the value its SQL returned
+
+
+# --- what the driver does -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    step: str  # plan, backup, migrate, restore
+
+
+@dataclass(frozen=True)
+class Scale:
+    deployment: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class AcquireLease:
+    pass
+
+
+@dataclass(frozen=True)
+class ReleaseLease:
+    pass
+
+
+Action = CreateJob | Scale | AcquireLease | ReleaseLease
+
+
+@dataclass(frozen=True)
+class Event:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass
+class Step:
+    status: Status = field(default_factory=dict)  # merged into .status before any action
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    wait: bool = False  # nothing more to do until the world changes (a Job ends, pods go)
+
+
+# --- the machine ------------------------------------------------------------------------------------------
+
+
+def advance(spec: Spec, status: Status, world: World) -> Step:
+    phase = Phase(status.get("phase") or Phase.PENDING)
+    handler = _HANDLERS.get(phase)
+    return handler(spec, status, world) if handler else Step(wait=True)
+
+
+def _pending(spec: Spec, status: Status, world: World) -> Step:
+    if world.problems:
+        message = "; ".join(world.problems) + ". Nothing was changed: the app and the database are as they were."
+        return _finish(status, world, Phase.FAILED, "InvalidSpec", message, release=False)
+    return _queue_or_plan(status, world)
+
+
+def _queued(spec: Spec, status: Status, world: World) -> Step:
+    return _queue_or_plan(status, world)
+
+
+def _queue_or_plan(status: Status, world: World) -> Step:
+    if world.lease_holder:
+        if status.get("phase") == Phase.QUEUED and status.get("waitingFor") == world.lease_holder:
+            return Step(wait=True)
+        message = f"waiting for run {world.lease_holder}, which holds this database"
+        return Step(status={"phase": Phase.QUEUED, "waitingFor": world.lease_holder, "message": message,
+                            "startedAt": status.get("startedAt") or _iso(world.now),
+                            "conditions": _conditions(status, world, Succeeded=("Unknown", "Queued", message))},
+                    events=[Event("Queued", message)], wait=True)
+    message = "planning: listing the migrations to apply"
+    return Step(status={"phase": Phase.PLANNING, "waitingFor": None, "message": message,
+                        "startedAt": status.get("startedAt") or _iso(world.now),
+                        "conditions": _conditions(status, world, Succeeded=("Unknown", "Running", message))},
+                actions=[AcquireLease()], events=[Event("Planning", message)])
+
+
+def _planning(spec: Spec, status: Status, world: World) -> Step:
+    waiting = _job_step(status, world, "plan")
+    if waiting:
+        return waiting
+    assert world.job is not None
+    result = parse_plan_output(world.job.log)
+    if world.job.finished == "Failed" or result.error:
+        detail = result.error or _tail(world.job.log)
+        return _finish(status, world, Phase.FAILED, result.reason or "PlanFailed",
+                       f"planning failed, nothing was changed: {detail}")
+    plan = [m.to_status() for m in result.migrations]
+    planned = {"plan": plan, "planCount": len(plan)}
+    if not plan:
+        return _finish({**status, **planned}, world, Phase.SUCCEEDED, "NothingToMigrate",
+                       "no migration to apply: the database is up to date; the app was not stopped",
+                       extra={**planned, "downtimeSeconds": 0})
+    irreversible = irreversible_steps(result.migrations)
+    if irreversible:
+        names = ", ".join(f"{m.app}.{m.name}" for m in irreversible)
+        return _finish({**status, **planned}, world, Phase.FAILED, "Irreversible",
+                       f"the plan unapplies {names}, which cannot be reversed; nothing was changed. "
+                       "Choose a migrate.target after it, or restore a backup instead", extra=planned)
+    summary = _plan_summary(result.migrations)
+    if spec.approval == "Manual":
+        message = f"plan ready ({summary}); waiting for approval: set spec.approval to Automatic to go on"
+        return Step(status={**planned, "phase": Phase.AWAITING_APPROVAL, "message": message},
+                    events=[Event("AwaitingApproval", message)])
+    return _start_scaling_down(planned, summary)
+
+
+def _awaiting_approval(spec: Spec, status: Status, world: World) -> Step:
+    if spec.approval == "Manual":
+        return Step(wait=True)
+    plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
+    return _start_scaling_down({}, _plan_summary(plan))
+
+
+def _start_scaling_down(status_update: Status, summary: str) -> Step:
+    message = f"plan: {summary}; stopping the app"
+    return Step(status={**status_update, "phase": Phase.SCALING_DOWN, "message": message},
+                events=[Event("ScalingDown", message)])
+
+
+def _scaling_down(spec: Spec, status: Status, world: World) -> Step:
+    if "replicas" not in status:
+        # Recorded before anything scales, so a restart can never mistake 0 for the app's size.
+        return Step(status={"replicas": {name: world.deployments[name].replicas for name in spec.deployments},
+                            "stoppedAt": _iso(world.now)})
+    actions: list[Action] = [Scale(name, 0) for name in spec.deployments if world.deployments[name].replicas != 0]
+    remaining = sum(world.deployments[name].pods for name in spec.deployments)
+    if actions or remaining:
+        return Step(actions=actions, wait=True)
+    if spec.backup_enabled:
+        message = f"app stopped; backing the database up into {spec.backup_claim}"
+        return Step(status={"phase": Phase.BACKING_UP, "message": message}, events=[Event("BackingUp", message)])
+    message = "app stopped; backup disabled (backup.enabled: false): migrating without a backup"
+    return Step(status={"phase": Phase.MIGRATING, "message": message},
+                events=[Event("Migrating", message, warning=True)])
+
+
+def _backing_up(spec: Spec, status: Status, world: World) -> Step:
+    guard = _guard(spec, status, world)
+    if guard:
+        return guard
+    if "rowCounts" not in status and world.row_counts is not None:
+        return Step(status={"rowCounts": {t: {"before": n} for t, n in world.row_counts.items()}})
+    waiting = _job_step(status, world, "backup", extra={"backup": {"startedAt": _iso(world.now)}})
+    if waiting:
+        return waiting
+    assert world.job is not None
+    backup = jobs.parse_marker(world.job.log, jobs.BACKUP_MARKER) if world.job.finished == "Complete" else None
+    if not backup or not backup.get("verified"):
+        reason = f"the backup failed ({world.job.reason or 'pg_dump or its verification failed'}): " \
+                 f"{_tail(world.job.log)}; no migration was attempted"
+        return _fail_towards_scaling_up(status, world, "BackingUp", "BackupFailed", reason,
+                                        BackupTaken=("False", "BackupFailed", reason))
+    record = {**status.get("backup", {}), **backup, "completedAt": _iso(world.now)}
+    message = f"backup verified: {record['path']} ({record.get('sizeBytes', 0)} bytes); migrating"
+    return Step(status={"backup": record, "phase": Phase.MIGRATING, "message": message,
+                        "conditions": _conditions(status, world, BackupTaken=("True", "BackupVerified", message))},
+                events=[Event("Migrating", message)])
+
+
+def _migrating(spec: Spec, status: Status, world: World) -> Step:
+    guard = _guard(spec, status, world)
+    if guard:
+        return guard
+    if "rowCounts" not in status and world.row_counts is not None:
+        return Step(status={"rowCounts": {t: {"before": n} for t, n in world.row_counts.items()}})
+    waiting = _job_step(status, world, "migrate")
+    if waiting:
+        return waiting
+    assert world.job is not None
+    output = _tail(world.job.log)
+    if world.job.finished == "Failed":
+        why = "timed out (migrate.timeoutSeconds)" if world.job.reason == "DeadlineExceeded" else "failed"
+        reason = f"the migration {why}: {output}"
+        return _after_damage(spec, status, world, "Migrating", "MigrationFailed", reason,
+                             {"migrateOutput": output,
+                              "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))})
+    message = "migrations applied; verifying"
+    return Step(status={"migrateOutput": output, "phase": Phase.VERIFYING, "message": message,
+                        "conditions": _conditions(status, world, Migrated=("True", "Migrated", message))},
+                events=[Event("Verifying", message)])
+
+
+def _verifying(spec: Spec, status: Status, world: World) -> Step:
+    if world.applied is None or world.row_counts is None or world.check_results is None:
+        return Step(wait=True)
+    failures = _verification_failures(spec, status, world)
+    counts = {t: {**status.get("rowCounts", {}).get(t, {}), "after": n} for t, n in world.row_counts.items()}
+    if failures:
+        reason = "verification failed: " + "; ".join(failures)
+        verified = _conditions(status, world, Verified=("False", "VerificationFailed", reason))
+        return _after_damage(spec, status, world, "Verifying", "VerificationFailed", reason,
+                             {"rowCounts": counts, "conditions": verified})
+    message = "verified: django_migrations, row counts and checks hold; starting the app"
+    return Step(status={"rowCounts": counts, "phase": Phase.SCALING_UP, "message": message,
+                        "conditions": _conditions(status, world, Verified=("True", "Verified", message))},
+                events=[Event("ScalingUp", message)])
+
+
+def _restoring(spec: Spec, status: Status, world: World) -> Step:
+    waiting = _job_step(status, world, "restore")
+    if waiting:
+        return waiting
+    assert world.job is not None
+    failure = status.get("failure", {})
+    path = status.get("backup", {}).get("path", "?")
+    if world.job.finished == "Failed":
+        message = (f"{failure.get('message', 'the run failed')}; then the restore failed too: {_tail(world.job.log)}. "
+                   f"The app stays stopped (old code must not run on a broken schema). The backup is {path} in "
+                   f"PersistentVolumeClaim {spec.backup_claim}: restore it by hand with `pg_restore "
+                   f"--single-transaction --exit-on-error --no-owner -d <database> {path}` into a recreated "
+                   "database, then scale the app back to status.replicas")
+        return _finish(status, world, Phase.FAILED, "RestoreFailed", message, extra={
+            "conditions": _conditions(status, world, RestoreFailed=("True", "RestoreFailed", message),
+                                      RolledBack=("False", "RestoreFailed", message),
+                                      Succeeded=("False", "RestoreFailed", message))})
+    message = f"database restored from {path}; starting the app on the restored database"
+    return Step(status={"phase": Phase.SCALING_UP, "message": message,
+                        "conditions": _conditions(status, world, RolledBack=("True", "Restored", message))},
+                events=[Event("Restored", message, warning=True)])
+
+
+def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
+    recorded: dict[str, int] = status.get("replicas", {})
+    actions: list[Action] = [Scale(name, replicas) for name, replicas in recorded.items()
+                             if world.deployments[name].replicas != replicas]
+    ready = all(world.deployments[name].rolled_out and world.deployments[name].available >= replicas
+                for name, replicas in recorded.items())
+    if actions or not ready:
+        return Step(actions=actions, wait=True)
+    downtime = _seconds_since(status.get("stoppedAt"), world.now)
+    replicas = ", ".join(f"{name} {n}" for name, n in recorded.items())
+    failure = status.get("failure")
+    if failure:
+        message = f"{failure['message']}. The app runs again ({replicas}) after {downtime:.0f}s of downtime"
+        if status.get("phase") == Phase.SCALING_UP and _condition_status(status, "RolledBack") == "True":
+            message += "; the database was restored from the backup taken before the migration"
+        return _finish(status, world, Phase.FAILED, failure["reason"], message, extra={"downtimeSeconds": downtime})
+    count = status.get("planCount", 0)
+    applied = f"{count} migration{'s' if count != 1 else ''} applied"
+    message = f"{applied}, {downtime:.0f}s downtime; app running ({replicas})"
+    return _finish(status, world, Phase.SUCCEEDED, "Migrated", message, extra={"downtimeSeconds": downtime})
+
+
+_HANDLERS = {
+    Phase.PENDING: _pending,
+    Phase.QUEUED: _queued,
+    Phase.PLANNING: _planning,
+    Phase.AWAITING_APPROVAL: _awaiting_approval,
+    Phase.SCALING_DOWN: _scaling_down,
+    Phase.BACKING_UP: _backing_up,
+    Phase.MIGRATING: _migrating,
+    Phase.VERIFYING: _verifying,
+    Phase.RESTORING: _restoring,
+    Phase.SCALING_UP: _scaling_up,
+}
+
+
+# --- shared pieces ------------------------------------------------------------------------------------------
+
+
+def _job_step(status: Status, world: World, step: str, extra: Status | None = None) -> Step | None:
+    """Creates the step's Job once and waits for it; None once it finished (world.job then says how)."""
+    if world.job is None:
+        if step in status.get("jobs", {}):
+            return Step(wait=True)  # created, not visible yet
+        return Step(status={**(extra or {}), "jobs": {**status.get("jobs", {}), step: step}},
+                    actions=[CreateJob(step)])
+    if world.job.finished is None:
+        return Step(wait=True)
+    return None
+
+
+def _guard(spec: Spec, status: Status, world: World) -> Step | None:
+    """Scales down again any Deployment that something scaled up while the app must be stopped."""
+    scaled_up = [name for name in spec.deployments if name in world.deployments and world.deployments[name].replicas]
+    if not scaled_up:
+        return None
+    events = []
+    for name in scaled_up:
+        who = world.deployments[name].scaled_by
+        by = f" by {who}" if who else ""
+        events.append(Event("ScaledUpDuringRun",
+                            f"Deployment {name} was scaled to {world.deployments[name].replicas}{by} while the "
+                            f"run is in {status.get('phase')}; scaling it down to 0 again", warning=True))
+    return Step(actions=[Scale(name, 0) for name in scaled_up], events=events, wait=True)
+
+
+def _verification_failures(spec: Spec, status: Status, world: World) -> list[str]:
+    assert world.applied is not None and world.row_counts is not None and world.check_results is not None
+    failures = []
+    for entry in status.get("plan", []):
+        applied = (entry["app"], entry["name"]) in world.applied
+        if applied == bool(entry.get("backwards")):
+            expected = "unapplied" if entry.get("backwards") else "applied"
+            failures.append(f"django_migrations: {entry['app']}.{entry['name']} is not {expected}")
+    for table, after in world.row_counts.items():
+        before = status.get("rowCounts", {}).get(table, {}).get("before")
+        if before is not None and after < before:
+            failures.append(f"table {table} lost rows: {before} before, {after} after")
+    for check in spec.checks:
+        got = world.check_results.get(check.name)
+        if got != check.expect:
+            failures.append(f"check '{check.name}' returned {got!r}, expected {check.expect!r}")
+    return failures
+
+
+def _after_damage(spec: Spec, status: Status, world: World, step: str, reason: str, message: str,
+                  update: Status) -> Step:
+    """The database may be changed: restore it, or with onFailure Keep leave it and the app as they are."""
+    if spec.on_failure == "Keep" or not spec.backup_enabled:
+        why = "onFailure is Keep" if spec.on_failure == "Keep" else "backup.enabled is false"
+        full = (f"{message}. The database is left as the failure left it ({why}) and the app stays stopped: "
+                f"repair the database, then scale the app back to status.replicas")
+        return _finish({**status, **update}, world, Phase.FAILED, reason, full,
+                       extra={**update, "failure": {"step": step, "reason": reason, "message": message}})
+    restoring = f"{message}; restoring the database from {status.get('backup', {}).get('path', 'the backup')}"
+    return Step(status={**update, "phase": Phase.RESTORING, "message": restoring,
+                        "failure": {"step": step, "reason": reason, "message": message}},
+                events=[Event(reason, restoring, warning=True)])
+
+
+def _fail_towards_scaling_up(status: Status, world: World, step: str, reason: str, message: str,
+                             **conditions: tuple[str, str, str]) -> Step:
+    return Step(status={"phase": Phase.SCALING_UP, "message": f"{message}; starting the app again",
+                        "failure": {"step": step, "reason": reason, "message": message},
+                        "conditions": _conditions(status, world, **conditions)},
+                events=[Event(reason, message, warning=True)])
+
+
+def _finish(status: Status, world: World, phase: Phase, reason: str, message: str, release: bool = True,
+            extra: Status | None = None) -> Step:
+    succeeded = "True" if phase == Phase.SUCCEEDED else "False"
+    conditions = (extra or {}).get("conditions") or _conditions(status, world)
+    conditions = _set_condition(conditions, world, "Succeeded", succeeded, reason, message)
+    return Step(status={**(extra or {}), "phase": phase, "message": message, "completedAt": _iso(world.now),
+                        "conditions": conditions},
+                actions=[ReleaseLease()] if release else [],
+                events=[Event(reason, message, warning=phase == Phase.FAILED)])
+
+
+def _conditions(status: Status, world: World, **changes: tuple[str, str, str]) -> list[dict[str, Any]]:
+    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
+    for kind, (state, reason, message) in changes.items():
+        conditions = _set_condition(conditions, world, kind, state, reason, message)
+    return conditions
+
+
+def _set_condition(conditions: list[dict[str, Any]], world: World, kind: str, state: str, reason: str,
+                   message: str) -> list[dict[str, Any]]:
+    """Kubernetes condition semantics: lastTransitionTime changes only when the status does."""
+    previous = next((c for c in conditions if c["type"] == kind), None)
+    changed_at = previous["lastTransitionTime"] if previous and previous["status"] == state else _iso(world.now)
+    entry = {"type": kind, "status": state, "reason": reason, "message": message[:32768],
+             "lastTransitionTime": changed_at}
+    return [*(c for c in conditions if c["type"] != kind), entry]
+
+
+def _condition_status(status: Status, kind: str) -> str | None:
+    return next((c["status"] for c in status.get("conditions", []) if c["type"] == kind), None)
+
+
+def _plan_summary(plan: tuple[PlannedMigration, ...] | list[PlannedMigration]) -> str:
+    names = ", ".join(f"{m.app}.{m.name}{' (backwards)' if m.backwards else ''}" for m in plan)
+    return f"{len(plan)} migration{'s' if len(plan) != 1 else ''}: {names}"
+
+
+def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(log.strip().splitlines()[-lines:]) or "(no output)"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds_since(iso: str | None, now: datetime) -> float:
+    if not iso:
+        return 0.0
+    started = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    return round((now - started).total_seconds(), 1)

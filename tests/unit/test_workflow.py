@@ -1,0 +1,295 @@
+"""The run's state machine, without a cluster: every transition, and a restart in the middle of each step."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from django_migration_operator.jobs import BACKUP_MARKER
+from django_migration_operator.plan import PLAN_MARKER
+from django_migration_operator.resource import Spec
+from django_migration_operator.workflow import (
+    AcquireLease,
+    CreateJob,
+    DeploymentState,
+    JobState,
+    Phase,
+    ReleaseLease,
+    Scale,
+    Step,
+    World,
+    advance,
+)
+
+NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+PLAN = [{"app": "blog", "name": "0003_add_post_status", "atomic": True, "reversible": True, "backwards": False,
+         "operations": ["AddField"]}]
+
+
+def spec(**top_level: Any) -> Spec:
+    body: dict[str, Any] = {
+        "app": {"deployment": "web", "stop": ["worker"]},
+        "database": {"urlSecret": {"name": "db", "key": "url"}},
+        "backup": {"volumeClaim": "backups"},
+        "verify": {"rowCounts": ["blog_post"],
+                   "checks": [{"name": "no orphans", "sql": "SELECT 0", "expect": "0"}]},
+    }
+    return Spec.from_body({**body, **top_level})
+
+
+def running(replicas: int, pods: int | None = None, available: int | None = None) -> DeploymentState:
+    return DeploymentState(replicas=replicas, pods=replicas if pods is None else pods,
+                           available=replicas if available is None else available, rolled_out=True)
+
+
+def plan_log(plan: list[dict[str, Any]]) -> str:
+    return f"some warning\n{PLAN_MARKER}{json.dumps({'plan': plan})}\n"
+
+
+def backup_log(verified: bool = True) -> str:
+    record = {"path": "/backups/web/run.dump", "sizeBytes": 2048, "format": "custom", "verified": verified}
+    return f"{BACKUP_MARKER}{json.dumps(record)}\n"
+
+
+def apply(status: dict[str, Any], step: Step) -> dict[str, Any]:
+    """What the driver does with a step's status: a merge patch."""
+    return {**status, **step.status}
+
+
+def conditions(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status.get("conditions", [])}
+
+
+class TestHappyPath:
+    def test_a_run_goes_from_pending_to_succeeded(self) -> None:
+        s = spec()
+        status: dict[str, Any] = {}
+
+        step = advance(s, status, World(now=NOW))
+        assert step.status["phase"] == Phase.PLANNING and step.actions == [AcquireLease()]
+        status = apply(status, step)
+
+        step = advance(s, status, World(now=NOW))
+        assert step.actions == [CreateJob("plan")]
+        status = apply(status, step)
+        assert advance(s, status, World(now=NOW)).wait  # created, not visible yet: wait, never re-create
+        assert advance(s, status, World(now=NOW, job=JobState(None, None, ""))).wait
+
+        step = advance(s, status, World(now=NOW, job=JobState("Complete", None, plan_log(PLAN))))
+        assert step.status["phase"] == Phase.SCALING_DOWN
+        assert step.status["plan"] == PLAN and step.status["planCount"] == 1
+        status = apply(status, step)
+
+        world = World(now=NOW, deployments={"web": running(2), "worker": running(1)})
+        step = advance(s, status, world)
+        assert step.status["replicas"] == {"web": 2, "worker": 1}, "replicas are recorded before anything scales"
+        assert step.actions == []
+        status = apply(status, step)
+
+        step = advance(s, status, world)
+        assert step.actions == [Scale("web", 0), Scale("worker", 0)] and step.wait
+        stopping = World(now=NOW, deployments={"web": running(0, pods=1), "worker": running(0, pods=0)})
+        assert advance(s, status, stopping).wait and not advance(s, status, stopping).actions
+
+        step = advance(s, status, World(now=NOW, deployments={"web": running(0), "worker": running(0)}))
+        assert step.status["phase"] == Phase.BACKING_UP
+        status = apply(status, step)
+
+        stopped = {"web": running(0), "worker": running(0)}
+        step = advance(s, status, World(now=NOW, deployments=stopped, row_counts={"blog_post": 200}))
+        assert step.status == {"rowCounts": {"blog_post": {"before": 200}}}
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, deployments=stopped))
+        assert step.actions == [CreateJob("backup")]
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, deployments=stopped, job=JobState("Complete", None, backup_log())))
+        assert step.status["phase"] == Phase.MIGRATING
+        assert step.status["backup"]["verified"] is True and step.status["backup"]["sizeBytes"] == 2048
+        assert conditions(apply(status, step))["BackupTaken"] == "True"
+        status = apply(status, step)
+
+        step = advance(s, status, World(now=NOW, deployments=stopped))
+        assert step.actions == [CreateJob("migrate")]
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, deployments=stopped,
+                                        job=JobState("Complete", None, "Applying blog.0003... OK\n")))
+        assert step.status["phase"] == Phase.VERIFYING and "Applying blog.0003" in step.status["migrateOutput"]
+        status = apply(status, step)
+
+        step = advance(s, status, World(now=NOW, deployments=stopped, row_counts={"blog_post": 200},
+                                        applied=frozenset({("blog", "0003_add_post_status")}),
+                                        check_results={"no orphans": "0"}))
+        assert step.status["phase"] == Phase.SCALING_UP
+        assert step.status["rowCounts"] == {"blog_post": {"before": 200, "after": 200}}
+        status = apply(status, step)
+
+        step = advance(s, status, World(now=NOW, deployments=stopped))
+        assert step.actions == [Scale("web", 2), Scale("worker", 1)]
+        starting = {"web": running(2, available=1), "worker": running(1)}
+        assert advance(s, status, World(now=NOW, deployments=starting)).wait
+
+        later = NOW + timedelta(seconds=42)
+        step = advance(s, status, World(now=later, deployments={"web": running(2), "worker": running(1)}))
+        assert step.status["phase"] == Phase.SUCCEEDED
+        assert step.status["downtimeSeconds"] == 42.0
+        assert step.actions == [ReleaseLease()]
+        final = apply(status, step)
+        assert conditions(final) == {"Succeeded": "True", "BackupTaken": "True", "Migrated": "True",
+                                     "Verified": "True"}
+        assert "1 migration applied, 42s downtime" in final["message"]
+
+    def test_an_empty_plan_succeeds_without_stopping_anything(self) -> None:
+        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        step = advance(spec(), status, World(now=NOW, job=JobState("Complete", None, plan_log([]))))
+        assert step.status["phase"] == Phase.SUCCEEDED
+        assert step.status["downtimeSeconds"] == 0
+        assert not any(isinstance(a, Scale) for a in step.actions)
+
+
+class TestRestartInTheMiddle:
+    """The driver restarts from the status alone: each step repeated gives the same, safe decision."""
+
+    def test_replicas_already_recorded_are_never_recorded_again(self) -> None:
+        status = {"phase": Phase.SCALING_DOWN, "replicas": {"web": 2, "worker": 1}, "plan": PLAN}
+        half_scaled = World(now=NOW, deployments={"web": running(0, pods=2), "worker": running(1)})
+        step = advance(spec(), status, half_scaled)
+        assert "replicas" not in step.status
+        assert step.actions == [Scale("worker", 0)]
+
+    @pytest.mark.parametrize(("phase", "job_step"), [(Phase.PLANNING, "plan"), (Phase.BACKING_UP, "backup"),
+                                                     (Phase.MIGRATING, "migrate"), (Phase.RESTORING, "restore")])
+    def test_a_created_job_is_waited_for_not_created_again(self, phase: Phase, job_step: str) -> None:
+        status = {"phase": phase, "jobs": {job_step: job_step}, "rowCounts": {}, "replicas": {"web": 1}}
+        for job in (None, JobState(None, None, "")):
+            step = advance(spec(), status, World(now=NOW, deployments={"web": running(0)}, job=job))
+            assert step.wait and not step.actions
+
+    def test_scaling_up_again_after_a_restart_only_waits(self) -> None:
+        status = {"phase": Phase.SCALING_UP, "replicas": {"web": 2, "worker": 1}}
+        step = advance(spec(), status, World(now=NOW, deployments={"web": running(2, available=0),
+                                                                    "worker": running(1)}))
+        assert step.wait and not step.actions
+
+    def test_a_terminal_run_does_nothing(self) -> None:
+        for phase in (Phase.SUCCEEDED, Phase.FAILED):
+            step = advance(spec(), {"phase": phase}, World(now=NOW))
+            assert step.wait and not step.actions and not step.status
+
+
+class TestRefusals:
+    def test_bad_input_fails_before_anything_is_touched(self) -> None:
+        problem = "app.deployment: Deployment 'nope' not found in namespace shop; create it or correct the name"
+        step = advance(spec(), {}, World(now=NOW, problems=(problem,)))
+        assert step.status["phase"] == Phase.FAILED
+        assert problem in step.status["message"] and "Nothing was changed" in step.status["message"]
+        assert step.actions == [], "not even the Lease: another run may hold it"
+
+    def test_a_second_run_on_the_same_database_waits_in_queued(self) -> None:
+        step = advance(spec(), {}, World(now=NOW, lease_holder="release-41"))
+        assert step.status["phase"] == Phase.QUEUED and step.status["waitingFor"] == "release-41"
+        assert "release-41" in step.status["message"] and not step.actions
+        queued = apply({}, step)
+        assert advance(spec(), queued, World(now=NOW, lease_holder="release-41")).status == {}
+        step = advance(spec(), queued, World(now=NOW))
+        assert step.status["phase"] == Phase.PLANNING and step.actions == [AcquireLease()]
+
+    def test_a_conflict_fails_planning_with_djangos_message(self) -> None:
+        error = "Conflicting migrations detected; multiple leaf nodes in the migration graph"
+        log = f'{PLAN_MARKER}{json.dumps({"error": error, "reason": "Conflict"})}\n'
+        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        step = advance(spec(), status, World(now=NOW, job=JobState("Failed", "BackoffLimitExceeded", log)))
+        assert step.status["phase"] == Phase.FAILED and error in step.status["message"]
+        assert [c["reason"] for c in step.status["conditions"] if c["type"] == "Succeeded"] == ["Conflict"]
+
+    def test_an_irreversible_backwards_step_is_refused_at_planning(self) -> None:
+        plan = [{"app": "blog", "name": "0002_populate_categories", "atomic": True, "reversible": False,
+                 "backwards": True, "operations": ["RunPython"]}]
+        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        step = advance(spec(), status, World(now=NOW, job=JobState("Complete", None, plan_log(plan))))
+        assert step.status["phase"] == Phase.FAILED
+        assert "blog.0002_populate_categories" in step.status["message"]
+        assert not any(isinstance(a, Scale) for a in step.actions)
+
+    def test_manual_approval_waits_with_the_plan(self) -> None:
+        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        step = advance(spec(approval="Manual"),
+                       status, World(now=NOW, job=JobState("Complete", None, plan_log(PLAN))))
+        assert step.status["phase"] == Phase.AWAITING_APPROVAL and step.status["plan"] == PLAN
+
+
+STOPPED = {"web": running(0), "worker": running(0)}
+FAILURE_BASE = {"replicas": {"web": 2, "worker": 1}, "plan": PLAN, "rowCounts": {"blog_post": {"before": 200}},
+                "backup": {"path": "/backups/web/run.dump"}, "stoppedAt": "2026-11-24T11:59:00Z"}
+
+
+class TestFailures:
+
+    def test_a_failed_backup_starts_the_app_again_and_never_migrates(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
+                                             job=JobState("Failed", "BackoffLimitExceeded", "pg_dump: error")))
+        assert step.status["phase"] == Phase.SCALING_UP
+        assert "pg_dump: error" in step.status["failure"]["message"]
+        status = apply(status, step)
+        step = advance(spec(), status, World(now=NOW, deployments={"web": running(2), "worker": running(1)}))
+        assert step.status["phase"] == Phase.FAILED and "no migration was attempted" in step.status["message"]
+
+    def test_a_failed_migration_restores_then_starts_the_app_and_fails_rolled_back(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
+                                             job=JobState("Failed", "BackoffLimitExceeded", "RuntimeError: boom")))
+        assert step.status["phase"] == Phase.RESTORING
+        status = apply(status, step)
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED))
+        assert step.actions == [CreateJob("restore")]
+        status = apply(status, step)
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED, job=JobState("Complete", None, "")))
+        assert step.status["phase"] == Phase.SCALING_UP
+        status = apply(status, step)
+        step = advance(spec(), status, World(now=NOW, deployments={"web": running(2), "worker": running(1)}))
+        final = apply(status, step)
+        assert final["phase"] == Phase.FAILED
+        assert conditions(final)["RolledBack"] == "True" and conditions(final)["Succeeded"] == "False"
+        assert "RuntimeError: boom" in final["message"] and "restored" in final["message"]
+
+    def test_a_timed_out_migration_says_so(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
+                                             job=JobState("Failed", "DeadlineExceeded", "")))
+        assert "timed out" in step.status["message"]
+
+    def test_a_failed_restore_leaves_the_app_stopped_and_says_where_the_backup_is(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
+                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        step = advance(spec(), status, World(now=NOW, job=JobState("Failed", None, "pg_restore: error")))
+        assert step.status["phase"] == Phase.FAILED
+        assert not any(isinstance(a, Scale) for a in step.actions)
+        assert "/backups/web/run.dump" in step.status["message"] and "stays stopped" in step.status["message"]
+        assert conditions(apply(status, step))["RestoreFailed"] == "True"
+
+    def test_verification_failures_name_each_problem(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.VERIFYING}
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED, row_counts={"blog_post": 100},
+                                             applied=frozenset(), check_results={"no orphans": "3"}))
+        message = step.status["failure"]["message"]
+        assert step.status["phase"] == Phase.RESTORING
+        assert "blog.0003_add_post_status is not applied" in message
+        assert "blog_post lost rows: 200 before, 100 after" in message
+        assert "check 'no orphans' returned '3'" in message
+
+    def test_on_failure_keep_leaves_database_and_app_as_they_are(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        step = advance(spec(onFailure="Keep"),
+                       status, World(now=NOW, deployments={"web": running(0)}, job=JobState("Failed", None, "x")))
+        assert step.status["phase"] == Phase.FAILED and "app stays stopped" in step.status["message"]
+        assert not any(isinstance(a, Scale) for a in step.actions)
+
+    def test_a_deployment_scaled_up_during_the_run_is_scaled_down_with_a_warning(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        scaled = DeploymentState(replicas=3, pods=3, available=3, rolled_out=True, scaled_by="argocd-controller")
+        step = advance(spec(), status, World(now=NOW, deployments={"web": scaled, "worker": running(0)}))
+        assert step.actions == [Scale("web", 0)]
+        assert step.events[0].warning and "argocd-controller" in step.events[0].message
