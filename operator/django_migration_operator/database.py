@@ -53,6 +53,16 @@ def connection_problem(database: DatabaseUrl) -> str | None:
     return None
 
 
+def restore_problem(database: DatabaseUrl) -> str | None:
+    """Why a restore (drop and recreate the database) would be refused, found before anything is touched."""
+    with _connect(database) as connection:
+        row = connection.execute("SELECT rolsuper OR rolcreatedb, current_user FROM pg_roles "
+                                 "WHERE rolname = current_user").fetchone()
+    if row and not row[0]:
+        return f"role {row[1]} may not create databases (it needs CREATEDB), so a restore could not recreate it"
+    return None
+
+
 def missing_tables(database: DatabaseUrl, tables: tuple[str, ...]) -> list[str]:
     with _connect(database) as connection:
         return [t for t in tables if connection.execute("SELECT to_regclass(%s)", (t,)).fetchone() == (None,)]

@@ -145,6 +145,11 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
         problems.append(f"{secret}: cannot connect to database '{url.name}': {unreachable}; "
                         "fix the URL in the Secret or make the database reachable")
         return problems
+    if spec.backup_enabled and spec.on_failure == "Restore":
+        refused = database.restore_problem(url)
+        if refused:
+            problems.append(f"onFailure: Restore is impossible: {refused}; grant CREATEDB to that role, or set "
+                            "onFailure: Keep")
     for table in database.missing_tables(url, spec.row_count_tables):
         problems.append(f"verify.rowCounts: table '{table}' does not exist in database '{url.name}'; "
                         "remove it or name an existing table")

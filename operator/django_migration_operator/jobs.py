@@ -54,7 +54,8 @@ size=$(($(wc -c < "$BACKUP_PATH")))
 # added (tables, constraints) and can leave a mixed schema. Everything that can refuse (an unreadable dump, a role
 # that may not create databases) is checked before the DROP, so a refused restore leaves the database as it was.
 # The new database keeps the old one's encoding and locale (text ordering, indexes); psql quotes the name
-# (:"dbname" doubles double quotes).
+# (:"dbname" doubles double quotes). With --no-owner, what is restored belongs to the URL's role, in the usual
+# setup the app's own. A restore that failed after the DROP can simply run again: it starts with the DROP.
 _RESTORE_SCRIPT = r"""set -eu
 # The server's maintenance database: the same URL with the path replaced by /postgres, query kept.
 url_without_query=${DATABASE_URL%%\?*}
@@ -189,11 +190,13 @@ def _job(run: RunRef, spec: Spec, step: str, container: dict[str, Any], pod_spec
     template = spec.job_template
     # The operator reads a failed pod's termination message: the log tail when the command wrote none.
     container = {**container, "terminationMessagePolicy": "FallbackToLogsOnError"}
-    if "resources" in template:
-        container["resources"] = copy.deepcopy(template["resources"])
+    # spec.jobTemplate wins over what the Deployment says: it is where the user wants the Jobs to run. Its
+    # securityContext is the container's (the CRD says so); the pod-level one stays the app's.
+    for key in ("resources", "securityContext"):
+        if key in template:
+            container[key] = copy.deepcopy(template[key])
     pod_spec = {**pod_spec, "containers": [container], "restartPolicy": "Never"}
-    # spec.jobTemplate wins over what the Deployment says: it is where the user wants the Jobs to run.
-    for key in ("nodeSelector", "tolerations", "securityContext"):
+    for key in ("nodeSelector", "tolerations"):
         if key in template:
             pod_spec[key] = copy.deepcopy(template[key])
     pod_metadata: dict[str, Any] = {"labels": dict(labels)}

@@ -17,7 +17,8 @@ from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, V
 from django_migration_operator.workflow import DeploymentState, JobState
 
 LEASE_PREFIX = "djangoops-db-"
-LOG_LIMIT_BYTES = 64 * 1024  # enough for a plan and a useful tail; a migrate log can be huge
+# The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
+LOG_TAIL_LINES = 400
 
 
 class Kube:
@@ -136,7 +137,7 @@ class Kube:
             return ""
         pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
         try:
-            log: str = self.core.read_namespaced_pod_log(pod.metadata.name, namespace, limit_bytes=LOG_LIMIT_BYTES)
+            log: str = self.core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=LOG_TAIL_LINES)
         except ApiException as error:  # a pod that never started has no log: its status says why
             return _pod_problem(pod) or f"(no log: {error.reason})"
         return log or _pod_problem(pod) or ""

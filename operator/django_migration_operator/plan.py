@@ -52,7 +52,7 @@ def djangoops_plan(marker):
     conflicts = loader.detect_conflicts()
     if conflicts:
         name_str = "; ".join(
-            "%s in %s" % (", ".join(names), label) for label, names in sorted(conflicts.items())
+            "%s in %s" % (", ".join(names), label) for label, names in conflicts.items()
         )
         fail(
             "Conflict",

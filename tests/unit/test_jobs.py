@@ -1,0 +1,352 @@
+"""The Job manifests, and the backup and restore scripts run for real against a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from django_migration_operator import jobs
+from django_migration_operator.plan import PLAN_SCRIPT
+from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
+from pgserver import throwaway_postgres
+
+RUN = RunRef(namespace="shop", name="blog-release-42", uid="0f5c-uid")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def make_spec(**overrides: Any) -> Spec:
+    body: dict[str, Any] = {
+        "app": {"deployment": "web"},
+        "database": {"urlSecret": {"name": "shop-db", "key": "DATABASE_URL"}, "alias": "default"},
+        "migrate": {"app": "blog", "target": "0003", "timeoutSeconds": 1800},
+        "backup": {"volumeClaim": "shop-migration-backups", "keep": 3, "image": "postgres:17"},
+    }
+    for section, values in overrides.items():
+        body[section] = {**body.get(section, {}), **values} if isinstance(values, dict) else values
+    return Spec.from_body(body)
+
+
+def app_template() -> dict[str, Any]:
+    """A Deployment's spec.template as the API returns it."""
+    return {
+        "metadata": {"labels": {"app": "web", "tier": "frontend"}, "annotations": {"vault.hashicorp.com/role": "web"},
+                     "creationTimestamp": None},
+        "spec": {
+            "serviceAccountName": "web",
+            "imagePullSecrets": [{"name": "registry"}],
+            "securityContext": {"runAsNonRoot": True, "fsGroup": 1000},
+            "nodeSelector": {"pool": "web"},
+            "restartPolicy": "Always",
+            "volumes": [{"name": "config", "configMap": {"name": "web-config"}}],
+            "initContainers": [{"name": "wait-for-db", "image": "busybox", "command": ["true"]}],
+            "containers": [
+                {
+                    "name": "django",
+                    "image": "registry/shop:1.42",
+                    "args": ["gunicorn", "shop.wsgi"],
+                    "env": [{"name": "DJANGO_SETTINGS_MODULE", "value": "shop.settings"},
+                            {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "shop-db",
+                                                                                     "key": "DATABASE_URL"}}}],
+                    "envFrom": [{"configMapRef": {"name": "web-env"}}],
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/shop"}],
+                    "workingDir": "/app",
+                    "resources": {"requests": {"cpu": "100m"}},
+                    "ports": [{"containerPort": 8000}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8000}},
+                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8000}},
+                    "startupProbe": {"httpGet": {"path": "/healthz", "port": 8000}},
+                    "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+                },
+                {"name": "nginx", "image": "nginx:1.27"},
+            ],
+        },
+    }
+
+
+def container_of(job: dict[str, Any]) -> dict[str, Any]:
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_of(job)["env"]}
+
+
+BUILDERS: dict[str, Callable[[Spec], dict[str, Any]]] = {
+    "plan": lambda spec: jobs.plan_job(RUN, spec, app_template()),
+    "migrate": lambda spec: jobs.migrate_job(RUN, spec, app_template()),
+    "backup": lambda spec: jobs.backup_job(RUN, spec, "/backups/web/blog-release-42.dump"),
+    "restore": lambda spec: jobs.restore_job(RUN, spec, "/backups/web/blog-release-42.dump", "shop"),
+}
+
+
+# --- names --------------------------------------------------------------------------------------------------
+
+def test_job_name_is_run_and_step() -> None:
+    assert jobs.job_name(RUN, "migrate") == "blog-release-42-migrate"
+
+
+def test_a_long_name_is_cut_to_a_unique_dns_label() -> None:
+    long_a = RunRef("shop", "release-" + "a" * 60, "uid")
+    long_b = RunRef("shop", "release-" + "a" * 59 + "b", "uid")
+    names = [jobs.job_name(run, "migrate") for run in (long_a, long_b)]
+    assert all(len(name) <= 63 and DNS_LABEL.match(name) and name.endswith("-migrate") for name in names)
+    assert names[0] != names[1]
+    assert jobs.job_name(long_a, "migrate") == names[0]  # deterministic: found again after a restart
+    assert jobs.job_name(long_a, "plan") != jobs.job_name(long_a, "migrate")
+
+
+def test_a_dotted_name_becomes_a_dns_label() -> None:
+    dotted, dashed = RunRef("shop", "release.1", "uid"), RunRef("shop", "release-1", "uid")
+    assert DNS_LABEL.match(jobs.job_name(dotted, "plan"))
+    assert jobs.job_name(dotted, "plan") != jobs.job_name(dashed, "plan")
+
+
+def test_backup_path_is_a_folder_per_app() -> None:
+    assert jobs.backup_path(make_spec(), RUN) == "/backups/web/blog-release-42.dump"
+
+
+# --- what every Job shares -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("step", BUILDERS)
+def test_every_job_runs_once_and_belongs_to_its_run(step: str) -> None:
+    job = BUILDERS[step](make_spec())
+    ours = {RUN_LABEL: "blog-release-42", STEP_LABEL: step}
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    assert job["metadata"] == {"name": f"blog-release-42-{step}", "namespace": "shop", "labels": ours,
+                               "ownerReferences": [RUN.owner_reference()]}
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"] == ours  # nothing of the app's: its Services must not select the Job pod
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert container_of(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+@pytest.mark.parametrize("step", BUILDERS)
+def test_the_job_template_wins(step: str) -> None:
+    template = {"resources": {"limits": {"memory": "1Gi"}}, "nodeSelector": {"pool": "batch"},
+                "tolerations": [{"key": "batch", "operator": "Exists"}],
+                "securityContext": {"runAsUser": 999}}
+    job = BUILDERS[step](make_spec(jobTemplate=template))
+    pod_spec = job["spec"]["template"]["spec"]
+    assert container_of(job)["resources"] == {"limits": {"memory": "1Gi"}}
+    assert container_of(job)["securityContext"] == {"runAsUser": 999}  # the container's, as the CRD says
+    assert (pod_spec["nodeSelector"], pod_spec["tolerations"]) == (template["nodeSelector"], template["tolerations"])
+
+
+@pytest.mark.parametrize(("step", "deadline"), [("plan", jobs.PLAN_DEADLINE_SECONDS), ("migrate", 1800),
+                                                ("backup", 1800), ("restore", None)])
+def test_deadlines(step: str, deadline: int | None) -> None:
+    assert BUILDERS[step](make_spec())["spec"].get("activeDeadlineSeconds") == deadline
+
+
+# --- plan and migrate: the app's pod ------------------------------------------------------------------------
+
+def test_plan_job_is_the_app_container_as_a_one_shot() -> None:
+    template = app_template()
+    job = jobs.plan_job(RUN, make_spec(), template)
+    assert template == app_template()  # the Deployment's template is not touched
+    container = container_of(job)
+    assert container["name"] == "django"
+    assert container["image"] == "registry/shop:1.42"
+    assert container["command"] == ["python", "manage.py", "shell", "-c", PLAN_SCRIPT]
+    for dropped in ("args", "ports", "readinessProbe", "livenessProbe", "startupProbe", "lifecycle"):
+        assert dropped not in container
+    app = app_template()["spec"]["containers"][0]
+    for kept in ("envFrom", "volumeMounts", "workingDir", "resources"):
+        assert container[kept] == app[kept]
+    assert container["env"] == [*app["env"], {"name": "DJANGOOPS_DATABASE", "value": "default"},
+                                {"name": "DJANGOOPS_APP", "value": "blog"},
+                                {"name": "DJANGOOPS_TARGET", "value": "0003"}]
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"vault.hashicorp.com/role": "web"}
+    for kept in ("serviceAccountName", "imagePullSecrets", "securityContext", "nodeSelector", "volumes",
+                 "initContainers"):
+        assert pod["spec"][kept] == template["spec"][kept]
+
+
+def test_plan_parameters_are_set_even_when_empty() -> None:
+    env = env_of(jobs.plan_job(RUN, make_spec(migrate={"app": None, "target": None}), app_template()))
+    assert (env["DJANGOOPS_APP"], env["DJANGOOPS_TARGET"]) == ("", "")
+
+
+def test_migrate_job_runs_migrate_with_the_release_image() -> None:
+    spec = make_spec(app={"deployment": "web", "image": "registry/shop:1.43"}, database={"alias": "orders"})
+    container = container_of(jobs.migrate_job(RUN, spec, app_template()))
+    assert container["image"] == "registry/shop:1.43"
+    assert container["command"] == ["python", "manage.py", "migrate", "blog", "0003", "--database", "orders",
+                                    "--noinput"]
+    assert container["env"] == app_template()["spec"]["containers"][0]["env"]
+
+
+def test_the_chosen_container() -> None:
+    spec = make_spec(app={"deployment": "web", "container": "nginx"})
+    assert container_of(jobs.migrate_job(RUN, spec, app_template()))["image"] == "nginx:1.27"
+
+
+def test_an_unknown_container_names_the_field() -> None:
+    spec = make_spec(app={"deployment": "web", "container": "app"})
+    with pytest.raises(ValueError) as error:
+        jobs.plan_job(RUN, spec, app_template())
+    assert str(error.value) == ("app.container: no container 'app' in Deployment 'web' (containers: django, nginx); "
+                                "set app.container to one of them")
+
+
+# --- backup and restore: the tools pod -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("step", ["backup", "restore"])
+def test_tools_read_the_url_from_the_secret(step: str) -> None:
+    job = BUILDERS[step](make_spec())
+    container = container_of(job)
+    assert container["image"] == "postgres:17"
+    assert container["command"][:2] == ["sh", "-c"]
+    assert env_of(job)["DATABASE_URL"] == {"secretKeyRef": {"name": "shop-db", "key": "DATABASE_URL"}}
+    assert env_of(job)["BACKUP_PATH"] == "/backups/web/blog-release-42.dump"
+    assert env_of(job)["PGCONNECT_TIMEOUT"] == "10"  # an unreachable server fails the step, it does not hang
+    assert container["volumeMounts"] == [{"name": "backups", "mountPath": "/backups"}]
+    assert job["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "backups", "persistentVolumeClaim": {"claimName": "shop-migration-backups"}}]
+
+
+def test_backup_keeps_at_least_the_new_dump() -> None:
+    assert env_of(BUILDERS["backup"](make_spec()))["BACKUP_KEEP"] == "3"
+    assert env_of(BUILDERS["backup"](make_spec(backup={"keep": 0})))["BACKUP_KEEP"] == "1"
+
+
+def test_restore_names_the_database() -> None:
+    assert env_of(BUILDERS["restore"](make_spec()))["DATABASE_NAME"] == "shop"
+
+
+@pytest.mark.parametrize("step", ["backup", "restore"])
+def test_tools_need_a_claim(step: str) -> None:
+    with pytest.raises(ValueError, match=r"^backup\.volumeClaim: "):
+        BUILDERS[step](make_spec(backup={"volumeClaim": None}))
+
+
+# --- the scripts, for real ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[tuple[str, str]]:
+    with throwaway_postgres() as server:
+        yield server
+
+
+def run_tools_job(job: dict[str, Any], database_url: str, backups: Path,
+                  bin_dir: str) -> subprocess.CompletedProcess[str]:
+    """Runs the Job's container here as the kubelet would: its env, the secret resolved, the claim at `backups`."""
+    container = container_of(job)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env["BACKUP_PATH"] = env["BACKUP_PATH"].replace(jobs.BACKUP_MOUNT, str(backups), 1)
+    env |= {"DATABASE_URL": database_url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(container["command"], env=env, capture_output=True, text=True, check=False, timeout=120)
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    """Tables, their columns and every row: what a restore must bring back exactly."""
+    with psycopg.connect(url) as connection:
+        tables = [row[0] for row in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")]
+        columns = connection.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                                     "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall()
+        rows = {table: connection.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall() for table in tables}
+    return {"tables": tables, "columns": columns, "rows": rows}
+
+
+def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> None:
+    server_url, bin_dir = postgres
+    # A name that needs quoting, a URL with a query, and a locale other than the server's default.
+    name = 'shop "db"'
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+                           .format(sql.Identifier(name)))
+    url = server_url.rsplit("/", 1)[0] + "/" + quote(name) + "?sslmode=disable"
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE post (id int PRIMARY KEY, title text NOT NULL)")
+        connection.execute("INSERT INTO post SELECT i, 'post ' || i FROM generate_series(1, 500) i")
+    before = snapshot(url)
+    spec = make_spec(backup={"keep": 2})
+
+    markers = []
+    for run_name in ("release-1", "release-2", "release-3"):
+        run = RunRef("shop", run_name, "uid")
+        done = run_tools_job(jobs.backup_job(run, spec, jobs.backup_path(spec, run)), url, tmp_path, bin_dir)
+        assert done.returncode == 0, done.stderr
+        markers.append(jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER))
+    folder = tmp_path / "web"
+    assert sorted(p.name for p in folder.iterdir()) == ["release-2.dump", "release-3.dump"]
+    newest = folder / "release-3.dump"
+    assert markers[-1] == {"path": str(newest), "sizeBytes": newest.stat().st_size, "format": "custom",
+                           "verified": True}
+
+    # What a migration does, with a connection left open, as by an app pod that did not stop.
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("ALTER TABLE post ADD COLUMN status text NOT NULL DEFAULT 'draft'")
+        connection.execute("CREATE TABLE tag (id int PRIMARY KEY)")
+        connection.execute("DELETE FROM post WHERE id > 250")
+    assert snapshot(url) != before
+    with psycopg.connect(url) as lingering:
+        release_3 = RunRef("shop", "release-3", "uid")
+        job = jobs.restore_job(release_3, spec, jobs.backup_path(spec, release_3), name)
+        done = run_tools_job(job, url, tmp_path, bin_dir)
+        assert done.returncode == 0, done.stderr
+        with pytest.raises(psycopg.OperationalError):  # DROP DATABASE ... WITH (FORCE) ended it
+            lingering.execute("SELECT 1")
+    assert jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER) == {"path": str(newest), "restored": True}
+    assert snapshot(url) == before
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
+                                  ).fetchone() == ("C", "C")
+
+
+def test_a_failed_backup_leaves_nothing(postgres: tuple[str, str], tmp_path: Path) -> None:
+    _, bin_dir = postgres
+    done = run_tools_job(BUILDERS["backup"](make_spec()), "postgres://postgres@127.0.0.1:1/nowhere", tmp_path, bin_dir)
+    assert done.returncode != 0
+    assert jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER) is None
+    assert list((tmp_path / "web").iterdir()) == []  # no .partial left behind
+
+
+@pytest.fixture
+def app_database(postgres: tuple[str, str]) -> Iterator[str]:
+    """A database owned by a role without CREATEDB, as many managed databases give an app; its URL."""
+    server_url, _ = postgres
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute("CREATE ROLE app LOGIN NOCREATEDB")
+        connection.execute("CREATE DATABASE app OWNER app")
+    url = server_url.replace("postgres@", "app@").rsplit("/", 1)[0] + "/app"
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE kept (id int)")
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute("DROP DATABASE app WITH (FORCE)")
+        connection.execute("DROP ROLE app")
+
+
+def test_a_role_that_cannot_create_databases_drops_nothing(postgres: tuple[str, str], app_database: str,
+                                                          tmp_path: Path) -> None:
+    _, bin_dir = postgres
+    backup = run_tools_job(BUILDERS["backup"](make_spec()), app_database, tmp_path, bin_dir)
+    assert backup.returncode == 0, backup.stderr
+    job = jobs.restore_job(RUN, make_spec(), jobs.backup_path(make_spec(), RUN), "app")
+    done = run_tools_job(job, app_database, tmp_path, bin_dir)
+    assert done.returncode != 0
+    assert "role app may not create databases (it needs CREATEDB): nothing was dropped" in done.stderr
+    assert snapshot(app_database)["tables"] == ["kept"]
+
+
+def test_a_missing_dump_drops_nothing(postgres: tuple[str, str], app_database: str, tmp_path: Path) -> None:
+    server_url, bin_dir = postgres
+    superuser_url = server_url.rsplit("/", 1)[0] + "/app"
+    job = jobs.restore_job(RUN, make_spec(), "/backups/web/none.dump", "app")
+    assert run_tools_job(job, superuser_url, tmp_path, bin_dir).returncode != 0
+    assert snapshot(app_database)["tables"] == ["kept"]
