@@ -160,6 +160,8 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
               logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     if step.status:
         update = {**step.status, "observedGeneration": body["metadata"].get("generation")}
+        if "jobs" in update:  # the workflow keys Jobs by step; status shows their names
+            update["jobs"] = {name: jobs.job_name(ref, name) for name in update["jobs"]}
         kube.patch_run_status(ref, update)
         if "phase" in step.status:
             logger.info("phase %s: %s", step.status["phase"], step.status.get("message", ""))

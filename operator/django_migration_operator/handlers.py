@@ -28,7 +28,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
-async def run(name: str, namespace: str | None, uid: str, memo: kopf.Memo, logger: Logger | LoggerAdapter[Any], **_: Any) -> None:
+async def run(name: str, namespace: str | None, uid: str, memo: kopf.Memo,
+              logger: Logger | LoggerAdapter[Any], **_: Any) -> None:
     """The one driver of a DjangoMigration: it returns once the run reached Succeeded or Failed."""
     await driver.drive(memo.kube, memo.wakeups, RunRef(namespace or "", name, uid), logger)
 

@@ -452,11 +452,11 @@ def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds: the downtime is computed from these and is often a few seconds.
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _seconds_since(iso: str | None, now: datetime) -> float:
     if not iso:
         return 0.0
-    started = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
-    return round((now - started).total_seconds(), 1)
+    return round((now - datetime.fromisoformat(iso)).total_seconds(), 1)

@@ -95,7 +95,8 @@ def test_pg_dump_job_writes_into_a_volume_claim(
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "backups"},
              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
     dump = job("dump", "postgres:15", ["pg_dump", "--format=custom", "--file=/backups/db.dump", "$(DATABASE_URL)"],
-               container={"env": [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}],
+               container={"env": [{"name": "DATABASE_URL",
+                                   "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}],
                           "volumeMounts": [{"name": "backups", "mountPath": "/backups"}]},
                volumes=[{"name": "backups", "persistentVolumeClaim": {"claimName": "backups"}}])
     subprocess.run(["psql", database, "-qc", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)"],

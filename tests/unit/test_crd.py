@@ -352,8 +352,14 @@ def test_no_backup_needs_on_failure_keep(root: Schema) -> None:
     assert "Keep" in message  # the fix
 
 
+def test_the_name_fits_a_label_value(root: Schema) -> None:
+    [rule] = [r for r in root["x-kubernetes-validations"] if "metadata.name" in r["rule"]]
+    assert rule["rule"] == "size(self.metadata.name) <= 63"
+    assert "63 characters" in rule["message"]
+
+
 def test_spec_immutable_once_started_except_approval(root: Schema) -> None:
-    [rule] = root["x-kubernetes-validations"]
+    [rule] = [r for r in root["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
     text = rule["rule"]
     assert rule["message"] == (
         "spec is immutable once the run started (status.phase is not Pending); only spec.approval may change. "
@@ -397,7 +403,8 @@ def test_status_fields(root: Schema) -> None:
         "message",
         "waitingFor",
         "migrateOutput",
-        "failedStep",
+        "stoppedAt",
+        "failure",
     }
     assert set(node(root, "status.conditions[]")["properties"]) == {
         "type",

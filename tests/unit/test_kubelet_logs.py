@@ -63,11 +63,14 @@ def test_follow_waits_for_the_writer_to_finish(tmp_path: Path) -> None:
     writer = CriLogWriter(log)
     writer.write("stdout", b"first\n")
     reads = iter([False, False, True])
+    wrote_last = []
 
     def finished() -> bool:
+        # The writer's last line lands just as it reports finished: the reader must still return it.
         done = next(reads, True)
-        if done:
+        if done and not wrote_last:
             writer.write("stdout", b"last\n")
+            wrote_last.append(True)
         return done
 
     assert b"".join(read_log(log, LogOptions(follow=True), finished, poll_seconds=0)) == b"first\nlast\n"

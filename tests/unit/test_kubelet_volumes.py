@@ -117,10 +117,12 @@ def test_mounts_sorted_parents_first_with_sub_paths(tmp_path: Path) -> None:
         {"name": "w", "mountPath": "/data", "subPathExpr": "$(POD_NAME)"},
     ]}
     mounts = container_mounts(container, volumes, {"POD_NAME": "p"})
-    assert [m["target"] for m in mounts] == ["/etc/app", "/data", "/etc/app/a.ini"]
-    assert Path(mounts[2]["source"]).read_text() == "x=1"  # the resolved file, not the ..data symlink
-    assert mounts[2]["readOnly"] is True
-    assert mounts[1]["source"] == str(volumes.paths["w"] / "p")
+    # Shallower mount points first: /etc/app must be mounted before the file mounted inside it.
+    assert [m["target"] for m in mounts] == ["/data", "/etc/app", "/etc/app/a.ini"]
+    by_target = {m["target"]: m for m in mounts}
+    assert Path(by_target["/etc/app/a.ini"]["source"]).read_text() == "x=1"  # the resolved file, not ..data
+    assert by_target["/etc/app/a.ini"]["readOnly"] is True
+    assert by_target["/data"]["source"] == str(volumes.paths["w"] / "p")
     with pytest.raises(VolumeError, match="must be a relative path"):
         container_mounts({"volumeMounts": [{"name": "w", "mountPath": "/x", "subPath": "../up"}]}, volumes, {})
 

@@ -1,0 +1,35 @@
+from django.conf import settings
+from django.db import models
+
+# Release 1 predates migration 0003_add_post_status; release 2 is the full app (see README.md).
+HAS_STATUS: bool = settings.BLOG_RELEASE >= 2
+
+TITLE_MAX_LENGTH = 200
+
+STATUS_CHOICES = [
+    ("draft", "Draft"),
+    ("published", "Published"),
+    ("archived", "Archived"),
+]
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Post(models.Model):
+    title = models.CharField(max_length=TITLE_MAX_LENGTH)
+    body = models.TextField()
+    category = models.ForeignKey(Category, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    if HAS_STATUS:
+        # db_default as well as default: the column keeps a DEFAULT in the database, so release-1
+        # code, which omits the column from its INSERTs, still works on the new schema.
+        status = models.CharField(max_length=10, choices=STATUS_CHOICES, default="draft", db_default="draft")
+
+    def __str__(self) -> str:
+        return self.title

@@ -1,0 +1,237 @@
+"""The operator on devcluster: a DjangoMigration from apply to Succeeded, and bad input refused or failed early."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from demo.stack import CRD_FILE, BlogStack
+from devcluster.cluster import Cluster
+from devcluster.config import REPO_ROOT
+from kit import wait_for
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster) -> Iterator[Path]:
+    """The operator as a local process against devcluster (kopf run); its log file for diagnosis."""
+    env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
+    subprocess.run(["kubectl", "apply", "-f", str(REPO_ROOT / CRD_FILE)], env=env, check=True, capture_output=True)
+    log_path = cluster.layout.log_file(f"operator-e2e-{uuid.uuid4().hex[:6]}")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "django_migration_operator", "--liveness", "off"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    yield log_path
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def make_stack(cluster: Cluster, namespace: str, **options: Any) -> BlogStack:
+    stack = BlogStack(cluster, namespace=namespace, database=namespace.replace("-", "_"), **options)
+    stack.deploy(posts=120, say=lambda _: None)
+    return stack
+
+
+def drop(stack: BlogStack) -> None:
+    stack.kubectl("delete", "namespace", stack.namespace, "--wait=true", "--timeout=120s")
+    with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def stack(cluster: Cluster, operator: Path) -> Iterator[BlogStack]:
+    stack = make_stack(cluster, f"op-{uuid.uuid4().hex[:6]}")
+    yield stack
+    drop(stack)
+
+
+@pytest.fixture(scope="module")
+def shared_stack(cluster: Cluster, operator: Path) -> Iterator[BlogStack]:
+    """One app for the bad-input cases: none of them may change it."""
+    stack = make_stack(cluster, f"bad-{uuid.uuid4().hex[:6]}")
+    yield stack
+    drop(stack)
+
+
+def run_to_end(stack: BlogStack, manifest: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
+    stack.apply(manifest)
+    name = manifest["metadata"]["name"]
+
+    def finished() -> dict[str, Any] | None:
+        body = json.loads(stack.kubectl("get", "djm", name, "-n", stack.namespace, "-o", "json").stdout)
+        status: dict[str, Any] = body.get("status") or {}
+        return status if status.get("phase") in TERMINAL else None
+
+    result: dict[str, Any] = wait_for(finished, f"DjangoMigration {name} to end", timeout=timeout)
+    return result
+
+
+def replicas(stack: BlogStack) -> dict[str, tuple[int, int]]:
+    """Each Deployment: (spec.replicas, generation) — the generation moves if anything scaled it."""
+    items = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)["items"]
+    return {d["metadata"]["name"]: (d["spec"]["replicas"], d["metadata"]["generation"]) for d in items}
+
+
+def query(stack: BlogStack, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(stack.database_url) as connection:
+        return connection.execute(sql.encode()).fetchall()
+
+
+def applied(stack: BlogStack) -> list[str]:
+    return [name for (name,) in query(stack, "SELECT name FROM django_migrations WHERE app = 'blog' ORDER BY id")]
+
+
+def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster) -> None:
+    before = replicas(stack)
+    posts_before = query(stack, "SELECT count(*) FROM blog_post")[0][0]
+
+    status = run_to_end(stack, stack.migration())
+
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert [m["name"] for m in status["plan"]] == ["0003_add_post_status", "0004_rollback",
+                                                    "0005_ensure_data_integrity"]
+    assert status["planCount"] == 3
+    assert applied(stack)[-3:] == ["0003_add_post_status", "0004_rollback", "0005_ensure_data_integrity"]
+    assert query(stack, "SELECT count(*) FROM information_schema.columns "
+                        "WHERE table_name = 'blog_post' AND column_name = 'status'") == [(1,)]
+    assert status["rowCounts"]["blog_post"] == {"before": posts_before, "after": posts_before}
+    assert query(stack, "SELECT count(*) FROM blog_post WHERE category_id IS NULL") == [(0,)]
+    assert status["replicas"] == {"web": 2, "worker": 1}
+    assert {name: spec_replicas for name, (spec_replicas, _) in replicas(stack).items()} == \
+        {name: spec_replicas for name, (spec_replicas, _) in before.items()}
+    assert status["downtimeSeconds"] > 0
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Succeeded"] == conditions["BackupTaken"] == conditions["Migrated"] == "True"
+    assert conditions["Verified"] == "True"
+
+    backup = status["backup"]
+    assert backup["verified"] is True and backup["sizeBytes"] > 0
+    dump = cluster.layout.volume_claims / stack.namespace / "blog-backups" / backup["path"].removeprefix("/backups/")
+    listing = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, check=True).stdout
+    assert "TABLE DATA public blog_post" in listing
+    assert dump.stat().st_size == backup["sizeBytes"]
+
+    waited = stack.kubectl("wait", "-n", stack.namespace, "--for=condition=Succeeded", "djm/blog-release-2",
+                           "--timeout=10s")
+    assert "condition met" in waited.stdout
+    events = stack.kubectl("get", "events", "-n", stack.namespace, "--field-selector",
+                           "involvedObject.name=blog-release-2", "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp", "Migrated"} <= reasons
+
+    # The same migration again, under a new name: nothing left to apply, nothing stopped.
+    generations = replicas(stack)
+    again = run_to_end(stack, stack.migration(name="blog-release-2-again"))
+    assert again["phase"] == "Succeeded" and again["planCount"] == 0
+    assert "replicas" not in again
+    assert replicas(stack) == generations, "an empty plan must not scale anything"
+
+
+def test_migrate_app_and_target_forward_are_honoured(stack: BlogStack) -> None:
+    status = run_to_end(stack, stack.migration(name="to-0003", migrate={"app": "blog",
+                                                                         "target": "0003_add_post_status"}))
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert [m["name"] for m in status["plan"]] == ["0003_add_post_status"]
+    assert applied(stack)[-1] == "0003_add_post_status"
+
+
+# --- bad input: refused by the schema at apply time --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"app": {"deployment": None}}, "spec.app.deployment: Required value"),
+    ({"migrate": {"app": "blog", "target": "three"}}, "spec.migrate.target"),
+    ({"migrate": {"timeoutSeconds": -5}}, "spec.migrate.timeoutSeconds"),
+    ({"strategy": "Yolo"}, 'spec.strategy: Unsupported value: "Yolo"'),
+    ({"migrate": {"target": "0003_add_post_status"}}, "migrate.target needs migrate.app"),
+])
+def test_bad_input_is_refused_at_apply_time(shared_stack: BlogStack, change: dict[str, Any], expected: str) -> None:
+    manifest = shared_stack.migration(name="refused")
+    for key, value in change.items():
+        section = manifest["spec"].setdefault(key, {}) if isinstance(value, dict) else None
+        if section is None:
+            manifest["spec"][key] = value
+        else:
+            for field, field_value in value.items():
+                if field_value is None:
+                    section.pop(field, None)
+                else:
+                    section[field] = field_value
+    result = shared_stack.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert result.returncode != 0
+    assert expected in result.stderr
+
+
+def test_spec_edit_during_a_run_is_refused(shared_stack: BlogStack) -> None:
+    manifest = shared_stack.migration(name="edited", approval="Manual")
+    shared_stack.apply(manifest)
+    wait_for(lambda: json.loads(shared_stack.kubectl("get", "djm", "edited", "-n", shared_stack.namespace, "-o",
+                                                     "json").stdout).get("status", {}).get("phase") not in
+             (None, "Pending"), "the run to start")
+    patch = json.dumps({"spec": {"migrate": {"timeoutSeconds": 60}}})
+    result = shared_stack.kubectl("patch", "djm", "edited", "-n", shared_stack.namespace, "--type=merge", "-p", patch,
+                                  check=False)
+    assert result.returncode != 0 and "immutable" in result.stderr
+    shared_stack.kubectl("delete", "djm", "edited", "-n", shared_stack.namespace, "--wait=true")
+
+
+# --- bad input: the run fails before anything is touched, naming the field and the fix ------------------------
+
+
+def _secret(stack: BlogStack, name: str, data: dict[str, str]) -> None:
+    stack.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("deployment-missing", "app.deployment: Deployment 'nope' not found"),
+    ("container-unknown", "app.container"),
+    ("stop-missing", "app.stop: Deployment 'beat' not found"),
+    ("secret-missing", "database.urlSecret: Secret 'absent'"),
+    ("key-missing", "its key 'NOPE' not found"),
+    ("url-unreachable", "cannot connect to database"),
+    ("table-missing", "verify.rowCounts: table 'blog_comment' does not exist"),
+])
+def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack, case: str, expected: str) -> None:
+    stack = shared_stack
+    before = replicas(stack)
+    manifest = stack.migration(name=f"bad-{case}")
+    spec = manifest["spec"]
+    if case == "deployment-missing":
+        spec["app"]["deployment"] = "nope"
+    elif case == "container-unknown":
+        spec["app"]["container"] = "sidecar"
+    elif case == "stop-missing":
+        spec["app"]["stop"] = ["worker", "beat"]
+    elif case == "secret-missing":
+        spec["database"]["urlSecret"]["name"] = "absent"
+    elif case == "key-missing":
+        spec["database"]["urlSecret"]["key"] = "NOPE"
+    elif case == "url-unreachable":
+        password = stack.cluster.postgres_password()
+        _secret(stack, "unreachable-db", {"DATABASE_URL": f"postgres://postgres:{password}@127.0.0.1:1/nowhere"})
+        spec["database"]["urlSecret"]["name"] = "unreachable-db"
+    elif case == "table-missing":
+        spec["verify"]["rowCounts"] = ["blog_post", "blog_comment"]
+
+    status = run_to_end(stack, manifest, timeout=60)
+
+    assert status["phase"] == "Failed"
+    assert expected in status["message"]
+    assert "Nothing was changed" in status["message"]
+    assert replicas(stack) == before, "bad input must not touch the app"
+    if case == "url-unreachable":
+        assert stack.cluster.postgres_password() not in json.dumps(status), "the password leaked into status"
