@@ -54,7 +54,8 @@ size=$(($(wc -c < "$BACKUP_PATH")))
 # added (tables, constraints) and can leave a mixed schema. Everything that can refuse (an unreadable dump, a role
 # that may not create databases) is checked before the DROP, so a refused restore leaves the database as it was.
 # The new database keeps the old one's encoding and locale (text ordering, indexes); psql quotes the name
-# (:"dbname" doubles double quotes). With --no-owner, what is restored belongs to the URL's role, in the usual
+# (:"dbname" doubles double quotes). The DO block is quoted $check$, never $$: the kubelet turns $$ in a
+# command into $. With --no-owner, what is restored belongs to the URL's role, in the usual
 # setup the app's own. A restore that failed after the DROP can simply run again: it starts with the DROP.
 _RESTORE_SCRIPT = r"""set -eu
 # The server's maintenance database: the same URL with the path replaced by /postgres, query kept.
@@ -63,11 +64,11 @@ query=${DATABASE_URL#"$url_without_query"}
 ADMIN_URL="${url_without_query%/*}/postgres$query"
 pg_restore --list "$BACKUP_PATH" > /dev/null
 psql "$ADMIN_URL" --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v dbname="$DATABASE_NAME" <<'SQL'
-DO $$ BEGIN
+DO $check$ BEGIN
   IF NOT (SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user) THEN
     RAISE EXCEPTION 'role % may not create databases (it needs CREATEDB): nothing was dropped', current_user;
   END IF;
-END $$;
+END $check$;
 SELECT pg_encoding_to_char(coalesce(existing.encoding, defaults.encoding)) AS db_encoding,
        coalesce(existing.datcollate, defaults.datcollate) AS db_collate,
        coalesce(existing.datctype, defaults.datctype) AS db_ctype

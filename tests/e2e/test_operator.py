@@ -142,8 +142,10 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster) 
 
 
 def test_migrate_app_and_target_forward_are_honoured(stack: BlogStack) -> None:
-    status = run_to_end(stack, stack.migration(name="to-0003", migrate={"app": "blog",
-                                                                         "target": "0003_add_post_status"}))
+    # The demo's check (every post has a category) holds only after 0005: not part of this run.
+    forward = stack.migration(name="to-0003", migrate={"app": "blog", "target": "0003_add_post_status"},
+                              verify={"checks": []})
+    status = run_to_end(stack, forward)
     assert status["phase"] == "Succeeded", status.get("message")
     assert [m["name"] for m in status["plan"]] == ["0003_add_post_status"]
     assert applied(stack)[-1] == "0003_add_post_status"

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
 from django_migration_operator.plan import PLAN_SCRIPT
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
@@ -248,7 +249,9 @@ def run_tools_job(job: dict[str, Any], database_url: str, backups: Path,
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env["BACKUP_PATH"] = env["BACKUP_PATH"].replace(jobs.BACKUP_MOUNT, str(backups), 1)
     env |= {"DATABASE_URL": database_url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    return subprocess.run(container["command"], env=env, capture_output=True, text=True, check=False, timeout=120)
+    # The kubelet expands $(VAR) and turns $$ into $ in the command: run what a real pod would run.
+    command = [expand(part, env) for part in container["command"]]
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
 
 
 def snapshot(url: str) -> dict[str, Any]:
