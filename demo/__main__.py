@@ -8,17 +8,12 @@ image, shows each phase as it happens and ends with a summary.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from demo.stack import BlogStack
+from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
-from devcluster.config import REPO_ROOT
 
 NAMESPACE = "blog-demo"
 TERMINAL = ("Succeeded", "Failed")
@@ -34,11 +29,15 @@ def main() -> int:
     stack.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
     stack.deploy(say=lambda message: print(f"      {message}"))
     step("3/4", "the operator (python -m django_migration_operator against devcluster)")
-    with operator_process(cluster) as log_path:
-        print(f"      log: {log_path}")
+    operator = LocalOperator(cluster, "operator-demo", namespaces=(NAMESPACE,))  # the demo's runs only
+    operator.start()
+    try:
+        print(f"      log: {operator.log_path}")
         step("4/4", "kubectl apply: DjangoMigration blog-release-2 (image blog:2.0, migrate to the latest)")
         stack.apply(stack.migration())
         status = follow(stack, "blog-release-2")
+    finally:
+        operator.stop()
     summary(stack, status, time.monotonic() - started)
     print(f"\nThe cluster keeps running: `eval \"$(.venv/bin/devcluster env)\"; kubectl -n {NAMESPACE} describe "
           "djm blog-release-2`; stop it with `.venv/bin/devcluster down`.")
@@ -47,24 +46,6 @@ def main() -> int:
 
 def step(number: str, text: str) -> None:
     print(f"\n\033[1m[{number}] {text}\033[0m", flush=True)
-
-
-@contextmanager
-def operator_process(cluster: Cluster) -> Iterator[str]:
-    log_path = cluster.layout.log_file("operator-demo")
-    env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "django_migration_operator", "--liveness", "off"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    try:
-        yield str(log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def follow(stack: BlogStack, name: str, timeout: float = 600) -> dict[str, Any]:

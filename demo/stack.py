@@ -6,7 +6,10 @@ Used by the demo (`make demo`) and by the operator's end-to-end tests, so both r
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from typing import Any
 import psycopg
 
 from devcluster.cluster import Cluster
+from devcluster.config import REPO_ROOT
 
 CRD_FILE = "crds/djangomigrations.djangoops.dev.yaml"
 
@@ -132,3 +136,39 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60) 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
+
+
+class LocalOperator:
+    """The operator as a local process against devcluster (`python -m django_migration_operator`).
+
+    `kill` is SIGKILL, as when a node dies: the failure drills restart it at any moment of a run.
+    """
+
+    def __init__(self, cluster: Cluster, log_name: str, namespaces: tuple[str, ...] = ()) -> None:
+        self.log_path = cluster.layout.log_file(log_name)
+        self._env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
+        self._arguments = [arg for namespace in namespaces for arg in ("--namespace", namespace)]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "django_migration_operator", "--liveness", "off", *self._arguments],
+                env=self._env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def kill(self) -> None:
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def _end(self, sig: int) -> None:
+        if self._process is None:
+            return
+        self._process.send_signal(sig)
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None

@@ -95,7 +95,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
             return World(now=now, problems=tuple(problems))
     url = _database_url(kube, ref, spec)
     if phase in (Phase.PENDING, Phase.QUEUED):
-        return World(now=now, lease_holder=_other_holder(kube, ref, url))
+        holder = kube.lease_holder(ref.namespace, url.identity)
+        return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.name)
     deployments = {}
     if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, *APP_STOPPED):
         for name in spec.deployments:
@@ -174,7 +175,11 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             logger.info("creating Job %s", manifest["metadata"]["name"])
             kube.create_job(manifest)
         elif isinstance(action, AcquireLease):
-            kube.acquire_lease(ref, _database_url(kube, ref, spec).identity)
+            database_id = _database_url(kube, ref, spec).identity
+            holder = kube.lease_holder(ref.namespace, database_id)
+            # Taken over only from a run that ended or is gone; a live holder keeps it (this run then queues).
+            if holder is None or _live_other_holder(kube, ref, holder) is None:
+                kube.acquire_lease(ref, database_id, take_over=holder is not None)
         elif isinstance(action, ReleaseLease):
             kube.release_lease(ref, _database_url(kube, ref, spec).identity)
     for event in step.events:
@@ -203,9 +208,8 @@ def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
     return DatabaseUrl(value)
 
 
-def _other_holder(kube: Kube, ref: RunRef, url: DatabaseUrl) -> str | None:
-    """The run that holds this database's Lease, if it is another one that still runs."""
-    holder = kube.lease_holder(ref.namespace, url.identity)
+def _live_other_holder(kube: Kube, ref: RunRef, holder: str | None) -> str | None:
+    """`holder` when it is another run that still goes on; None when free, ours, or a stale Lease."""
     if holder is None or holder == ref.name:
         return None
     other = kube.read_run(ref.namespace, holder)

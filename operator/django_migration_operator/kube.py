@@ -154,18 +154,27 @@ class Kube:
         holder: str | None = lease.spec.holder_identity
         return holder
 
-    def acquire_lease(self, run: RunRef, database_id: str) -> None:
-        """Creates the Lease naming this run, or takes it over from a holder that no longer runs."""
+    def acquire_lease(self, run: RunRef, database_id: str, take_over: bool) -> None:
+        """Creates the Lease naming this run, or with `take_over` replaces a stale one.
+
+        Both are atomic on the server: of two runs that race, one wins (409 for the other, which then sees the
+        winner as the holder and queues). A take-over replaces only the version that was judged stale.
+        """
+        name = _lease_name(database_id)
         now = datetime.now(UTC)
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(name=_lease_name(database_id), labels={RUN_LABEL: run.name}),
-            spec=client.V1LeaseSpec(holder_identity=run.name, acquire_time=now, renew_time=now))
+        spec = client.V1LeaseSpec(holder_identity=run.name, acquire_time=now, renew_time=now)
         try:
-            self.coordination.create_namespaced_lease(run.namespace, body)
+            if take_over:
+                stale = self.coordination.read_namespaced_lease(name, run.namespace)
+                self.coordination.replace_namespaced_lease(name, run.namespace, client.V1Lease(
+                    metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name},
+                                                 resource_version=stale.metadata.resource_version), spec=spec))
+            else:
+                self.coordination.create_namespaced_lease(run.namespace, client.V1Lease(
+                    metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name}), spec=spec))
         except ApiException as error:
-            if error.status != 409:
+            if error.status not in (404, 409):
                 raise
-            self.coordination.replace_namespaced_lease(_lease_name(database_id), run.namespace, body)
 
     def release_lease(self, run: RunRef, database_id: str) -> None:
         name = _lease_name(database_id)

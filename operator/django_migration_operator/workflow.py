@@ -71,7 +71,8 @@ class JobState:
 class World:
     now: datetime
     problems: tuple[str, ...] = ()  # input that cannot work, each naming the field and the fix
-    lease_holder: str | None = None  # another run holding this database; None when free or ours
+    lease_holder: str | None = None  # another run, still going, that holds this database's Lease
+    lease_ours: bool = False  # this run holds the Lease
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     job: JobState | None = None  # the current step's Job; None when not created yet
     row_counts: dict[str, int] | None = None  # counted now
@@ -150,11 +151,15 @@ def _queue_or_plan(status: Status, world: World) -> Step:
                             "startedAt": status.get("startedAt") or _iso(world.now),
                             "conditions": _conditions(status, world, Succeeded=("Unknown", "Queued", message))},
                     events=[Event("Queued", message)], wait=True)
+    if not world.lease_ours:
+        # The Lease first, the phase after: a restart in between finds the run still waiting, never a
+        # run past Pending without the Lease.
+        return Step(actions=[AcquireLease()])
     message = "planning: listing the migrations to apply"
     return Step(status={"phase": Phase.PLANNING, "waitingFor": None, "message": message,
                         "startedAt": status.get("startedAt") or _iso(world.now),
                         "conditions": _conditions(status, world, Succeeded=("Unknown", "Running", message))},
-                actions=[AcquireLease()], events=[Event("Planning", message)])
+                events=[Event("Planning", message)])
 
 
 def _planning(spec: Spec, status: Status, world: World) -> Step:

@@ -11,7 +11,9 @@ import psycopg
 import pytest
 from kubernetes import client, config
 
+from demo.stack import CRD_FILE, LocalOperator
 from devcluster.cluster import Cluster
+from devcluster.config import REPO_ROOT
 from kit import Kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +28,17 @@ def cluster() -> Iterator[Cluster]:
     yield devcluster
     if started_here:
         devcluster.down()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster) -> Iterator[LocalOperator]:
+    """The operator as a local process watching every namespace; its log stays in devcluster's logs."""
+    subprocess.run(["kubectl", "apply", "-f", str(REPO_ROOT / CRD_FILE)], env=cluster.tool_env(), check=True,
+                   capture_output=True)
+    process = LocalOperator(cluster, f"operator-e2e-{uuid.uuid4().hex[:6]}")
+    process.start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from kubernetes import client
+
+from demo.stack import BlogStack
+from devcluster.cluster import Cluster
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -32,3 +36,82 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60, inter
 def apply(kubectl: Kubectl, namespace: str, *manifests: dict[str, Any]) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                                     "items": list(manifests)}))
+
+
+# --- the demo blog stack and its runs -------------------------------------------------------------------------
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+def make_stack(cluster: Cluster, namespace: str, posts: int = 120, **options: Any) -> BlogStack:
+    stack = BlogStack(cluster, namespace=namespace, database=namespace.replace("-", "_"), **options)
+    stack.deploy(posts=posts, say=lambda _: None)
+    return stack
+
+
+def drop_stack(stack: BlogStack) -> None:
+    stack.kubectl("delete", "namespace", stack.namespace, "--wait=true", "--timeout=120s")
+    with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
+
+
+def run_status(stack: BlogStack, name: str) -> dict[str, Any]:
+    body = json.loads(stack.kubectl("get", "djm", name, "-n", stack.namespace, "-o", "json").stdout)
+    return dict(body.get("status") or {})
+
+
+def run_to_end(stack: BlogStack, manifest: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
+    stack.apply(manifest)
+    return wait_for_end(stack, manifest["metadata"]["name"], timeout)
+
+
+def wait_for_end(stack: BlogStack, name: str, timeout: float = 240) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        status = run_status(stack, name)
+        return status if status.get("phase") in TERMINAL else None
+
+    result: dict[str, Any] = wait_for(finished, f"DjangoMigration {name} to end", timeout=timeout)
+    return result
+
+
+def replicas(stack: BlogStack) -> dict[str, tuple[int, int]]:
+    """Each Deployment: (spec.replicas, generation); the generation moves if anything scaled it."""
+    items = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)["items"]
+    return {d["metadata"]["name"]: (d["spec"]["replicas"], d["metadata"]["generation"]) for d in items}
+
+
+def query(stack: BlogStack, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(stack.database_url) as connection:
+        return connection.execute(sql.encode()).fetchall()
+
+
+def applied_migrations(stack: BlogStack, app: str = "blog") -> list[str]:
+    rows = query(stack, f"SELECT name FROM django_migrations WHERE app = '{app}' ORDER BY id")
+    return [name for (name,) in rows]
+
+
+def checksum(stack: BlogStack) -> dict[str, str]:
+    """Every table of the public schema: its columns and an md5 of its rows in primary-key order.
+
+    Equal checksums before and after a run mean the same schema and the same data, row for row.
+    """
+    with psycopg.connect(stack.database_url) as connection:
+        tables = [t for (t,) in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+            "AND table_type = 'BASE TABLE' ORDER BY 1")]
+        result = {}
+        for table in tables:
+            columns = connection.execute(
+                "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) "
+                "FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
+                (table,)).fetchone()
+            key = connection.execute(
+                "SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum)) "
+                "FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                "WHERE i.indrelid = %s::regclass AND i.indisprimary", (f'public."{table}"',)).fetchone()
+            order = key[0] if key and key[0] else "1"
+            rows = connection.execute(
+                f'SELECT md5(coalesce(string_agg(t::text, E\'\\n\' ORDER BY {order}), \'\')) '
+                f'FROM public."{table}" t'.encode()).fetchone()
+            result[table] = f"{columns[0] if columns else ''} | {rows[0] if rows else ''}"
+        return result

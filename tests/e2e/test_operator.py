@@ -3,96 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from demo.stack import CRD_FILE, BlogStack
+from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
-from devcluster.config import REPO_ROOT
-from kit import wait_for
-
-TERMINAL = ("Succeeded", "Failed")
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[Path]:
-    """The operator as a local process against devcluster (kopf run); its log file for diagnosis."""
-    env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
-    subprocess.run(["kubectl", "apply", "-f", str(REPO_ROOT / CRD_FILE)], env=env, check=True, capture_output=True)
-    log_path = cluster.layout.log_file(f"operator-e2e-{uuid.uuid4().hex[:6]}")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "django_migration_operator", "--liveness", "off"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    yield log_path
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def make_stack(cluster: Cluster, namespace: str, **options: Any) -> BlogStack:
-    stack = BlogStack(cluster, namespace=namespace, database=namespace.replace("-", "_"), **options)
-    stack.deploy(posts=120, say=lambda _: None)
-    return stack
-
-
-def drop(stack: BlogStack) -> None:
-    stack.kubectl("delete", "namespace", stack.namespace, "--wait=true", "--timeout=120s")
-    with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
+from kit import applied_migrations, drop_stack, make_stack, query, replicas, run_to_end, wait_for
 
 
 @pytest.fixture
-def stack(cluster: Cluster, operator: Path) -> Iterator[BlogStack]:
+def stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStack]:
     stack = make_stack(cluster, f"op-{uuid.uuid4().hex[:6]}")
     yield stack
-    drop(stack)
+    drop_stack(stack)
 
 
 @pytest.fixture(scope="module")
-def shared_stack(cluster: Cluster, operator: Path) -> Iterator[BlogStack]:
+def shared_stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStack]:
     """One app for the bad-input cases: none of them may change it."""
     stack = make_stack(cluster, f"bad-{uuid.uuid4().hex[:6]}")
     yield stack
-    drop(stack)
-
-
-def run_to_end(stack: BlogStack, manifest: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
-    stack.apply(manifest)
-    name = manifest["metadata"]["name"]
-
-    def finished() -> dict[str, Any] | None:
-        body = json.loads(stack.kubectl("get", "djm", name, "-n", stack.namespace, "-o", "json").stdout)
-        status: dict[str, Any] = body.get("status") or {}
-        return status if status.get("phase") in TERMINAL else None
-
-    result: dict[str, Any] = wait_for(finished, f"DjangoMigration {name} to end", timeout=timeout)
-    return result
-
-
-def replicas(stack: BlogStack) -> dict[str, tuple[int, int]]:
-    """Each Deployment: (spec.replicas, generation) — the generation moves if anything scaled it."""
-    items = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)["items"]
-    return {d["metadata"]["name"]: (d["spec"]["replicas"], d["metadata"]["generation"]) for d in items}
-
-
-def query(stack: BlogStack, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(stack.database_url) as connection:
-        return connection.execute(sql.encode()).fetchall()
-
-
-def applied(stack: BlogStack) -> list[str]:
-    return [name for (name,) in query(stack, "SELECT name FROM django_migrations WHERE app = 'blog' ORDER BY id")]
+    drop_stack(stack)
 
 
 def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster) -> None:
@@ -105,7 +40,7 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster) 
     assert [m["name"] for m in status["plan"]] == ["0003_add_post_status", "0004_rollback",
                                                     "0005_ensure_data_integrity"]
     assert status["planCount"] == 3
-    assert applied(stack)[-3:] == ["0003_add_post_status", "0004_rollback", "0005_ensure_data_integrity"]
+    assert applied_migrations(stack)[-3:] == ["0003_add_post_status", "0004_rollback", "0005_ensure_data_integrity"]
     assert query(stack, "SELECT count(*) FROM information_schema.columns "
                         "WHERE table_name = 'blog_post' AND column_name = 'status'") == [(1,)]
     assert status["rowCounts"]["blog_post"] == {"before": posts_before, "after": posts_before}
@@ -148,7 +83,7 @@ def test_migrate_app_and_target_forward_are_honoured(stack: BlogStack) -> None:
     status = run_to_end(stack, forward)
     assert status["phase"] == "Succeeded", status.get("message")
     assert [m["name"] for m in status["plan"]] == ["0003_add_post_status"]
-    assert applied(stack)[-1] == "0003_add_post_status"
+    assert applied_migrations(stack)[-1] == "0003_add_post_status"
 
 
 # --- bad input: refused by the schema at apply time --------------------------------------------------------

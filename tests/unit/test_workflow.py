@@ -69,7 +69,9 @@ class TestHappyPath:
         status: dict[str, Any] = {}
 
         step = advance(s, status, World(now=NOW))
-        assert step.status["phase"] == Phase.PLANNING and step.actions == [AcquireLease()]
+        assert step.actions == [AcquireLease()] and not step.status and not step.wait, "the Lease before the phase"
+        step = advance(s, status, World(now=NOW, lease_ours=True))
+        assert step.status["phase"] == Phase.PLANNING and not step.actions
         status = apply(status, step)
 
         step = advance(s, status, World(now=NOW))
@@ -194,7 +196,9 @@ class TestRefusals:
         queued = apply({}, step)
         assert advance(spec(), queued, World(now=NOW, lease_holder="release-41")).status == {}
         step = advance(spec(), queued, World(now=NOW))
-        assert step.status["phase"] == Phase.PLANNING and step.actions == [AcquireLease()]
+        assert step.actions == [AcquireLease()] and not step.status
+        step = advance(spec(), queued, World(now=NOW, lease_ours=True))
+        assert step.status["phase"] == Phase.PLANNING and step.status["waitingFor"] is None
 
     def test_a_conflict_fails_planning_with_djangos_message(self) -> None:
         error = "Conflicting migrations detected; multiple leaf nodes in the migration graph"
