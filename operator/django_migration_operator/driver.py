@@ -120,6 +120,11 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
 def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
     """What the schema cannot know: do the Deployments, the container, the Secret and the database exist?"""
     problems = []
+    if spec.strategy != "Offline":
+        # Serving while migrating needs the backup to include writes made after the dump, or a restore would
+        # lose them: not built yet, so refused rather than silently run Offline.
+        problems.append(f"strategy: {spec.strategy} is not supported yet (a restore would lose the writes made "
+                        "during the run); set strategy: Offline")
     for name in spec.deployments:
         deployment = kube.read_deployment(ref.namespace, name)
         field = "app.deployment" if name == spec.deployment else "app.stop"

@@ -17,6 +17,8 @@ from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, V
 from django_migration_operator.workflow import DeploymentState, JobState
 
 LEASE_PREFIX = "djangoops-db-"
+# Named in managedFields, so `kubectl get -o yaml --show-managed-fields` tells the operator's writes apart.
+FIELD_MANAGER = "django-migration-operator"
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
 LOG_TAIL_LINES = 400
 
@@ -94,7 +96,8 @@ class Kube:
                                rolled_out=rolled_out, scaled_by=_replicas_manager(deployment))
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}},
+                                                    field_manager=FIELD_MANAGER)
 
     # --- Secrets ------------------------------------------------------------------------------------------
 

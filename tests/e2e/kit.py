@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from kubernetes import client
 
-from demo.stack import BlogStack
+from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -115,3 +118,71 @@ def checksum(stack: BlogStack) -> dict[str, str]:
                 f'FROM public."{table}" t'.encode()).fetchone()
             result[table] = f"{columns[0] if columns else ''} | {rows[0] if rows else ''}"
         return result
+
+
+def assert_no_secret(stack: BlogStack, operator: LocalOperator) -> None:
+    """The database password is nowhere in the runs' status, the namespace's events, the Jobs or the operator log."""
+    password = stack.cluster.postgres_password()
+    for kind in ("djm", "events", "jobs"):
+        text = stack.kubectl("get", kind, "-n", stack.namespace, "-o", "json").stdout
+        assert password not in text, f"the database password leaked into {kind}"
+    assert password.encode() not in operator.log_path.read_bytes(), "the database password leaked into the log"
+
+
+class LoadGenerator:
+    """Keeps creating posts through the web pods' HTTP API and remembers every one the app acknowledged (201).
+
+    Requests that fail (pods stopped, connection refused, 503) are not acknowledged: nothing is promised for them.
+    """
+
+    def __init__(self, stack: BlogStack) -> None:
+        self.stack = stack
+        self.acknowledged: list[int] = []
+        self.refused = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoadGenerator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _pod_ips(self) -> list[str]:
+        result = self.stack.kubectl("get", "pods", "-n", self.stack.namespace, "-l",
+                                    "app.kubernetes.io/component=web", "-o", "json", check=False)
+        if result.returncode != 0:
+            return []
+        return [p["status"]["podIP"] for p in json.loads(result.stdout)["items"]
+                if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
+
+    def _run(self) -> None:
+        ips: list[str] = []
+        refreshed = 0.0
+        number = 0
+        while not self._stop.is_set():
+            if time.monotonic() - refreshed > 0.5:
+                ips, refreshed = self._pod_ips(), time.monotonic()
+            if not ips:
+                time.sleep(0.05)
+                continue
+            number += 1
+            body = json.dumps({"title": f"load {number}", "category": "Science"}).encode()
+            request = urllib.request.Request(f"http://{ips[number % len(ips)]}:8000/posts/", data=body,
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status == 201:
+                        self.acknowledged.append(int(json.loads(response.read())["id"]))
+                        continue
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            self.refused += 1
+            time.sleep(0.02)
+
+    def missing(self) -> list[int]:
+        """Acknowledged posts that are not in the database."""
+        found = {post_id for (post_id,) in query(self.stack, "SELECT id FROM blog_post")}
+        return [post_id for post_id in self.acknowledged if post_id not in found]

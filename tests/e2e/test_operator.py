@@ -141,6 +141,7 @@ def _secret(stack: BlogStack, name: str, data: dict[str, str]) -> None:
     ("key-missing", "its key 'NOPE' not found"),
     ("url-unreachable", "cannot connect to database"),
     ("table-missing", "verify.rowCounts: table 'blog_comment' does not exist"),
+    ("strategy-online", "strategy: Online is not supported yet"),
 ])
 def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack, case: str, expected: str) -> None:
     stack = shared_stack
@@ -163,6 +164,8 @@ def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack,
         spec["database"]["urlSecret"]["name"] = "unreachable-db"
     elif case == "table-missing":
         spec["verify"]["rowCounts"] = ["blog_post", "blog_comment"]
+    elif case == "strategy-online":
+        spec["strategy"] = "Online"
 
     status = run_to_end(stack, manifest, timeout=60)
 

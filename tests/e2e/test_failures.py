@@ -1,0 +1,278 @@
+"""Failure paths on devcluster: whatever breaks, the data after equals the data before and the app is accounted for.
+
+Each scenario takes a checksum of every table (columns, and rows in primary-key order) before the run and compares
+it after. The failure drills of the demo app (examples/blog/drills) make real migrations fail in real ways.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo.stack import BlogStack, LocalOperator
+from devcluster.cluster import Cluster
+from kit import (
+    LoadGenerator,
+    applied_migrations,
+    assert_no_secret,
+    checksum,
+    drop_stack,
+    make_stack,
+    query,
+    replicas,
+    run_status,
+    run_to_end,
+    wait_for,
+    wait_for_end,
+)
+
+RECORDED = {"web": 2, "worker": 1}
+NO_CHECKS: dict[str, list[Any]] = {"checks": []}  # the demo's check holds only once 0005 ran
+
+
+@pytest.fixture
+def new_stack(cluster: Cluster, operator: LocalOperator) -> Iterator[Any]:
+    """Builds a demo stack with the given options (drills, release) in a namespace of its own; drops it after."""
+    made: list[BlogStack] = []
+
+    def build(**options: Any) -> BlogStack:
+        stack = make_stack(cluster, f"fail-{uuid.uuid4().hex[:6]}", **options)
+        made.append(stack)
+        return stack
+
+    yield build
+    for stack in made:
+        drop_stack(stack)
+
+
+def spec_replicas(stack: BlogStack) -> dict[str, int]:
+    return {name: count for name, (count, _) in replicas(stack).items()}
+
+
+def images(stack: BlogStack) -> dict[str, str]:
+    items = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)["items"]
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in items}
+
+
+def conditions(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status.get("conditions", [])}
+
+
+def events(stack: BlogStack, name: str) -> list[dict[str, Any]]:
+    text = stack.kubectl("get", "events", "-n", stack.namespace, "--field-selector",
+                         f"involvedObject.name={name}", "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(text)["items"]
+    return items
+
+
+def wait_for_phase(stack: BlogStack, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = run_status(stack, name)
+        return status if status.get("phase") == phase else None
+
+    result: dict[str, Any] = wait_for(reached, f"{name} to reach {phase}", timeout=timeout, interval=0.1)
+    return result
+
+
+def assert_rolled_back(stack: BlogStack, name: str, status: dict[str, Any], before: dict[str, str],
+                       reason: str) -> None:
+    assert status["phase"] == "Failed", status.get("message")
+    assert status["failure"]["reason"] == reason, status["failure"]
+    assert conditions(status)["RolledBack"] == "True" and conditions(status)["Succeeded"] == "False"
+    assert "restored from the backup" in status["message"]
+    assert checksum(stack) == before, "the database differs from the one before the run"
+    assert spec_replicas(stack) == RECORDED and images(stack) == {"web": "blog:1.0", "worker": "blog:1.0"}
+    assert {"Restored", reason} <= {e["reason"] for e in events(stack, name)}
+
+
+# --- the migration fails: restore, start the old app, Failed with RolledBack ----------------------------------
+
+
+def test_failing_atomic_migration_is_rolled_back_and_no_acknowledged_write_is_lost(
+        new_stack: Any, operator: LocalOperator) -> None:
+    stack = new_stack(drills="fail_atomic")
+    before = checksum(stack)
+    with LoadGenerator(stack) as load:
+        wait_for(lambda: len(load.acknowledged) >= 5, "the app to acknowledge writes", timeout=30)
+        # Writes acknowledged before the app stopped are in the backup, so the restore keeps them.
+        status = run_to_end(stack, stack.migration(name="atomic"))
+        count = len(load.acknowledged)
+        wait_for(lambda: len(load.acknowledged) >= count + 3, "writes on the restored database", timeout=60)
+    assert status["phase"] == "Failed"
+    assert "drill: atomic migration fails" in status["message"]
+    assert not load.missing(), f"acknowledged writes lost: {load.missing()}"
+    written = set(load.acknowledged)
+    after = checksum(stack)
+    # Every table but blog_post is exactly as before; blog_post holds the old rows plus the acknowledged ones.
+    assert {t: v for t, v in after.items() if t != "blog_post"} == {t: v for t, v in before.items()
+                                                                     if t != "blog_post"}
+    posts = {post_id for (post_id,) in query(stack, "SELECT id FROM blog_post")}
+    assert len(posts) == 120 + len(written)
+    assert conditions(status)["RolledBack"] == "True" and spec_replicas(stack) == RECORDED
+    print(f"\nload on the failure path: {len(written)} writes acknowledged, all found; {load.refused} refused")
+    assert_no_secret(stack, operator)
+
+
+def test_failing_non_atomic_migration_half_applied_is_rolled_back(new_stack: Any) -> None:
+    stack = new_stack(drills="fail_nonatomic")
+    before = checksum(stack)
+    status = run_to_end(stack, stack.migration(name="nonatomic", verify=NO_CHECKS))
+    assert "drill: non-atomic migration fails half-way" in status["migrateOutput"]
+    assert_rolled_back(stack, "nonatomic", status, before, "MigrationFailed")
+    assert "drill_fail_nonatomic_thing" not in checksum(stack), "the half-applied table must be gone"
+
+
+def test_timed_out_migration_is_rolled_back_and_a_scale_up_meanwhile_is_undone(new_stack: Any) -> None:
+    stack = new_stack(drills="slow")
+    before = checksum(stack)
+    stack.apply(stack.migration(name="slow", migrate={"timeoutSeconds": 8}, verify=NO_CHECKS))
+    wait_for_phase(stack, "slow", "Migrating")
+    stack.kubectl("scale", "-n", stack.namespace, "deployment/worker", "--replicas=3")
+    status = wait_for_end(stack, "slow")
+    assert "timed out (migrate.timeoutSeconds)" in status["message"]
+    assert_rolled_back(stack, "slow", status, before, "MigrationFailed")
+    warnings = [e for e in events(stack, "slow") if e["reason"] == "ScaledUpDuringRun"]
+    assert warnings and warnings[0]["type"] == "Warning"
+    assert "Deployment worker was scaled to 3" in warnings[0]["message"]
+    # Who did it comes from managedFields, which the API server does not always fill for the scale subresource.
+    assert " by " not in warnings[0]["message"] or " by kubectl" in warnings[0]["message"]
+
+
+# --- verification fails: restore -----------------------------------------------------------------------------
+
+
+def test_a_migration_that_loses_rows_fails_verification_and_is_rolled_back(new_stack: Any) -> None:
+    stack = new_stack(drills="drop_posts", release="2.0")
+    before = checksum(stack)
+    status = run_to_end(stack, stack.migration(name="drops"))
+    assert "table blog_post lost rows: 120 before, 60 after" in status["message"]
+    assert conditions(status)["Verified"] == "False"
+    assert status["rowCounts"]["blog_post"] == {"before": 120, "after": 60}
+    assert images(stack)["web"] == "blog:2.0"  # this stack runs release 2 from the start
+    assert status["phase"] == "Failed" and conditions(status)["RolledBack"] == "True"
+    assert checksum(stack) == before and spec_replicas(stack) == RECORDED
+
+
+def test_a_failing_user_check_is_rolled_back(new_stack: Any) -> None:
+    stack = new_stack()
+    before = checksum(stack)
+    check = {"name": "no posts at all", "sql": "SELECT count(*) FROM blog_post", "expect": "0"}
+    status = run_to_end(stack, stack.migration(name="checked", verify={"checks": [check]}))
+    assert "check 'no posts at all' returned '120', expected '0'" in status["message"]
+    assert_rolled_back(stack, "checked", status, before, "VerificationFailed")
+    assert applied_migrations(stack)[-1] == "0002_populate_categories"
+
+
+# --- the backup or the restore fails ----------------------------------------------------------------------------
+
+
+def claim_folder(stack: BlogStack) -> Path:
+    return stack.cluster.layout.volume_claims / stack.namespace / "blog-backups"
+
+
+def test_a_failing_backup_migrates_nothing_and_starts_the_app_again(new_stack: Any) -> None:
+    stack = new_stack()
+    # A file where the app's backup folder must go: mkdir fails inside the backup Job, as on a broken volume.
+    claim_folder(stack).mkdir(parents=True, exist_ok=True)
+    (claim_folder(stack) / "web").write_text("not a folder")
+    before = checksum(stack)
+    status = run_to_end(stack, stack.migration(name="nobackup"))
+    assert status["phase"] == "Failed" and status["failure"]["reason"] == "BackupFailed"
+    assert "no migration was attempted" in status["message"] and "File exists" in status["message"]
+    assert conditions(status)["BackupTaken"] == "False"
+    assert "migrate" not in status["jobs"]
+    assert checksum(stack) == before and spec_replicas(stack) == RECORDED
+
+
+def test_a_failing_restore_leaves_the_app_stopped_and_says_where_the_backup_is(
+        new_stack: Any, operator: LocalOperator) -> None:
+    stack = new_stack(drills="slow")
+    before = checksum(stack)
+    # Only the slow drill: no blog migration commits before the timeout, so nothing changes the data.
+    stack.apply(stack.migration(name="norestore", migrate={"app": "drill_slow", "timeoutSeconds": 6},
+                                verify=NO_CHECKS))
+    migrating = wait_for_phase(stack, "norestore", "Migrating")
+    # The verified dump is damaged while the migration runs: the restore cannot read it.
+    dump = claim_folder(stack) / migrating["backup"]["path"].removeprefix("/backups/")
+    dump.write_bytes(b"not a dump any more")
+    status = wait_for_end(stack, "norestore")
+    assert status["phase"] == "Failed" and conditions(status)["RestoreFailed"] == "True"
+    assert conditions(status)["RolledBack"] == "False"
+    assert spec_replicas(stack) == {"web": 0, "worker": 0}, "old code must not run on a broken schema"
+    assert migrating["backup"]["path"] in status["message"] and "pg_restore" in status["message"]
+    assert "scale the app back to status.replicas" in status["message"] and status["replicas"] == RECORDED
+    assert any(e["reason"] == "RestoreFailed" and e["type"] == "Warning" for e in events(stack, "norestore"))
+    # The restore checks the dump before it drops anything: the timed-out migration's transaction rolled back.
+    assert checksum(stack) == before
+    assert_no_secret(stack, operator)
+
+
+def test_on_failure_keep_leaves_the_database_and_the_app_as_the_failure_left_them(new_stack: Any) -> None:
+    stack = new_stack(drills="fail_nonatomic")
+    status = run_to_end(stack, stack.migration(name="keep", onFailure="Keep", verify=NO_CHECKS))
+    assert status["phase"] == "Failed" and "left as the failure left it (onFailure is Keep)" in status["message"]
+    assert "drill_fail_nonatomic_thing" in checksum(stack)
+    assert spec_replicas(stack) == {"web": 0, "worker": 0}
+
+
+# --- refused at Planning: nothing is touched --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("release_drills", "migrate", "expected"), [
+    ("", {"app": "blog", "target": "0001_initial"},
+     "the plan unapplies blog.0002_populate_categories, which cannot be reversed"),
+    ("conflict", {}, "Conflicting migrations detected; multiple leaf nodes in the migration graph"),
+])
+def test_refused_at_planning_before_anything_stops(new_stack: Any, release_drills: str, migrate: dict[str, str],
+                                                   expected: str) -> None:
+    stack = new_stack()
+    if release_drills:
+        # A release that brings conflicting migrations: the app runs it, the database was set up before.
+        stack.kubectl("set", "env", "-n", stack.namespace, "deployment/web", f"BLOG_DRILLS={release_drills}")
+        stack.kubectl("rollout", "status", "-n", stack.namespace, "deployment/web", "--timeout=120s")
+    before, generations = checksum(stack), replicas(stack)
+    status = run_to_end(stack, stack.migration(name="refused", migrate=migrate))
+    assert status["phase"] == "Failed" and expected in status["message"], status["message"]
+    assert "nothing was changed" in status["message"]
+    assert replicas(stack) == generations and checksum(stack) == before
+    assert set(status["jobs"]) == {"plan"}
+
+
+# --- two runs on one database ----------------------------------------------------------------------------------
+
+
+def test_two_runs_on_one_database_never_overlap(new_stack: Any) -> None:
+    stack = new_stack()
+    first = stack.migration(name="first", migrate={"app": "blog", "target": "0003_add_post_status"}, verify=NO_CHECKS)
+    second = stack.migration(name="second")
+    stack.apply(first, second)
+    queued = wait_for(lambda: next((s for s in (run_status(stack, "first"), run_status(stack, "second"))
+                                    if s.get("phase") == "Queued"), None), "one run to queue", timeout=30)
+    ends = {name: wait_for_end(stack, name) for name in ("first", "second")}
+    assert all(s["phase"] == "Succeeded" for s in ends.values()), ends
+    assert queued["waitingFor"] in ("first", "second") and queued["waitingFor"] in queued["message"]
+    # The waiting run planned only after the other ended: its plan starts where the other's stopped.
+    plans = {name: [m["name"] for m in s["plan"]] for name, s in ends.items()}
+    assert set(plans["first"]) | set(plans["second"]) >= {"0003_add_post_status", "0004_rollback",
+                                                          "0005_ensure_data_integrity"}
+    assert not set(plans["first"]) & set(plans["second"]), plans
+    assert applied_migrations(stack)[-1] == "0005_ensure_data_integrity" and spec_replicas(stack) == RECORDED
+
+
+def test_no_acknowledged_write_is_lost_on_the_success_path(new_stack: Any) -> None:
+    stack = new_stack()
+    with LoadGenerator(stack) as load:
+        wait_for(lambda: len(load.acknowledged) >= 5, "the app to acknowledge writes", timeout=30)
+        status = run_to_end(stack, stack.migration(name="loaded"))
+        count = len(load.acknowledged)
+        wait_for(lambda: len(load.acknowledged) >= count + 3, "writes after the migration", timeout=60)
+    assert status["phase"] == "Succeeded", status["message"]
+    assert not load.missing(), f"acknowledged writes lost: {load.missing()}"
+    assert status["rowCounts"]["blog_post"]["after"] >= 120
+    print(f"\nload on the success path: {len(load.acknowledged)} writes acknowledged, all found; "
+          f"{load.refused} refused while the app was stopped")

@@ -1,0 +1,107 @@
+"""The operator killed with SIGKILL in every phase of runs, on the success and the failure path.
+
+Every run must still end in the right state, with every Job run once and the replicas restored exactly; after a
+failed run the data equals the data before it. The runs take turns on one app: forward to 0005, a failing drill
+migration (restored), backwards to 0002, the failing drill again, and so on, so each run starts from a known state.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from demo.stack import BlogStack, LocalOperator
+from devcluster.cluster import Cluster
+from kit import TERMINAL, applied_migrations, checksum, drop_stack, make_stack, run_status, wait_for_end
+
+TRIALS = 21
+SUCCESS_PHASES = ("Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp")
+FAILURE_PHASES = ("Planning", "ScalingDown", "BackingUp", "Migrating", "Restoring", "ScalingUp")
+ORDER = ("Pending", "Queued", "Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "Restoring",
+         "ScalingUp", "Succeeded", "Failed")
+RECORDED = {"web": 2, "worker": 1}
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStack]:
+    stack = make_stack(cluster, f"kill-{uuid.uuid4().hex[:6]}", drills="fail_atomic")
+    yield stack
+    drop_stack(stack)
+
+
+def kill_when(stack: BlogStack, operator: LocalOperator, name: str, target: str, delay: float) -> str:
+    """Kills the operator once the run reached `target` (or went past it), then starts it again."""
+    while True:
+        phase = run_status(stack, name).get("phase", "Pending")
+        if ORDER.index(phase) >= ORDER.index(target):
+            break
+        time.sleep(0.03)
+    time.sleep(delay)
+    operator.kill()
+    killed_in = str(run_status(stack, name).get("phase", "Pending"))
+    operator.start()
+    return killed_in
+
+
+def jobs_ran_once(stack: BlogStack, name: str) -> dict[str, int]:
+    """Each Job of the run: how many pods it ever ran (a Job created twice, or retried, shows more than one)."""
+    items = json.loads(stack.kubectl("get", "jobs", "-n", stack.namespace, "-l", f"djangoops.dev/run={name}",
+                                     "-o", "json").stdout)["items"]
+    counts = {}
+    for job in items:
+        job_name = job["metadata"]["name"]
+        pods = json.loads(stack.kubectl("get", "pods", "-n", stack.namespace, "-l", f"job-name={job_name}",
+                                        "-o", "json").stdout)["items"]
+        counts[job_name] = len(pods)
+    return counts
+
+
+def test_killing_the_operator_in_every_phase_never_breaks_a_run(stack: BlogStack, operator: LocalOperator) -> None:
+    chance = random.Random(20261125)
+    outcomes: Counter[str] = Counter()
+    killed_in: Counter[str] = Counter()
+    success_turn = failure_turn = 0
+    forward = True
+    for trial in range(TRIALS):
+        failing = trial % 2 == 1
+        if failing:
+            target = FAILURE_PHASES[failure_turn % len(FAILURE_PHASES)]
+            failure_turn += 1
+            migrate: dict[str, Any] = {"app": "drill_fail_atomic"}
+        else:
+            target = SUCCESS_PHASES[success_turn % len(SUCCESS_PHASES)]
+            success_turn += 1
+            migrate = {"app": "blog"} if forward else {"app": "blog", "target": "0002_populate_categories"}
+        name = f"trial-{trial:02d}"
+        before = checksum(stack)
+        stack.apply(stack.migration(name=name, migrate=migrate, verify={"checks": []}))
+        phase = kill_when(stack, operator, name, target, delay=chance.uniform(0, 0.3))
+        killed_in[phase] += 1
+        status = wait_for_end(stack, name, timeout=180)
+        context = f"{name} (killed in {phase}, aiming at {target}): {status.get('message')}"
+
+        replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in json.loads(
+            stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)["items"]}
+        assert replicas == RECORDED, context
+        assert status["replicas"] == RECORDED, context
+        assert all(count == 1 for count in jobs_ran_once(stack, name).values()), (jobs_ran_once(stack, name), context)
+        if failing:
+            assert status["phase"] == "Failed" and status["failure"]["reason"] == "MigrationFailed", context
+            assert any(c["type"] == "RolledBack" and c["status"] == "True" for c in status["conditions"]), context
+            assert checksum(stack) == before, context
+        else:
+            assert status["phase"] == "Succeeded", context
+            expected = "0005_ensure_data_integrity" if forward else "0002_populate_categories"
+            assert applied_migrations(stack)[-1] == expected, context
+            forward = not forward
+        outcomes[f"{'failure' if failing else 'success'} path: {status['phase']}"] += 1
+        assert status["phase"] in TERMINAL
+    print(f"\n{TRIALS} kill trials; killed in: {dict(killed_in)}; outcomes: {dict(outcomes)}")
+    assert len(killed_in) >= 6, f"the kills must spread over the phases: {dict(killed_in)}"
