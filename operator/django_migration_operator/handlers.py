@@ -23,6 +23,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # events are posted by the driver, deliberately
     settings.watching.server_timeout = 300
+    logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
     memo.kube = Kube()
     memo.wakeups = driver.Wakeups()
 
@@ -48,3 +49,11 @@ def _run_in_namespace(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
 def app_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Pods going or coming, Deployments scaling: the runs of the namespace look again."""
     memo.wakeups.wake(namespace or "")
+
+
+_WAKEUP_HANDLERS = ("'job_changed'", "'app_changed'")
+
+
+def _quiet_wakeups(record: logging.LogRecord) -> bool:
+    """Drops kopf's "Handler ... succeeded" lines of the wake-ups: one per pod or Job event, they bury the run."""
+    return not (record.levelno <= logging.INFO and any(name in record.getMessage() for name in _WAKEUP_HANDLERS))
