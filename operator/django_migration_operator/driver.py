@@ -76,13 +76,15 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
             step = advance(spec, status, world)
             await asyncio.to_thread(carry_out, kube, ref, body, spec, step, logger)
             if step.status.get("phase") in TERMINAL:
-                wakeups.wake(ref.namespace)  # a queued run may go now
                 return
             if step.wait:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=SAFETY_NET_SECONDS)
     finally:
         wakeups.forget(ref.namespace, ref.name)
+        # A queued run of the namespace may go now. Here, not after the last step: kopf may cancel this driver as
+        # soon as the run is terminal, and a spurious wake-up only makes a run look again.
+        wakeups.wake(ref.namespace)
 
 
 def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> World:

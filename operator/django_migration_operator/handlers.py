@@ -12,6 +12,7 @@ import kopf
 from django_migration_operator import driver
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, VERSION, RunRef
+from django_migration_operator.workflow import TERMINAL
 
 
 @kopf.on.startup()
@@ -28,7 +29,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.wakeups = driver.Wakeups()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL
+
+
+# Only unfinished runs get a driver. A finished run then needs no finalizer and kopf removes it: a namespace being
+# deleted never waits on one (kopf stops watching a terminating namespace before it would release it).
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, when=_unfinished)
 async def run(name: str, namespace: str | None, uid: str, memo: kopf.Memo,
               logger: Logger | LoggerAdapter[Any], **_: Any) -> None:
     """The one driver of a DjangoMigration: it returns once the run reached Succeeded or Failed."""

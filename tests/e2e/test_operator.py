@@ -63,6 +63,10 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster) 
     waited = stack.kubectl("wait", "-n", stack.namespace, "--for=condition=Succeeded", "djm/blog-release-2",
                            "--timeout=10s")
     assert "condition met" in waited.stdout
+    # A finished run holds no finalizer: deleting it, or its namespace, never waits on the operator.
+    wait_for(lambda: not json.loads(stack.kubectl("get", "djm", "blog-release-2", "-n", stack.namespace, "-o",
+                                                  "json").stdout)["metadata"].get("finalizers"),
+             "the finished run's finalizer to go", timeout=15)
     events = stack.kubectl("get", "events", "-n", stack.namespace, "--field-selector",
                            "involvedObject.name=blog-release-2", "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
