@@ -34,9 +34,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM ${PYTHON_IMAGE}
 # A named user with a fixed numeric id: Kubernetes' runAsNonRoot can only verify a numeric USER, and kopf
 # names its peering identity after the user (getpass.getuser() fails for a uid without a passwd entry).
-RUN groupadd --system --gid 10001 operator \
+# (Debian already has a group named operator, hence the project's own name.)
+RUN groupadd --system --gid 10001 djangoops \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin operator
+       --shell /usr/sbin/nologin djangoops
 COPY --from=build --chown=root:root /app/.venv /app/.venv
 # Nothing is written outside /tmp (an emptyDir in the chart): no bytecode, temporary files in /tmp.
 ENV PATH=/app/.venv/bin:$PATH \

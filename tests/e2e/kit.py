@@ -48,12 +48,16 @@ TERMINAL = ("Succeeded", "Failed")
 
 def make_stack(cluster: Cluster, namespace: str, posts: int = 120, **options: Any) -> BlogStack:
     stack = BlogStack(cluster, namespace=namespace, database=namespace.replace("-", "_"), **options)
-    stack.deploy(posts=posts, say=lambda _: None)
+    try:
+        stack.deploy(posts=posts, say=lambda _: None)
+    except BaseException:
+        drop_stack(stack)  # no fixture tears down what never was handed out
+        raise
     return stack
 
 
 def drop_stack(stack: BlogStack) -> None:
-    stack.kubectl("delete", "namespace", stack.namespace, "--wait=true", "--timeout=120s")
+    stack.kubectl("delete", "namespace", stack.namespace, "--ignore-not-found", "--wait=true", "--timeout=120s")
     with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
 
