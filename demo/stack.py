@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -149,11 +150,16 @@ class LocalOperator:
         self._env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
         self._arguments = [arg for namespace in namespaces for arg in ("--namespace", namespace)]
         self._process: subprocess.Popen[bytes] | None = None
+        # A port of its own: pods and other local operators share this host's network.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.metrics_url = f"http://127.0.0.1:{probe.getsockname()[1]}/metrics"
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "django_migration_operator", "--liveness", "off", *self._arguments],
+                [sys.executable, "-m", "django_migration_operator", "--liveness", "off",
+                 "--metrics", self.metrics_url.removeprefix("http://").removesuffix("/metrics"), *self._arguments],
                 env=self._env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
 
     def kill(self) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 import kopf
+import prometheus_client
 
 from django_migration_operator import handlers as _handlers  # noqa: F401  (registers the handlers)
 
@@ -16,9 +17,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="watch only this namespace (repeatable); default: every namespace")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", metavar="URL",
                         help="the liveness endpoint kopf serves (default: %(default)s); 'off' to disable")
+    parser.add_argument("--metrics", default="0.0.0.0:9090", metavar="ADDRESS:PORT",
+                        help="where Prometheus metrics are served at /metrics (default: %(default)s); 'off' to disable")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
     kopf.configure(verbose=args.verbose)
+    if args.metrics != "off":
+        address, _, port = args.metrics.rpartition(":")
+        prometheus_client.start_http_server(int(port), addr=address or "0.0.0.0")
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace, namespaces=args.namespace,
         liveness_endpoint=None if args.liveness == "off" else args.liveness))

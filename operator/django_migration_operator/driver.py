@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from django_migration_operator import database, jobs
+from django_migration_operator import database, jobs, metrics
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
@@ -62,6 +63,8 @@ class Wakeups:
 
 async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     wakeup = wakeups.event(ref.namespace, ref.name)
+    entered: tuple[str, float] | None = None  # the phase this process saw the run enter, and when
+    metrics.RUNS_IN_PROGRESS.inc()
     try:
         while True:
             wakeup.clear()
@@ -74,6 +77,9 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
             spec = Spec.from_body(body.get("spec", {}))
             world = await asyncio.to_thread(observe, kube, ref, spec, status)
             step = advance(spec, status, world)
+            if "phase" in step.status:
+                # Before the patch: once the run is terminal, kopf may cancel this driver at any await.
+                entered = _measure(entered, step.status)
             await asyncio.to_thread(carry_out, kube, ref, body, spec, step, logger)
             if step.status.get("phase") in TERMINAL:
                 return
@@ -81,10 +87,25 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=SAFETY_NET_SECONDS)
     finally:
+        metrics.RUNS_IN_PROGRESS.dec()
         wakeups.forget(ref.namespace, ref.name)
         # A queued run of the namespace may go now. Here, not after the last step: kopf may cancel this driver as
         # soon as the run is terminal, and a spurious wake-up only makes a run look again.
         wakeups.wake(ref.namespace)
+
+
+def _measure(entered: tuple[str, float] | None, status: dict[str, Any]) -> tuple[str, float]:
+    """Records the phase just left (when this process saw it start) and, at the end, the run's result."""
+    now = time.monotonic()
+    if entered is not None:
+        metrics.STEP_SECONDS.labels(entered[0]).observe(now - entered[1])
+    phase = str(status["phase"])
+    if phase in TERMINAL:
+        reason = next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Succeeded"), "")
+        metrics.RUNS_FINISHED.labels(phase, reason).inc()
+        if status.get("downtimeSeconds"):
+            metrics.DOWNTIME_SECONDS.observe(float(status["downtimeSeconds"]))
+    return phase, now
 
 
 def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> World:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +31,20 @@ def shared_stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStac
     drop_stack(stack)
 
 
-def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster) -> None:
+def scrape(operator: LocalOperator) -> dict[str, float]:
+    """The operator's Prometheus metrics: sample name with labels -> value."""
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster, operator: LocalOperator) -> None:
+    metrics_before = scrape(operator)
     before = replicas(stack)
     posts_before = query(stack, "SELECT count(*) FROM blog_post")[0][0]
 
@@ -71,6 +85,13 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster) 
                            "involvedObject.name=blog-release-2", "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert {"Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp", "Migrated"} <= reasons
+
+    metrics = scrape(operator)
+    succeeded = 'djangoops_runs_finished_total{phase="Succeeded",reason="Migrated"}'
+    assert metrics[succeeded] == metrics_before.get(succeeded, 0) + 1
+    assert metrics['djangoops_step_duration_seconds_count{phase="Migrating"}'] >= 1
+    assert metrics["djangoops_downtime_seconds_count"] >= 1 and metrics["djangoops_downtime_seconds_sum"] > 0
+    assert "djangoops_runs_in_progress" in metrics
 
     # The same migration again, under a new name: nothing left to apply, nothing stopped.
     generations = replicas(stack)
