@@ -226,9 +226,8 @@ def _backing_up(spec: Spec, status: Status, world: World) -> Step:
     guard = _guard(spec, status, world)
     if guard:
         return guard
-    if "rowCounts" not in status and world.row_counts is not None:
-        return Step(status={"rowCounts": {t: {"before": n} for t, n in world.row_counts.items()}})
-    waiting = _job_step(status, world, "backup", extra={"backup": {"startedAt": _iso(world.now)}})
+    waiting = _job_step(status, world, "backup", extra={**_counts_before(status, world),
+                                                        "backup": {"startedAt": _iso(world.now)}})
     if waiting:
         return waiting
     assert world.job is not None
@@ -249,9 +248,7 @@ def _migrating(spec: Spec, status: Status, world: World) -> Step:
     guard = _guard(spec, status, world)
     if guard:
         return guard
-    if "rowCounts" not in status and world.row_counts is not None:
-        return Step(status={"rowCounts": {t: {"before": n} for t, n in world.row_counts.items()}})
-    waiting = _job_step(status, world, "migrate")
+    waiting = _job_step(status, world, "migrate", extra=_counts_before(status, world))
     if waiting:
         return waiting
     assert world.job is not None
@@ -356,6 +353,13 @@ def _job_step(status: Status, world: World, step: str, extra: Status | None = No
     if world.job.finished is None:
         return Step(wait=True)
     return None
+
+
+def _counts_before(status: Status, world: World) -> Status:
+    """The row counts of the stopped app's database, recorded with the first Job that may change it."""
+    if "rowCounts" in status or world.row_counts is None:
+        return {}
+    return {"rowCounts": {table: {"before": count} for table, count in world.row_counts.items()}}
 
 
 def _guard(spec: Spec, status: Status, world: World) -> Step | None:
