@@ -26,6 +26,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-default-groups --no-install-project
 COPY operator/ operator/
+# pyproject.toml's wheel holds devcluster too (the project's test cluster): the build needs its sources.
 COPY devcluster/ devcluster/
 # --no-editable: the package is copied into the venv, so the runtime stage needs the venv alone.
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -46,6 +47,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     TMPDIR=/tmp
 WORKDIR /app
 USER 10001:10001
-# kopf's liveness endpoint (--liveness, default http://0.0.0.0:8080/healthz).
-EXPOSE 8080
+# kopf's liveness endpoint (--liveness, default http://0.0.0.0:8080/healthz) and the Prometheus metrics
+# (--metrics, default 0.0.0.0:9090).
+EXPOSE 8080 9090
 ENTRYPOINT ["python", "-m", "django_migration_operator"]

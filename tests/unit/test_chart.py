@@ -1,0 +1,383 @@
+"""The Helm chart charts/django-migration-operator, checked with the real helm binary and no cluster.
+
+`helm lint` (also --strict) must be clean; `helm template` renders both modes (cluster-wide and a list of
+namespaces), and the rendered objects are asserted: the RBAC rules against what the operator's code calls
+(kube.py and the kopf handlers, read from the source so that a new API call without its rule fails here), the
+restricted securityContext, the Recreate strategy, the liveness probe, the metrics Service and ServiceMonitor,
+the values schema, NOTES.txt; and the CRD the chart installs is byte for byte crds/djangomigrations.djangoops.dev.yaml.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devcluster.build import binaries
+from devcluster.config import KUBERNETES_VERSION
+from django_migration_operator import resource
+from django_migration_operator.resource import GROUP, PLURAL, RunRef
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "django-migration-operator"
+CRD = REPO / "crds" / "djangomigrations.djangoops.dev.yaml"
+PACKAGE = REPO / "operator" / "django_migration_operator"
+RELEASE, NAMESPACE = "djm", "ops"
+FULLNAME = f"{RELEASE}-django-migration-operator"
+
+Manifest = dict[str, Any]
+Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    path = binaries().helm
+    if not path.exists():
+        pytest.fail(f"helm is missing at {path}: run `make bootstrap` (it builds helm into the cache)")
+    return path
+
+
+def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result
+
+
+def render(helm: Path, *values: str, crds: bool = False) -> list[Manifest]:
+    """`helm template` with --set values; the documents it renders (an empty document dropped)."""
+    # devcluster's helm is built without the Kubernetes version stamp and would assume v1.20, below the chart's
+    # kubeVersion: render for the version the e2e tests run against.
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBERNETES_VERSION]
+    args += [arg for value in values for arg in ("--set", value)]
+    if crds:
+        args.append("--include-crds")
+    return [doc for doc in yaml.safe_load_all(run_helm(helm, *args).stdout) if doc]
+
+
+def only(manifests: Iterable[Manifest], kind: str, name: str | None = None) -> Manifest:
+    found = [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[m['metadata']['name'] for m in found]}"
+    return found[0]
+
+
+def expand(rules: Iterable[dict[str, Any]]) -> set[Rule]:
+    return {(group, res, verb) for rule in rules for group in rule["apiGroups"] for res in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+# --- what the operator calls, read from its source ------------------------------------------------------------
+
+API_GROUPS = {"custom": GROUP, "core": "", "apps": "apps", "batch": "batch", "coordination": "coordination.k8s.io"}
+VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch", "replace": "update",
+         "delete": "delete"}
+# Client method suffix -> the resource (and subresource) it addresses.
+RESOURCES = {"custom_object": PLURAL, "custom_object_status": f"{PLURAL}/status",
+             "deployment_scale": "deployments/scale", "pod_log": "pods/log"}
+
+
+def client_calls() -> set[Rule]:
+    """Every `self.<api>.<verb>_namespaced_<kind>(` call of kube.py, as the rule it needs."""
+    rules: set[Rule] = set()
+    source = (PACKAGE / "kube.py").read_text()
+    for api, method in re.findall(r"self\.(custom|core|apps|batch|coordination)\.(\w+)\(", source):
+        match = re.fullmatch(r"(read|get|list|create|patch|replace|delete)_namespaced_(\w+)", method)
+        assert match, f"kube.py calls {api}.{method}, which this test cannot map to an RBAC rule: add it"
+        verb, kind = match.groups()
+        rules.add((API_GROUPS[api], RESOURCES.get(kind, f"{kind}s"), VERBS[verb]))
+    return rules
+
+
+def kopf_watches() -> set[Rule]:
+    """The resources handlers.py registers kopf handlers for: kopf lists and watches each."""
+    tree = ast.parse((PACKAGE / "handlers.py").read_text())
+    rules: set[Rule] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if not isinstance(decorator, ast.Call):
+                continue
+            name = ast.unparse(decorator.func)
+            if name not in ("kopf.daemon", "kopf.on.event"):
+                assert not name.startswith("kopf.on.") or name == "kopf.on.startup", \
+                    f"handlers.py uses {name}: teach this test which rules it needs"
+                continue
+            group, _, plural = (getattr(resource, arg.id) if isinstance(arg, ast.Name) else ast.literal_eval(arg)
+                                for arg in decorator.args[:3])
+            rules |= {(group, plural, "list"), (group, plural, "watch")}
+            if name == "kopf.daemon":
+                # kopf keeps its finalizer and progress annotations on the objects it runs daemons for.
+                rules.add((group, plural, "patch"))
+    return rules
+
+
+def run_rules() -> set[Rule]:
+    rules = client_calls() | kopf_watches()
+    if RunRef("ns", "run", "uid").owner_reference().get("blockOwnerDeletion"):
+        # Setting blockOwnerDeletion needs update on the owner's finalizers where OwnerReferencesPermission-
+        # Enforcement is on.
+        rules.add((GROUP, f"{PLURAL}/finalizers", "update"))
+    return rules
+
+
+def test_rules_derived_from_the_source_cover_what_the_operator_does() -> None:
+    """A guard on the derivation itself: it must see the calls this chart was written against."""
+    derived = run_rules()
+    for rule in [(GROUP, PLURAL, "get"), (GROUP, f"{PLURAL}/status", "patch"), ("apps", "deployments/scale", "patch"),
+                 ("", "pods/log", "get"), ("batch", "jobs", "create"), ("", "secrets", "get"),
+                 ("coordination.k8s.io", "leases", "update"), ("", "events", "create"), ("batch", "jobs", "watch"),
+                 ("", "pods", "watch"), ("apps", "deployments", "watch"), (GROUP, PLURAL, "patch")]:
+        assert rule in derived, rule
+    assert ("", "secrets", "list") not in derived
+
+
+# --- lint ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+def test_helm_lint_is_clean(helm: Path, strict: bool) -> None:
+    result = run_helm(helm, "lint", str(CHART), *(["--strict"] if strict else []))
+    assert "0 chart(s) failed" in result.stdout
+    findings = [line for line in result.stdout.splitlines() if line.startswith(("[WARNING]", "[ERROR]"))]
+    assert not findings, findings
+
+
+@pytest.mark.parametrize("values", [["watchNamespaces={shop}"], ["metrics.serviceMonitor.enabled=true"]])
+def test_helm_lint_is_clean_in_the_other_modes(helm: Path, values: list[str]) -> None:
+    args = [arg for value in values for arg in ("--set", value)]
+    result = run_helm(helm, "lint", "--strict", str(CHART), *args)
+    assert "0 chart(s) failed" in result.stdout
+
+
+# --- the CRD: one source ------------------------------------------------------------------------------------
+
+
+def test_the_charts_crd_is_a_link_to_the_one_source() -> None:
+    link = CHART / "crds" / CRD.name
+    assert link.is_symlink(), f"{link} must be a symlink to {CRD}, the one source of the schema"
+    assert link.resolve() == CRD.resolve()
+    assert [p.name for p in (CHART / "crds").iterdir()] == [CRD.name]
+
+
+def test_rendered_and_packaged_crd_equal_the_crds_file(helm: Path, tmp_path: Path) -> None:
+    rendered = [m for m in render(helm, crds=True) if m["kind"] == "CustomResourceDefinition"]
+    assert rendered == [yaml.safe_load(CRD.read_text())]
+    # A packaged chart (what a chart repository serves) carries the file's content, not a dangling link.
+    run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("django-migration-operator-*.tgz")
+    with tarfile.open(archive) as tar:
+        member = tar.getmember(f"django-migration-operator/crds/{CRD.name}")
+        assert member.isfile()
+        packaged = tar.extractfile(member)
+        assert packaged is not None
+        assert packaged.read() == CRD.read_bytes()
+
+
+# --- RBAC ---------------------------------------------------------------------------------------------------
+
+
+def test_cluster_wide_mode_grants_exactly_what_the_operator_calls(helm: Path) -> None:
+    manifests = render(helm)
+    assert not [m for m in manifests if m["kind"] in ("Role", "RoleBinding")]
+    run_role = only(manifests, "ClusterRole", FULLNAME)
+    assert expand(run_role["rules"]) == run_rules()
+    kopf_role = only(manifests, "ClusterRole", f"{FULLNAME}-kopf")
+    # Cluster-wide, kopf watches across namespaces and never lists the namespaces themselves.
+    assert expand(kopf_role["rules"]) == {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+                                          ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
+    for role in (FULLNAME, f"{FULLNAME}-kopf"):
+        binding = only(manifests, "ClusterRoleBinding", role)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+
+
+def test_namespaced_mode_grants_the_run_rules_in_each_listed_namespace_only(helm: Path) -> None:
+    manifests = render(helm, "watchNamespaces={shop,blog}")
+    assert not [m for m in manifests if m["kind"] == "ClusterRole" and m["metadata"]["name"] == FULLNAME]
+    roles = [m for m in manifests if m["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["blog", "shop"]
+    for role in roles:
+        assert expand(role["rules"]) == run_rules()
+    bindings = [m for m in manifests if m["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["blog", "shop"]
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role" and binding["roleRef"]["name"] == FULLNAME
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    kopf_role = only(manifests, "ClusterRole", f"{FULLNAME}-kopf")
+    assert expand(kopf_role["rules"]) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "list"), ("", "namespaces", "watch")}
+    args = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=shop", "--namespace=blog"]
+
+
+def test_no_rbac_and_an_existing_service_account_when_asked(helm: Path) -> None:
+    manifests = render(helm, "rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=mine")
+    assert {m["kind"] for m in manifests} == {"Deployment", "Service"}
+    assert only(manifests, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+    missing = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", KUBERNETES_VERSION,
+                       "--set", "serviceAccount.create=false", check=False)
+    assert missing.returncode != 0 and "serviceAccount.name is required" in missing.stderr
+
+
+# --- the Deployment ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deployment(helm: Path) -> Manifest:
+    return only(render(helm), "Deployment")
+
+
+def test_one_replica_recreated_never_rolled(deployment: Manifest) -> None:
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["metadata"]["namespace"] == NAMESPACE
+
+
+def test_runs_under_its_own_service_account(helm: Path, deployment: Manifest) -> None:
+    account = only(render(helm), "ServiceAccount")
+    assert account["metadata"] == {**account["metadata"], "name": FULLNAME, "namespace": NAMESPACE}
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+
+
+def test_restricted_security_context(deployment: Manifest) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001, "the Dockerfile's USER"
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    # The one writable place of a read-only root: /tmp, an emptyDir.
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+
+
+def test_liveness_probe_reaches_kopfs_liveness_endpoint(deployment: Manifest) -> None:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe == {"path": "/healthz", "port": "liveness"}
+    assert f"--liveness=http://$(POD_IP):{ports['liveness']}/healthz" in container["args"]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    # Cluster-wide: no --namespace, so the operator watches every namespace.
+    assert not [a for a in container["args"] if a.startswith("--namespace")]
+    assert "command" not in container, "the image's entrypoint starts the operator"
+
+
+def test_image_and_resources(helm: Path, deployment: Manifest) -> None:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert container["image"] == f"django-migration-operator:{chart['appVersion']}"
+    assert container["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert container["resources"]["limits"] == {"memory": "256Mi"}
+    custom = only(render(helm, "image.repository=registry.example/djm", "image.tag=dev", "extraArgs={--verbose}"),
+                  "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert custom["image"] == "registry.example/djm:dev"
+    assert custom["args"][-1] == "--verbose"
+
+
+def test_chart_app_version_is_the_packages_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = (REPO / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', project, re.MULTILINE)
+    assert version and chart["appVersion"] == version.group(1)
+
+
+# --- metrics --------------------------------------------------------------------------------------------------
+
+
+def test_metrics_service_selects_the_operator_pod(helm: Path, deployment: Manifest) -> None:
+    service = only(render(helm), "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    assert "--metrics=$(POD_IP):9090" in container["args"], "the operator serves metrics on the Service's port"
+    moved = only(render(helm, "metrics.port=9191"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics=$(POD_IP):9191" in moved["args"]
+    assert {"name": "metrics", "containerPort": 9191, "protocol": "TCP"} in moved["ports"]
+
+
+def test_service_monitor_is_off_by_default_and_selects_the_metrics_service(helm: Path) -> None:
+    assert not [m for m in render(helm) if m["kind"] == "ServiceMonitor"]
+    manifests = render(helm, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")
+    monitor = only(manifests, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    service = only(manifests, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    orphan = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", KUBERNETES_VERSION, "--set",
+                      "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false", check=False)
+    assert orphan.returncode != 0 and "needs metrics.service.enabled" in orphan.stderr
+
+
+# --- values schema and NOTES ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "complaint"), [
+    ("imagee.tag=x", "additional properties 'imagee' not allowed"),
+    ("watchNamespaces={Not_A_Namespace}", "does not match pattern"),
+    ("image.pullPolicy=Sometimes", "value must be one of"),
+    ("liveness.port=70000", "maximum"),
+])
+def test_values_schema_refuses_bad_values(helm: Path, value: str, complaint: str) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", KUBERNETES_VERSION, "--set", value,
+                      check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
+
+
+def notes(helm: Path, tmp_path: Path, *values: str) -> str:
+    """NOTES.txt rendered as `helm install` would print it.
+
+    `helm install --dry-run` has no --kube-version, and devcluster's helm assumes v1.20 (below kubeVersion), so
+    the notes are rendered by `helm template` from a copy of the chart, through `tpl` in a ConfigMap.
+    """
+    copy = tmp_path / "chart"
+    shutil.copytree(CHART, copy)
+    shutil.move(copy / "templates" / "NOTES.txt", copy / "notes.txt")
+    (copy / "templates" / "notes.yaml").write_text(
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n'
+        'data: {notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}}\n')
+    args = ["template", RELEASE, str(copy), "--namespace", NAMESPACE, "--kube-version", KUBERNETES_VERSION,
+            "--show-only", "templates/notes.yaml"]
+    args += [arg for value in values for arg in ("--set", value)]
+    text: str = yaml.safe_load(run_helm(helm, *args).stdout)["data"]["notes"]
+    return text
+
+
+def test_notes_say_what_to_do_next(helm: Path, tmp_path: Path) -> None:
+    text = notes(helm, tmp_path)
+    assert "in every namespace" in text
+    assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in text
+    assert "kubectl wait --for=condition=Succeeded" in text
+    assert f"kubectl apply --server-side -f crds/{CRD.name}" in text
+    assert "argocd/health.lua" in text
+    namespaced = notes(helm, tmp_path / "namespaced", "watchNamespaces={shop,blog}")
+    assert "only in: shop, blog" in namespaced
+    assert "namespace: shop}" in namespaced
+
+
+def test_the_argocd_health_check_is_packaged_with_the_chart(helm: Path, tmp_path: Path) -> None:
+    run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("*.tgz")
+    with tarfile.open(archive) as tar:
+        packaged = tar.extractfile("django-migration-operator/argocd/health.lua")
+        assert packaged is not None
+        text = io.TextIOWrapper(packaged).read()
+    assert text == (CHART / "argocd" / "health.lua").read_text()
