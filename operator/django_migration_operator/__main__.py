@@ -19,14 +19,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="the liveness endpoint kopf serves (default: %(default)s); 'off' to disable")
     parser.add_argument("--metrics", default="0.0.0.0:9090", metavar="ADDRESS:PORT",
                         help="where Prometheus metrics are served at /metrics (default: %(default)s); 'off' to disable")
+    parser.add_argument("--log-format", choices=["plain", "full", "json"], default="full",
+                        help="log lines as text with time and logger (full), message only (plain) or JSON objects")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     if args.metrics != "off":
         address, _, port = args.metrics.rpartition(":")
         prometheus_client.start_http_server(int(port), addr=address or "0.0.0.0")
+    # standalone: one replica (the chart's Deployment is Recreate), so no peering with other kopf operators, whose
+    # CRDs may exist in the cluster and which the chart grants no rights for.
     asyncio.run(kopf.operator(
-        clusterwide=not args.namespace, namespaces=args.namespace,
+        standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
         liveness_endpoint=None if args.liveness == "off" else args.liveness))
 
 
