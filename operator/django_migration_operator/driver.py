@@ -13,7 +13,9 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 from django_migration_operator import database, jobs, metrics
@@ -61,18 +63,34 @@ class Wakeups:
                 event.set()
 
 
-async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+class Stop(Enum):
+    LEAVE = "leave"  # this operator exits: the next one resumes the run from its status
+    DELETED = "deleted"  # the run was deleted: end it first if the app was touched, its finalizer holds it
+
+
+# Before ScalingDown nothing of the app or the database was touched: a deleted run may simply go.
+UNTOUCHED = frozenset({Phase.PENDING, Phase.QUEUED, Phase.PLANNING, Phase.AWAITING_APPROVAL})
+
+
+async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logger | logging.LoggerAdapter[Any],
+                stopping: Callable[[], Stop | None]) -> None:
+    """Drives the run until it ends, or until `stopping()` says to leave it.
+
+    A run deleted after it started stopping the app is driven to its end (restored and started again on
+    failure): deleting the object must never leave the app stopped.
+    """
     wakeup = wakeups.event(ref.namespace, ref.name)
     entered: tuple[str, float] | None = None  # the phase this process saw the run enter, and when
     metrics.RUNS_IN_PROGRESS.inc()
     try:
-        while True:
+        while stopping() is not Stop.LEAVE:
             wakeup.clear()
             body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
             if body is None:
                 return
             status: dict[str, Any] = body.get("status") or {}
-            if Phase(status.get("phase") or Phase.PENDING) in TERMINAL:
+            phase = Phase(status.get("phase") or Phase.PENDING)
+            if phase in TERMINAL or (stopping() is Stop.DELETED and phase in UNTOUCHED):
                 return
             spec = Spec.from_body(body.get("spec", {}))
             world = await asyncio.to_thread(observe, kube, ref, spec, status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from logging import Logger, LoggerAdapter
@@ -24,6 +25,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # events are posted by the driver, deliberately
     settings.watching.server_timeout = 300
+    # A driver asked to stop reads the run once and returns: wait for that before looking again (see `run`).
+    settings.background.instant_exit_timeout = 1.0
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
     memo.kube = Kube()
     memo.wakeups = driver.Wakeups()
@@ -35,11 +38,32 @@ def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
 
 # Only unfinished runs get a driver. A finished run then needs no finalizer and kopf removes it: a namespace being
 # deleted never waits on one (kopf stops watching a terminating namespace before it would release it).
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, when=_unfinished)
-async def run(name: str, namespace: str | None, uid: str, memo: kopf.Memo,
+# No cancellation timeout: kopf never cancels the driver, which decides itself when to stop (driver.Stop).
+# kopf looks again every second whether a stopped driver has ended, to release a deleted run's finalizer promptly.
+@kopf.daemon(GROUP, VERSION, PLURAL, when=_unfinished, cancellation_polling=1.0)
+async def run(name: str, namespace: str | None, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
               logger: Logger | LoggerAdapter[Any], **_: Any) -> None:
     """The one driver of a DjangoMigration: it returns once the run reached Succeeded or Failed."""
-    await driver.drive(memo.kube, memo.wakeups, RunRef(namespace or "", name, uid), logger)
+    ref = RunRef(namespace or "", name, uid)
+
+    def stopping() -> driver.Stop | None:
+        if not stopped.reason:
+            return None
+        return driver.Stop.LEAVE if stopped.reason & _LEAVE else driver.Stop.DELETED
+
+    async def wake_when_stopped() -> None:
+        await stopped.wait()
+        memo.wakeups.wake(ref.namespace, ref.name)
+
+    waker = asyncio.create_task(wake_when_stopped())
+    try:
+        await driver.drive(memo.kube, memo.wakeups, ref, logger, stopping)
+    finally:
+        waker.cancel()
+
+
+_LEAVE = (kopf.DaemonStoppingReason.OPERATOR_EXITING | kopf.DaemonStoppingReason.OPERATOR_PAUSING
+          | kopf.DaemonStoppingReason.FILTERS_MISMATCH)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT})

@@ -62,9 +62,9 @@ def _condition(status: Mapping[str, Any], kind: str) -> str | None:
 def _compact(message: str) -> str:
     """A message on the way, on one line: a failing Job's output tail (Restoring) is shown in full at the end."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return lines[0] if lines else ""
-    return f"{lines[0]} [... {len(lines) - 2} more lines ...] {lines[-1]}" if len(lines) > 2 else " ".join(lines)
+    if len(lines) <= 2:
+        return " ".join(lines)
+    return f"{lines[0]} [... {len(lines) - 2} more lines ...] {lines[-1]}"
 
 
 class Progress:
@@ -112,12 +112,13 @@ class Progress:
 
     def timed_out(self, seconds: float) -> Report:
         if self.phase:
-            where = f"still in phase {self.phase}" + (f" ({self.message})" if self.message else "")
+            where = f"still in phase {self.phase}" + (f" ({_compact(self.message)})" if self.message else "")
             hint = "the run goes on without this waiter"
         else:
             where = "the operator has not started it"
             hint = f"is the operator running and watching namespace {self.namespace}?"
-        return Report((f"{self.ref}: timed out after {seconds:.0f}s, {where}; {hint}. Follow it with "
+        stop = " " if hint.endswith("?") else ". "
+        return Report((f"{self.ref}: timed out after {seconds:.0f}s, {where}; {hint}{stop}Follow it with "
                        f"`kubectl -n {self.namespace} get djangomigration {self.name} -w`",), EXIT_UNKNOWN)
 
     def missing(self) -> Report:

@@ -276,3 +276,32 @@ def test_no_acknowledged_write_is_lost_on_the_success_path(new_stack: Any) -> No
     assert status["rowCounts"]["blog_post"]["after"] >= 120
     print(f"\nload on the success path: {len(load.acknowledged)} writes acknowledged, all found; "
           f"{load.refused} refused while the app was stopped")
+
+
+# --- the run is deleted ------------------------------------------------------------------------------------------
+
+
+def gone(stack: BlogStack, name: str) -> bool:
+    return stack.kubectl("get", "djm", name, "-n", stack.namespace, check=False).returncode != 0
+
+
+def test_a_run_deleted_while_the_app_is_stopped_ends_first_and_starts_the_app(new_stack: Any) -> None:
+    stack = new_stack()
+    stack.apply(stack.migration(name="deleted"))
+    wait_for_phase(stack, "deleted", "BackingUp")
+    stack.kubectl("delete", "djm", "deleted", "-n", stack.namespace, "--wait=false")
+    wait_for(lambda: gone(stack, "deleted"), "the deleted run to end and go", timeout=120)
+    assert spec_replicas(stack) == RECORDED, "deleting a run must not leave the app stopped"
+    assert applied_migrations(stack)[-1] == "0005_ensure_data_integrity"
+    reasons = {e["reason"] for e in events(stack, "deleted")}
+    assert "Migrated" in reasons, reasons
+
+
+def test_a_run_deleted_before_the_app_was_touched_goes_at_once(new_stack: Any) -> None:
+    stack = new_stack()
+    generations = replicas(stack)
+    stack.apply(stack.migration(name="unwanted", approval="Manual"))
+    wait_for_phase(stack, "unwanted", "AwaitingApproval")
+    stack.kubectl("delete", "djm", "unwanted", "-n", stack.namespace, "--wait=false")
+    wait_for(lambda: gone(stack, "unwanted"), "the unapproved run to go", timeout=30)
+    assert replicas(stack) == generations and applied_migrations(stack)[-1] == "0002_populate_categories"
