@@ -316,7 +316,7 @@ def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
     replicas = ", ".join(f"{name} {n}" for name, n in recorded.items())
     failure = status.get("failure")
     if failure:
-        message = f"{failure['message']}. The app runs again ({replicas}) after {downtime:.0f}s of downtime"
+        message = f"{failure['message'].rstrip('.')}. The app runs again ({replicas}) after {downtime:.0f}s of downtime"
         if status.get("phase") == Phase.SCALING_UP and _condition_status(status, "RolledBack") == "True":
             message += "; the database was restored from the backup taken before the migration"
         return _finish(status, world, Phase.FAILED, failure["reason"], message, extra={"downtimeSeconds": downtime})
