@@ -344,10 +344,12 @@ _HANDLERS = {
 
 
 def _job_step(status: Status, world: World, step: str, extra: Status | None = None) -> Step | None:
-    """Creates the step's Job once and waits for it; None once it finished (world.job then says how)."""
+    """Creates the step's Job and waits for it; None once it finished (world.job then says how)."""
     if world.job is None:
         if step in status.get("jobs", {}):
-            return Step(wait=True)  # created, not visible yet
+            # Recorded but absent: the operator stopped between the record and the create (reads go to the API
+            # server, so a created Job is always seen). The name is deterministic: this is the one creation.
+            return Step(actions=[CreateJob(step)])
         return Step(status={**(extra or {}), "jobs": {**status.get("jobs", {}), step: step}},
                     actions=[CreateJob(step)])
     if world.job.finished is None:
