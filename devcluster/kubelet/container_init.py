@@ -46,9 +46,35 @@ def bind_mount(source: str, target: str, read_only: bool) -> None:
         _mount(source, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
+def _same_folder(path: str, handle: int) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(handle))
+    except OSError:
+        return False
+
+
+def mount_volumes(mounts: list[dict[str, Any]], image_dirs: list[str]) -> None:
+    """Mounts the volumes, then brings back any of the image's folders that a volume hid.
+
+    A real image's files live in its own root file system; here they are host folders. A volume at /tmp (a
+    read-only root's usual scratch space) would hide a repository cloned under /tmp, and with it the image's
+    Python: such a folder is bound again, from a handle opened before the volumes, at its own path.
+    """
+    handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in sorted(set(image_dirs), key=len)
+               if os.path.isdir(path)}
+    try:
+        for mount in mounts:
+            bind_mount(mount["source"], mount["target"], bool(mount.get("readOnly")))
+        for path, handle in handles.items():
+            if not _same_folder(path, handle):
+                bind_mount(f"/proc/self/fd/{handle}", path, read_only=False)
+    finally:
+        for handle in handles.values():
+            os.close(handle)
+
+
 def start(spec: dict[str, Any]) -> None:
-    for mount in spec["mounts"]:
-        bind_mount(mount["source"], mount["target"], bool(mount.get("readOnly")))
+    mount_volumes(spec["mounts"], spec.get("imageDirs", []))
     if spec.get("hostname"):
         socket.sethostname(spec["hostname"])
     os.makedirs(spec["workingDir"], exist_ok=True)  # as runtimes do for a missing workingDir

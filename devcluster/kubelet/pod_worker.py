@@ -457,6 +457,7 @@ class PodWorker(threading.Thread):
         mounts.sort(key=lambda m: len(Path(m["target"]).parts))
         launch = LaunchSpec(
             argv=argv, env=env, working_dir=working_dir, mounts=mounts,
+            image_dirs=[image.working_dir, *image.path],
             hostname=None if self.host_network else hostname,
             log_path=self.log_dir / slot.name / f"{instance}.log",
             spec_file=container_dir / f"launch-{instance}.json",

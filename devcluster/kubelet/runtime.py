@@ -37,6 +37,7 @@ class LaunchSpec:
     env: dict[str, str]
     working_dir: str
     mounts: list[dict[str, Any]]
+    image_dirs: list[str]  # the image's own folders: kept visible when a volume is mounted over an ancestor
     hostname: str | None
     log_path: Path
     spec_file: Path
@@ -67,7 +68,7 @@ class ContainerProcess:
         spec.spec_file.parent.mkdir(parents=True, exist_ok=True)
         spec.spec_file.write_text(json.dumps({
             "argv": spec.argv, "env": spec.env, "workingDir": spec.working_dir, "mounts": spec.mounts,
-            "hostname": spec.hostname, "startErrorFile": str(spec.start_error_file),
+            "imageDirs": spec.image_dirs, "hostname": spec.hostname, "startErrorFile": str(spec.start_error_file),
         }))
         namespaces = ["--mount", "--uts"] if spec.hostname else ["--mount"]
         self.started_at = datetime.now(UTC)
