@@ -1,6 +1,6 @@
 """Timings of one demo run against the physical limits of SPEC §7: reaction, downtime, backup.
 
-`.venv/bin/python -m bench.timings [--posts 2000] [--repeat 3] [--output bench/results/timings.txt]`
+`.venv/bin/python -m bench.timings [--posts 2000] [--repeat 3] [--path success|failure] [--output FILE]`
 
 1. Deploys the demo blog (release 1.0 at blog 0002, 2 web replicas and a worker, N posts) in a fresh namespace
    `bench-<random>` with its own database, starts the operator as a local process for that namespace only and
@@ -14,6 +14,10 @@
    `manage.py migrate --noinput`, each --repeat times (median); then restores the operator's own dump into
    fresh databases with `pg_restore --single-transaction --exit-on-error --no-owner`.
 4. Prints the tables and removes the namespace, the databases, the claim's folder and the temporary files.
+
+`--path failure` runs the same with the app's drill `fail_atomic` installed: the migrate Job fails, the run
+restores the database and starts the old app again; table 3 then sets the downtime against dump + the failing
+migrate + restore.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from django_migration_operator.jobs import BACKUP_MOUNT
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, STEP_LABEL, VERSION
 
 RUN_NAME = "blog-release-2"
+FAILURE_DRILL = "fail_atomic"  # examples/blog/drills: an atomic migration that raises after its CreateModel
 BACKUP_CLAIM = "blog-backups"  # BlogStack's claim
 BLOG_DIR = REPO_ROOT / "examples" / "blog"
 APP_NAME_LABEL = "app.kubernetes.io/name"
@@ -686,6 +691,41 @@ def report_downtime(report: Report, run: RunResult, durations: dict[str, float],
                   f"{PROBE_INTERVAL * 1000:.0f} ms"])
 
 
+def report_rollback(report: Report, run: RunResult, durations: dict[str, float], alone: AloneResult) -> None:
+    """The failure path: the downtime of a run that restores the database, against dump + failure + restore."""
+    status = run.seen.status
+    downtime = float(status.get("downtimeSeconds") or 0.0)
+    migrate_pod = next((p for p in run.seen.pods.values() if p.job_pod and p.component == "migrate"), None)
+    failed_migrate = (migrate_pod.ended - migrate_pod.running
+                      if migrate_pod and migrate_pod.ended and migrate_pod.running else 0.0)
+    dump, restore = median(alone.dump_custom), median(alone.restore_custom)
+    limit = dump + failed_migrate + restore
+    rolled_back = next((c["status"] for c in status.get("conditions", []) if c["type"] == "RolledBack"), "-")
+    rows = [["status.downtimeSeconds (stoppedAt -> app available again)", sec(downtime), ""]]
+    if run.http_silence:
+        gap, start, stop = run.http_silence
+        rows.append(["HTTP: longest time no Ready web pod answered GET /posts/count", sec(gap),
+                     f"{start - run.applied:.1f}s -> {stop - run.applied:.1f}s"])
+    rows += [
+        [f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", sec(dump), spread(alone.dump_custom)],
+        ["the failing migrate, as it ran in its Job (pod Running -> end)", sec(failed_migrate), ""],
+        [f"pg_restore --single-transaction alone (median of {len(alone.restore_custom)})", sec(restore),
+         spread(alone.restore_custom)],
+        ["physical limit = dump + failing migrate + restore", sec(limit), ""],
+        ["ratio downtime / limit", f"{downtime / limit:.2f}x" if limit else "-", ""],
+        ["operator overhead = downtime - limit", sec(downtime - limit), ""],
+    ]
+    for phase, alone_time in (("ScalingDown", None), ("BackingUp", dump), ("Migrating", None),
+                              ("Restoring", restore), ("ScalingUp", None)):
+        if phase in durations:
+            against = f"alone {alone_time:.2f}s, +{durations[phase] - alone_time:.2f}s" if alone_time else ""
+            rows.append([f"  in the run: phase {phase}", sec(durations[phase]), against])
+    report.table("3. Rollback: downtime of a failed run against the physical limit", ["", "seconds", "detail"],
+                 rows, [f"RolledBack={rolled_back}; Restoring = drop and recreate the database, then pg_restore "
+                        "--single-transaction --exit-on-error in a Job; the alone restore goes into a fresh empty "
+                        "database"])
+
+
 def report_backup(report: Report, run: RunResult, durations: dict[str, float], alone: AloneResult) -> None:
     backup = run.seen.status.get("backup") or {}
     size = int(backup.get("sizeBytes") or 0)
@@ -744,11 +784,11 @@ def cleanup(stack: BlogStack, operators: list[LocalOperator], databases: list[st
 
 
 @contextlib.contextmanager
-def bench_stack(cluster: Cluster, web: int, worker: int) -> Iterator[tuple[BlogStack, list[LocalOperator],
-                                                                           list[str], Path]]:
+def bench_stack(cluster: Cluster, web: int, worker: int, drills: str) -> Iterator[
+        tuple[BlogStack, list[LocalOperator], list[str], Path]]:
     suffix = secrets.token_hex(3)
     stack = BlogStack(cluster, namespace=f"bench-{suffix}", database=f"bench_{suffix}", web_replicas=web,
-                      worker_replicas=worker)
+                      worker_replicas=worker, drills=drills)
     operators: list[LocalOperator] = []
     databases: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-timings-"))
@@ -766,7 +806,8 @@ def header(report: Report, stack: BlogStack, posts: int) -> None:
     report.line(f"bench.timings  {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}  {platform.node()}  "
                 f"{os.cpu_count()} CPUs, load average {load} at the start")
     report.line(f"devcluster Kubernetes {kubernetes}, {tools}, Python {platform.python_version()}")
-    report.line(f"run: DjangoMigration {RUN_NAME} (BlogStack.migration(): blog 0002 -> 0005, image blog:2.0), "
+    failing = f"; drill {stack.drills}: the migrate Job fails, the run restores" if stack.drills else ""
+    report.line(f"run: DjangoMigration {RUN_NAME} (BlogStack.migration(): blog 0002 -> 0005, image blog:2.0{failing}), "
                 f"{stack.web_replicas} web replicas + {stack.worker_replicas} worker, {posts} posts, "
                 f"namespace {stack.namespace}")
 
@@ -777,12 +818,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of the alone measurements (default 3)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds the run may take (default 600)")
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
+    parser.add_argument("--path", choices=("success", "failure"), default="success",
+                        help="success: the demo migration (default); failure: the same with a migration that fails "
+                             f"(drill {FAILURE_DRILL}), restored from the backup")
     args = parser.parse_args(argv)
+    failure = args.path == "failure"
 
     cluster = Cluster(log=progress)
     cluster.up()
     report = Report()
-    with bench_stack(cluster, web=2, worker=1) as (stack, operators, databases, workdir):
+    with bench_stack(cluster, web=2, worker=1, drills=FAILURE_DRILL if failure else "") as (
+            stack, operators, databases, workdir):
         progress(f"deploying the blog in namespace {stack.namespace}, database {stack.database}, {args.posts} posts")
         stack.deploy(posts=args.posts, say=progress)
         header(report, stack, args.posts)
@@ -794,17 +840,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured = alone(cluster, stack.database, args.posts, args.repeat, workdir, databases, operator_dump)
 
         durations, _ = report_run(report, run)
-        report_downtime(report, run, durations, measured)
+        (report_rollback if failure else report_downtime)(report, run, durations, measured)
         report_backup(report, run, durations, measured)
         if run.seen.watch_errors:
             report.line()
             report.line("watch errors (resumed): " + "; ".join(run.seen.watch_errors))
-        succeeded = run.seen.phases[-1][1] == "Succeeded"
+        rolled_back = any(c["type"] == "RolledBack" and c["status"] == "True"
+                          for c in run.seen.status.get("conditions", []))
+        as_expected = (run.seen.phases[-1][1] == "Failed" and rolled_back) if failure else (
+            run.seen.phases[-1][1] == "Succeeded")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(report.lines) + "\n")
         progress(f"written to {args.output}")
-    return 0 if succeeded else 1
+    return 0 if as_expected else 1
 
 
 if __name__ == "__main__":
