@@ -15,6 +15,7 @@ Phases (SPEC §3):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -255,7 +256,7 @@ def _migrating(spec: Spec, status: Status, world: World) -> Step:
     output = _tail(world.job.log)
     if world.job.finished == "Failed":
         why = "timed out (migrate.timeoutSeconds)" if world.job.reason == "DeadlineExceeded" else "failed"
-        reason = f"the migration {why}: {output}"
+        reason = f"the migration {why}{_migrate_failure(world.job.log)}"
         return _after_damage(spec, status, world, "Migrating", "MigrationFailed", reason,
                              {"migrateOutput": output,
                               "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))})
@@ -456,6 +457,26 @@ def _condition_status(status: Status, kind: str) -> str | None:
 def _plan_summary(plan: tuple[PlannedMigration, ...] | list[PlannedMigration]) -> str:
     names = ", ".join(f"{m.app}.{m.name}{' (backwards)' if m.backwards else ''}" for m in plan)
     return f"{len(plan)} migration{'s' if len(plan) != 1 else ''}: {names}"
+
+
+# Django prints "  Applying app.name..." and " OK" once it is done; the line without OK is the one that failed.
+_APPLYING = re.compile(r"^\s*(Applying|Unapplying) (?P<migration>[\w.]+?)\.\.\.(?P<ok> OK)?")
+# The last line of a Python traceback: the exception, e.g. django.db.utils.ProgrammingError: relation ... exists.
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(: .*)?$")
+
+
+def _migrate_failure(log: str) -> str:
+    """' while applying blog.0004_x: SomeError: why' from migrate's output: what a person needs to read first.
+
+    Without an exception line (a killed process) the output's tail stands for it; the tail is in
+    status.migrateOutput either way.
+    """
+    lines = log.splitlines()
+    failing = [m for m in (_APPLYING.match(line) for line in lines) if m and not m["ok"]]
+    errors = [line.strip() for line in lines if _EXCEPTION.match(line.strip())]
+    where = f" while {failing[-1][1].lower()} {failing[-1]['migration']}" if failing else ""
+    detail = f"{errors[-1]} (the output's tail is in status.migrateOutput)" if errors else _tail(log)
+    return f"{where}: {detail}"
 
 
 def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:

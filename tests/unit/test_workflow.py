@@ -262,6 +262,28 @@ class TestFailures:
         assert conditions(final)["RolledBack"] == "True" and conditions(final)["Succeeded"] == "False"
         assert "RuntimeError: boom" in final["message"] and "restored" in final["message"]
 
+    def test_a_failed_migration_names_the_migration_and_the_error_not_the_whole_traceback(self) -> None:
+        log = ("Operations to perform:\n  Apply all migrations: blog, drill_fail_atomic\nRunning migrations:\n"
+               "Traceback (most recent call last):\n  File \"/app/manage.py\", line 22, in <module>\n"
+               "    main()\n  File \"/app/drills/fail_atomic/migrations/0001_initial.py\", line 7, in fail\n"
+               "    raise RuntimeError(\"drill: atomic migration fails\")\n"
+               "RuntimeError: drill: atomic migration fails\n"
+               "  Applying blog.0003_add_post_status... OK\n  Applying drill_fail_atomic.0001_initial...")
+        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
+                                             job=JobState("Failed", "BackoffLimitExceeded", log)))
+        assert step.status["failure"]["message"] == (
+            "the migration failed while applying drill_fail_atomic.0001_initial: RuntimeError: drill: atomic "
+            "migration fails (the output's tail is in status.migrateOutput)")
+        assert "Traceback" in step.status["migrateOutput"]
+
+    def test_a_failure_without_an_error_line_shows_the_output_tail(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
+                                             job=JobState("Failed", None, "  Applying blog.0004_x...\nKilled")))
+        assert step.status["failure"]["message"] == (
+            "the migration failed while applying blog.0004_x: Applying blog.0004_x...\nKilled")
+
     def test_a_timed_out_migration_says_so(self) -> None:
         status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
