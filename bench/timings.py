@@ -660,70 +660,64 @@ def report_run(report: Report, run: RunResult) -> tuple[dict[str, float], list[f
     return durations, reactions
 
 
-def report_downtime(report: Report, run: RunResult, durations: dict[str, float], alone: AloneResult) -> None:
-    status = run.seen.status
-    downtime = float(status.get("downtimeSeconds") or 0.0)
-    dump, migrate = median(alone.dump_custom), median(alone.migrate)
-    limit = dump + migrate
+Part = tuple[str, float, str]  # (what, seconds, detail): one term of a physical limit
+
+
+def report_against_limit(report: Report, title: str, run: RunResult, durations: dict[str, float],
+                         parts: Sequence[Part], limit_name: str, phases: Sequence[tuple[str, float | None]],
+                         note: str) -> None:
+    """Table 3: the run's downtime, as status says and as HTTP clients saw it, against the sum of `parts`."""
+    downtime = float(run.seen.status.get("downtimeSeconds") or 0.0)
+    limit = sum(seconds for _, seconds, _ in parts)
     rows = [["status.downtimeSeconds (stoppedAt -> app available again)", sec(downtime), ""]]
     if run.http_silence:
         gap, start, stop = run.http_silence
         rows.append(["HTTP: longest time no Ready web pod answered GET /posts/count", sec(gap),
                      f"{start - run.applied:.1f}s -> {stop - run.applied:.1f}s"])
+    rows += [[what, sec(seconds), detail] for what, seconds, detail in parts]
     rows += [
-        [f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", sec(dump), spread(alone.dump_custom)],
-        [f"manage.py migrate --noinput alone (median of {len(alone.migrate)})", sec(migrate), spread(alone.migrate)],
-        ["physical limit = dump + migrate", sec(limit), ""],
+        [f"physical limit = {limit_name}", sec(limit), ""],
         ["ratio downtime / limit", f"{downtime / limit:.2f}x" if limit else "-", ""],
         ["operator overhead = downtime - limit", sec(downtime - limit), ""],
     ]
-    if run.http_silence:
+    if run.http_silence and limit:
         rows.append(["ratio HTTP silence / limit", f"{run.http_silence[0] / limit:.2f}x", ""])
-    in_run = [("ScalingDown", None), ("BackingUp", dump), ("Migrating", migrate), ("Verifying", None),
-              ("ScalingUp", None)]
-    for phase, alone_time in in_run:
+    for phase, alone_time in phases:
         if phase in durations:
             against = f"alone {alone_time:.2f}s, +{durations[phase] - alone_time:.2f}s" if alone_time else ""
             rows.append([f"  in the run: phase {phase}", sec(durations[phase]), against])
-    report.table("3. Downtime against the physical limit (SPEC §7)", ["", "seconds", "detail"], rows,
-                 [f"downtime = stoppedAt -> ScalingUp done; the phases above add up to it (stoppedAt is written at "
-                  f"the start of ScalingDown). HTTP probe: {run.probe_attempts} rounds every "
-                  f"{PROBE_INTERVAL * 1000:.0f} ms"])
+    report.table(title, ["", "seconds", "detail"], rows,
+                 [f"{note}. HTTP probe: {run.probe_attempts} rounds every {PROBE_INTERVAL * 1000:.0f} ms"])
+
+
+def report_downtime(report: Report, run: RunResult, durations: dict[str, float], alone: AloneResult) -> None:
+    dump, migrate = median(alone.dump_custom), median(alone.migrate)
+    parts = [(f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", dump, spread(alone.dump_custom)),
+             (f"manage.py migrate --noinput alone (median of {len(alone.migrate)})", migrate, spread(alone.migrate))]
+    report_against_limit(
+        report, "3. Downtime against the physical limit (SPEC §7)", run, durations, parts, "dump + migrate",
+        [("ScalingDown", None), ("BackingUp", dump), ("Migrating", migrate), ("Verifying", None), ("ScalingUp", None)],
+        "downtime = stoppedAt -> ScalingUp done; the phases above add up to it (stoppedAt is written at the start "
+        "of ScalingDown)")
 
 
 def report_rollback(report: Report, run: RunResult, durations: dict[str, float], alone: AloneResult) -> None:
     """The failure path: the downtime of a run that restores the database, against dump + failure + restore."""
-    status = run.seen.status
-    downtime = float(status.get("downtimeSeconds") or 0.0)
     migrate_pod = next((p for p in run.seen.pods.values() if p.job_pod and p.component == "migrate"), None)
     failed_migrate = (migrate_pod.ended - migrate_pod.running
                       if migrate_pod and migrate_pod.ended and migrate_pod.running else 0.0)
     dump, restore = median(alone.dump_custom), median(alone.restore_custom)
-    limit = dump + failed_migrate + restore
-    rolled_back = next((c["status"] for c in status.get("conditions", []) if c["type"] == "RolledBack"), "-")
-    rows = [["status.downtimeSeconds (stoppedAt -> app available again)", sec(downtime), ""]]
-    if run.http_silence:
-        gap, start, stop = run.http_silence
-        rows.append(["HTTP: longest time no Ready web pod answered GET /posts/count", sec(gap),
-                     f"{start - run.applied:.1f}s -> {stop - run.applied:.1f}s"])
-    rows += [
-        [f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", sec(dump), spread(alone.dump_custom)],
-        ["the failing migrate, as it ran in its Job (pod Running -> end)", sec(failed_migrate), ""],
-        [f"pg_restore --single-transaction alone (median of {len(alone.restore_custom)})", sec(restore),
-         spread(alone.restore_custom)],
-        ["physical limit = dump + failing migrate + restore", sec(limit), ""],
-        ["ratio downtime / limit", f"{downtime / limit:.2f}x" if limit else "-", ""],
-        ["operator overhead = downtime - limit", sec(downtime - limit), ""],
-    ]
-    for phase, alone_time in (("ScalingDown", None), ("BackingUp", dump), ("Migrating", None),
-                              ("Restoring", restore), ("ScalingUp", None)):
-        if phase in durations:
-            against = f"alone {alone_time:.2f}s, +{durations[phase] - alone_time:.2f}s" if alone_time else ""
-            rows.append([f"  in the run: phase {phase}", sec(durations[phase]), against])
-    report.table("3. Rollback: downtime of a failed run against the physical limit", ["", "seconds", "detail"],
-                 rows, [f"RolledBack={rolled_back}; Restoring = drop and recreate the database, then pg_restore "
-                        "--single-transaction --exit-on-error in a Job; the alone restore goes into a fresh empty "
-                        "database"])
+    rolled_back = next((c["status"] for c in run.seen.status.get("conditions", []) if c["type"] == "RolledBack"), "-")
+    parts = [(f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", dump, spread(alone.dump_custom)),
+             ("the failing migrate, as it ran in its Job (pod Running -> end)", failed_migrate, ""),
+             (f"pg_restore --single-transaction alone (median of {len(alone.restore_custom)})", restore,
+              spread(alone.restore_custom))]
+    report_against_limit(
+        report, "3. Rollback: downtime of a failed run against the physical limit", run, durations, parts,
+        "dump + failing migrate + restore",
+        [("ScalingDown", None), ("BackingUp", dump), ("Migrating", None), ("Restoring", restore), ("ScalingUp", None)],
+        f"RolledBack={rolled_back}; Restoring = drop and recreate the database, then pg_restore --single-transaction "
+        "--exit-on-error in a Job; the alone restore goes into a fresh empty database")
 
 
 def report_backup(report: Report, run: RunResult, durations: dict[str, float], alone: AloneResult) -> None:
