@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="where Prometheus metrics are served at /metrics (default: %(default)s); 'off' to disable")
     parser.add_argument("--log-format", choices=["plain", "full", "json"], default="full",
                         help="log lines as text with time and logger (full), message only (plain) or JSON objects")
+    parser.add_argument("--lease-namespace", metavar="NAMESPACE",
+                        help="where the one-run-per-database Leases live (default: the operator's own namespace in "
+                             "a cluster, 'default' outside)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
@@ -31,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     # CRDs may exist in the cluster and which the chart grants no rights for.
     asyncio.run(kopf.operator(
         standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
-        liveness_endpoint=None if args.liveness == "off" else args.liveness))
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        memo=kopf.Memo(lease_namespace=args.lease_namespace)))
 
 
 if __name__ == "__main__":

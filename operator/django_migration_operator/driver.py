@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from django_migration_operator import database, jobs, metrics
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
@@ -54,6 +56,11 @@ class Wakeups:
 
     def active_in(self, namespace: str) -> bool:
         return bool(self._events.get(namespace))
+
+    def wake_all(self) -> None:
+        for events in self._events.values():
+            for event in events.values():
+                event.set()
 
     def wake(self, namespace: str, name: str | None = None) -> None:
         """Wakes one run, or every run of the namespace when no name is given."""
@@ -107,9 +114,9 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
     finally:
         metrics.RUNS_IN_PROGRESS.dec()
         wakeups.forget(ref.namespace, ref.name)
-        # A queued run of the namespace may go now. Here, not after the last step: kopf may cancel this driver as
+        # A queued run, in any namespace, may go now. Here, not after the last step: kopf may cancel this driver as
         # soon as the run is terminal, and a spurious wake-up only makes a run look again.
-        wakeups.wake(ref.namespace)
+        wakeups.wake_all()
 
 
 def _measure(entered: tuple[str, float] | None, status: dict[str, Any]) -> tuple[str, float]:
@@ -136,8 +143,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
             return World(now=now, problems=tuple(problems))
     url = _database_url(kube, ref, spec)
     if phase in (Phase.PENDING, Phase.QUEUED):
-        holder = kube.lease_holder(ref.namespace, url.identity)
-        return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.name)
+        holder = kube.lease_holder(url.identity)
+        return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key)
     deployments = {}
     if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, *APP_STOPPED):
         for name in spec.deployments:
@@ -222,7 +229,7 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             kube.create_job(manifest)
         elif isinstance(action, AcquireLease):
             database_id = _database_url(kube, ref, spec).identity
-            holder = kube.lease_holder(ref.namespace, database_id)
+            holder = kube.lease_holder(database_id)
             # Taken over only from a run that ended or is gone; a live holder keeps it (this run then queues).
             if holder is None or _live_other_holder(kube, ref, holder) is None:
                 kube.acquire_lease(ref, database_id, take_over=holder is not None)
@@ -255,10 +262,16 @@ def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
 
 
 def _live_other_holder(kube: Kube, ref: RunRef, holder: str | None) -> str | None:
-    """`holder` when it is another run that still goes on; None when free, ours, or a stale Lease."""
-    if holder is None or holder == ref.name:
+    """`holder` (namespace/name) when it is another run that still goes on; None when free, ours, or stale."""
+    if holder is None or holder == ref.key:
         return None
-    other = kube.read_run(ref.namespace, holder)
+    namespace, _, name = holder.rpartition("/")
+    try:
+        other = kube.read_run(namespace or ref.namespace, name)
+    except ApiException as error:
+        if error.status == 403:
+            return holder  # a run in a namespace this operator may not read: assume it goes on
+        raise
     if other is None or (other.get("status") or {}).get("phase") in TERMINAL:
         return None  # a stale Lease: its run ended or is gone
     return holder

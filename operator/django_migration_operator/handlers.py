@@ -28,7 +28,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # A driver asked to stop reads the run once and returns: wait for that before looking again (see `run`).
     settings.background.instant_exit_timeout = 1.0
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
-    memo.kube = Kube()
+    memo.kube = Kube(lease_namespace=memo.get("lease_namespace"))
     memo.wakeups = driver.Wakeups()
 
 

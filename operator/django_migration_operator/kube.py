@@ -8,15 +8,17 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, VERSION, RunRef
+from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, RUN_NAMESPACE_LABEL, VERSION, RunRef
 from django_migration_operator.workflow import DeploymentState, JobState
 
 LEASE_PREFIX = "djangoops-db-"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Named in managedFields, so `kubectl get -o yaml --show-managed-fields` tells the operator's writes apart.
 FIELD_MANAGER = "django-migration-operator"
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
@@ -26,13 +28,12 @@ LOG_TAIL_LINES = 400
 class Kube:
     """A thin, typed facade over the API groups the operator uses."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        if api_client is None:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-            api_client = client.ApiClient()
+    def __init__(self, lease_namespace: str | None = None, api_client: client.ApiClient | None = None) -> None:
+        in_cluster = api_client is None and _load_config()
+        api_client = api_client or client.ApiClient()
+        # One namespace holds the Leases of every run, so two runs on one database in different namespaces are
+        # serialised too: the operator's own namespace in a cluster, "default" outside (or as configured).
+        self.lease_namespace = lease_namespace or (_own_namespace() if in_cluster else None) or "default"
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
@@ -163,9 +164,10 @@ class Kube:
 
     # --- the one-run-per-database Lease -------------------------------------------------------------------
 
-    def lease_holder(self, namespace: str, database_id: str) -> str | None:
+    def lease_holder(self, database_id: str) -> str | None:
+        """The run (namespace/name) that holds the database's Lease, or None."""
         try:
-            lease = self.coordination.read_namespaced_lease(_lease_name(database_id), namespace)
+            lease = self.coordination.read_namespaced_lease(_lease_name(database_id), self.lease_namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -181,16 +183,17 @@ class Kube:
         """
         name = _lease_name(database_id)
         now = datetime.now(UTC)
-        spec = client.V1LeaseSpec(holder_identity=run.name, acquire_time=now, renew_time=now)
+        spec = client.V1LeaseSpec(holder_identity=run.key, acquire_time=now, renew_time=now)
+        labels = {RUN_LABEL: run.name, RUN_NAMESPACE_LABEL: run.namespace}
         try:
             if take_over:
-                stale = self.coordination.read_namespaced_lease(name, run.namespace)
-                self.coordination.replace_namespaced_lease(name, run.namespace, client.V1Lease(
-                    metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name},
+                stale = self.coordination.read_namespaced_lease(name, self.lease_namespace)
+                self.coordination.replace_namespaced_lease(name, self.lease_namespace, client.V1Lease(
+                    metadata=client.V1ObjectMeta(name=name, labels=labels,
                                                  resource_version=stale.metadata.resource_version), spec=spec))
             else:
-                self.coordination.create_namespaced_lease(run.namespace, client.V1Lease(
-                    metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name}), spec=spec))
+                self.coordination.create_namespaced_lease(self.lease_namespace, client.V1Lease(
+                    metadata=client.V1ObjectMeta(name=name, labels=labels), spec=spec))
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
@@ -198,14 +201,31 @@ class Kube:
     def release_lease(self, run: RunRef, database_id: str) -> None:
         name = _lease_name(database_id)
         try:
-            lease = self.coordination.read_namespaced_lease(name, run.namespace)
-            if lease.spec.holder_identity == run.name:
+            lease = self.coordination.read_namespaced_lease(name, self.lease_namespace)
+            if lease.spec.holder_identity == run.key:
                 self.coordination.delete_namespaced_lease(
-                    name, run.namespace, body=client.V1DeleteOptions(
+                    name, self.lease_namespace, body=client.V1DeleteOptions(
                         preconditions=client.V1Preconditions(resource_version=lease.metadata.resource_version)))
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
+
+
+def _load_config() -> bool:
+    """Loads the in-cluster configuration, or the kubeconfig outside a cluster; True in a cluster."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+        return False
+    return True
+
+
+def _own_namespace() -> str | None:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _lease_name(database_id: str) -> str:

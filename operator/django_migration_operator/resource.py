@@ -15,6 +15,7 @@ KIND = "DjangoMigration"
 
 # Labels on every child object, so a Job or Lease names the run it belongs to.
 RUN_LABEL = f"{GROUP}/run"
+RUN_NAMESPACE_LABEL = f"{GROUP}/run-namespace"  # on the Lease, which lives outside the run's namespace
 STEP_LABEL = f"{GROUP}/step"
 
 
@@ -92,6 +93,11 @@ class RunRef:
     namespace: str
     name: str
     uid: str
+
+    @property
+    def key(self) -> str:
+        """namespace/name: how a Lease, which lives in one namespace for every run, names its holder."""
+        return f"{self.namespace}/{self.name}"
 
     def owner_reference(self) -> dict[str, Any]:
         return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": self.name, "uid": self.uid,

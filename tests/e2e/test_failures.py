@@ -246,6 +246,24 @@ def test_refused_at_planning_before_anything_stops(new_stack: Any, release_drill
 # --- two runs on one database ----------------------------------------------------------------------------------
 
 
+# Two runs from blog 0002: "first" to 0003, "second" to the latest. Whichever goes first, the other plans from where
+# it stopped: this plan is the proof that they did not overlap.
+PLANS_WHEN_FIRST = {
+    "first": {"first": ["0003_add_post_status"], "second": ["0004_rollback", "0005_ensure_data_integrity"]},
+    "second": {"second": ["0003_add_post_status", "0004_rollback", "0005_ensure_data_integrity"],
+               "first": ["0005_ensure_data_integrity", "0004_rollback"]},  # backwards to 0003
+}
+
+
+def assert_one_after_the_other(stack: BlogStack, queued: dict[str, Any], ends: dict[str, dict[str, Any]]) -> None:
+    assert all(s["phase"] == "Succeeded" for s in ends.values()), ends
+    went_first = queued["waitingFor"].rpartition("/")[2]
+    assert queued["waitingFor"] in queued["message"]
+    assert {name: [m["name"] for m in s["plan"]] for name, s in ends.items()} == PLANS_WHEN_FIRST[went_first]
+    last = "0005_ensure_data_integrity" if went_first == "first" else "0003_add_post_status"
+    assert applied_migrations(stack)[-1] == last
+
+
 def test_two_runs_on_one_database_never_overlap(new_stack: Any) -> None:
     stack = new_stack()
     first = stack.migration(name="first", migrate={"app": "blog", "target": "0003_add_post_status"}, verify=NO_CHECKS)
@@ -254,14 +272,36 @@ def test_two_runs_on_one_database_never_overlap(new_stack: Any) -> None:
     queued = wait_for(lambda: next((s for s in (run_status(stack, "first"), run_status(stack, "second"))
                                     if s.get("phase") == "Queued"), None), "one run to queue", timeout=30)
     ends = {name: wait_for_end(stack, name) for name in ("first", "second")}
-    assert all(s["phase"] == "Succeeded" for s in ends.values()), ends
-    assert queued["waitingFor"] in ("first", "second") and queued["waitingFor"] in queued["message"]
-    # The waiting run planned only after the other ended: its plan starts where the other's stopped.
-    plans = {name: [m["name"] for m in s["plan"]] for name, s in ends.items()}
-    assert set(plans["first"]) | set(plans["second"]) >= {"0003_add_post_status", "0004_rollback",
-                                                          "0005_ensure_data_integrity"}
-    assert not set(plans["first"]) & set(plans["second"]), plans
-    assert applied_migrations(stack)[-1] == "0005_ensure_data_integrity" and spec_replicas(stack) == RECORDED
+    assert queued["waitingFor"] in (f"{stack.namespace}/first", f"{stack.namespace}/second")
+    assert_one_after_the_other(stack, queued, ends)
+    assert spec_replicas(stack) == RECORDED
+
+
+def test_runs_in_two_namespaces_on_one_database_never_overlap(new_stack: Any, cluster: Cluster) -> None:
+    stack = new_stack()
+    # A second namespace whose app uses the same database (a second copy of the app, say): its runs must wait too.
+    other = BlogStack(cluster, namespace=f"{stack.namespace}-b", database=stack.database, web_replicas=1)
+    stack.kubectl("create", "namespace", other.namespace)
+    try:
+        wait_for(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", other.namespace, check=False)
+                 .returncode == 0, "the second namespace's default ServiceAccount")
+        other.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "blog-db"},
+                     "stringData": {"DATABASE_URL": other.database_url}},
+                    {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blog-backups"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+                    other.web(), other.worker())
+        first = stack.migration(name="first", migrate={"app": "blog", "target": "0003_add_post_status"},
+                                verify=NO_CHECKS)
+        stack.apply(first)
+        other.apply(other.migration(name="second"))
+        runs = ((stack, "first"), (other, "second"))
+        queued = wait_for(lambda: next((s for s in (run_status(*run) for run in runs) if s.get("phase") == "Queued"),
+                                       None), "one run to queue", timeout=30)
+        ends = {name: wait_for_end(owner, name) for owner, name in runs}
+        assert queued["waitingFor"] in (f"{stack.namespace}/first", f"{other.namespace}/second")
+        assert_one_after_the_other(stack, queued, ends)
+    finally:
+        stack.kubectl("delete", "namespace", other.namespace, "--wait=true", "--timeout=120s", check=False)
 
 
 def test_no_acknowledged_write_is_lost_on_the_success_path(new_stack: Any) -> None:

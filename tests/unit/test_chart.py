@@ -121,8 +121,14 @@ def kopf_watches() -> set[Rule]:
     return rules
 
 
+def lease_rules() -> set[Rule]:
+    """The Lease calls: granted in the operator's own namespace, where every run's Lease lives."""
+    return {rule for rule in client_calls() if rule[1] == "leases"}
+
+
 def run_rules() -> set[Rule]:
-    rules = client_calls() | kopf_watches()
+    """What the operator does in a namespace where it runs DjangoMigrations."""
+    rules = (client_calls() - lease_rules()) | kopf_watches()
     if RunRef("ns", "run", "uid").owner_reference().get("blockOwnerDeletion"):
         # Setting blockOwnerDeletion needs update on the owner's finalizers where OwnerReferencesPermission-
         # Enforcement is on.
@@ -135,10 +141,22 @@ def test_rules_derived_from_the_source_cover_what_the_operator_does() -> None:
     derived = run_rules()
     for rule in [(GROUP, PLURAL, "get"), (GROUP, f"{PLURAL}/status", "patch"), ("apps", "deployments/scale", "patch"),
                  ("", "pods/log", "get"), ("batch", "jobs", "create"), ("", "secrets", "get"),
-                 ("coordination.k8s.io", "leases", "update"), ("", "events", "create"), ("batch", "jobs", "watch"),
+                 ("", "events", "create"), ("batch", "jobs", "watch"),
                  ("", "pods", "watch"), ("apps", "deployments", "watch"), (GROUP, PLURAL, "patch")]:
         assert rule in derived, rule
     assert ("", "secrets", "list") not in derived
+    assert lease_rules() == {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update", "delete")}
+
+
+def assert_lease_role_in_the_release_namespace(manifests: list[Manifest]) -> None:
+    role = only(manifests, "Role", f"{FULLNAME}-leases")
+    assert role["metadata"]["namespace"] == NAMESPACE and expand(role["rules"]) == lease_rules()
+    binding = only(manifests, "RoleBinding", f"{FULLNAME}-leases")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{FULLNAME}-leases"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    args = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--lease-namespace={NAMESPACE}" in args
 
 
 # --- lint ---------------------------------------------------------------------------------------------------
@@ -188,7 +206,9 @@ def test_rendered_and_packaged_crd_equal_the_crds_file(helm: Path, tmp_path: Pat
 
 def test_cluster_wide_mode_grants_exactly_what_the_operator_calls(helm: Path) -> None:
     manifests = render(helm)
-    assert not [m for m in manifests if m["kind"] in ("Role", "RoleBinding")]
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] in ("Role", "RoleBinding")] == [
+        f"{FULLNAME}-leases", f"{FULLNAME}-leases"]
+    assert_lease_role_in_the_release_namespace(manifests)
     run_role = only(manifests, "ClusterRole", FULLNAME)
     assert expand(run_role["rules"]) == run_rules()
     kopf_role = only(manifests, "ClusterRole", f"{FULLNAME}-kopf")
@@ -204,11 +224,12 @@ def test_cluster_wide_mode_grants_exactly_what_the_operator_calls(helm: Path) ->
 def test_namespaced_mode_grants_the_run_rules_in_each_listed_namespace_only(helm: Path) -> None:
     manifests = render(helm, "watchNamespaces={shop,blog}")
     assert not [m for m in manifests if m["kind"] == "ClusterRole" and m["metadata"]["name"] == FULLNAME]
-    roles = [m for m in manifests if m["kind"] == "Role"]
+    assert_lease_role_in_the_release_namespace(manifests)
+    roles = [m for m in manifests if m["kind"] == "Role" and m["metadata"]["name"] == FULLNAME]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["blog", "shop"]
     for role in roles:
         assert expand(role["rules"]) == run_rules()
-    bindings = [m for m in manifests if m["kind"] == "RoleBinding"]
+    bindings = [m for m in manifests if m["kind"] == "RoleBinding" and m["metadata"]["name"] == FULLNAME]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["blog", "shop"]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role" and binding["roleRef"]["name"] == FULLNAME

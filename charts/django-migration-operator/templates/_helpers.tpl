@@ -83,12 +83,18 @@ tests/unit/test_chart.py derives the same list from those files and fails when t
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# One run per database: the coordination Lease.
-- apiGroups: [coordination.k8s.io]
-  resources: [leases]
-  verbs: [get, create, update, delete]
 # Events on the runs (the driver's and kopf's warnings).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end }}
+
+{{/*
+One run per database: the coordination Leases, all in the operator's own namespace (--lease-namespace), so that
+runs in different namespaces that share a database wait for each other too.
+*/}}
+{{- define "django-migration-operator.leaseRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update, delete]
 {{- end }}
