@@ -97,7 +97,10 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
                 return
             status: dict[str, Any] = body.get("status") or {}
             phase = Phase(status.get("phase") or Phase.PENDING)
-            if phase in TERMINAL or (stopping() is Stop.DELETED and phase in UNTOUCHED):
+            if phase in TERMINAL:
+                return
+            if stopping() is Stop.DELETED and phase in UNTOUCHED:
+                await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
                 return
             spec = Spec.from_body(body.get("spec", {}))
             world = await asyncio.to_thread(observe, kube, ref, spec, status)
@@ -234,7 +237,7 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             if holder is None or _live_other_holder(kube, ref, holder) is None:
                 kube.acquire_lease(ref, database_id, take_over=holder is not None)
         elif isinstance(action, ReleaseLease):
-            kube.release_lease(ref, _database_url(kube, ref, spec).identity)
+            kube.release_lease(ref)
     for event in step.events:
         kube.post_event(ref, event.reason, event.message, event.warning)
 

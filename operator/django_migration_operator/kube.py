@@ -198,17 +198,19 @@ class Kube:
             if error.status not in (404, 409):
                 raise
 
-    def release_lease(self, run: RunRef, database_id: str) -> None:
-        name = _lease_name(database_id)
-        try:
-            lease = self.coordination.read_namespaced_lease(name, self.lease_namespace)
-            if lease.spec.holder_identity == run.key:
+    def release_lease(self, run: RunRef) -> None:
+        """Deletes the Lease this run holds, found by its labels: the database URL's Secret may be gone by now."""
+        selector = f"{RUN_LABEL}={run.name},{RUN_NAMESPACE_LABEL}={run.namespace}"
+        for lease in self.coordination.list_namespaced_lease(self.lease_namespace, label_selector=selector).items:
+            if lease.spec.holder_identity != run.key:
+                continue  # taken over since: no longer ours
+            try:
                 self.coordination.delete_namespaced_lease(
-                    name, self.lease_namespace, body=client.V1DeleteOptions(
+                    lease.metadata.name, self.lease_namespace, body=client.V1DeleteOptions(
                         preconditions=client.V1Preconditions(resource_version=lease.metadata.resource_version)))
-        except ApiException as error:
-            if error.status not in (404, 409):
-                raise
+            except ApiException as error:
+                if error.status not in (404, 409):
+                    raise
 
 
 def _load_config() -> bool:

@@ -145,7 +145,8 @@ def test_rules_derived_from_the_source_cover_what_the_operator_does() -> None:
                  ("", "pods", "watch"), ("apps", "deployments", "watch"), (GROUP, PLURAL, "patch")]:
         assert rule in derived, rule
     assert ("", "secrets", "list") not in derived
-    assert lease_rules() == {("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update", "delete")}
+    assert lease_rules() == {("coordination.k8s.io", "leases", verb)
+                             for verb in ("get", "list", "create", "update", "delete")}
 
 
 def assert_lease_role_in_the_release_namespace(manifests: list[Manifest]) -> None:

@@ -96,5 +96,5 @@ runs in different namespaces that share a database wait for each other too.
 {{- define "django-migration-operator.leaseRules" -}}
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get, create, update, delete]
+  verbs: [get, list, create, update, delete]
 {{- end }}
