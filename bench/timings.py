@@ -344,28 +344,16 @@ class RunResult:
     operator_log: Path
 
 
-def wait_for_log(path: Path, offset: int, text: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError), path.open("rb") as log:
-            log.seek(offset)
-            if text.encode() in log.read():
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"the operator did not log {text!r} within {timeout:.0f}s; see {path}")
-
-
 def operator_run(stack: BlogStack, api: client.ApiClient, operators: list[LocalOperator],
                  timeout: float) -> RunResult:
     observer = Observer(api, stack.namespace, RUN_NAME)
     observer.start()
     operator = LocalOperator(stack.cluster, f"operator-{stack.namespace}", namespaces=(stack.namespace,))
-    offset = operator.log_path.stat().st_size if operator.log_path.exists() else 0
     operator.start()
     operators.append(operator)
     # The run is applied to an operator that already watches: what is measured is its reaction to an event,
     # not its start-up listing.
-    wait_for_log(operator.log_path, offset, "Initial authentication has finished")
+    operator.wait_ready()
     time.sleep(3)
     probe = HttpProbe(observer)
     probe.start()

@@ -36,6 +36,7 @@ def main() -> int:
     operator.start()
     try:
         print(f"      log: {operator.log_path}")
+        operator.wait_ready()
         step("4/4", "kubectl apply: DjangoMigration blog-release-2 (image blog:2.0, migrate to the latest)")
         stack.apply(stack.migration())
         status = follow(stack, "blog-release-2")

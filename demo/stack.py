@@ -5,6 +5,7 @@ Used by the demo (`make demo`) and by the operator's end-to-end tests, so both r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -150,17 +151,30 @@ class LocalOperator:
         self._env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
         self._arguments = [arg for namespace in namespaces for arg in ("--namespace", namespace)]
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0  # where this start's lines begin: the log file is shared with earlier starts
         # A port of its own: pods and other local operators share this host's network.
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.metrics_url = f"http://127.0.0.1:{probe.getsockname()[1]}/metrics"
 
     def start(self) -> None:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "django_migration_operator", "--liveness", "off",
                  "--metrics", self.metrics_url.removeprefix("http://").removesuffix("/metrics"), *self._arguments],
                 env=self._env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Waits until kopf logged in (its watches start right after): what is applied next meets a running operator."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError), self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                if b"Initial authentication has finished" in log.read():
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"the operator did not log in within {timeout:.0f}s; see {self.log_path}")
 
     def kill(self) -> None:
         self._end(signal.SIGKILL)
