@@ -133,26 +133,12 @@ class Kube:
         for condition in job.status.conditions or []:
             if condition.status == "True" and condition.type in ("Complete", "Failed"):
                 finished, reason = condition.type, condition.reason
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
         if finished is None:
-            finished = self._pod_ended_by_itself(namespace, name)
-        return JobState(finished=finished, reason=reason, log=self.job_log(namespace, name) if finished else "")
+            finished = _ended_by_itself(pods)
+        return JobState(finished=finished, reason=reason, log=self._last_pod_log(namespace, pods) if finished else "")
 
-    def _pod_ended_by_itself(self, namespace: str, job_name: str) -> str | None:
-        """"Complete" or "Failed" as soon as the Job's one pod ended by itself; None while it runs or is stopped.
-
-        One pod, never retried (backoffLimit 0): its end is the Job's. The Job controller batches its status writes
-        for up to a second; waiting for them would add that to the downtime twice. A pod the Job controller stops
-        (activeDeadlineSeconds ran out: it deletes the pod) still waits for the Job's condition, whose reason
-        (DeadlineExceeded) tells a timeout apart.
-        """
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
-        for pod in pods:
-            if pod.metadata.deletion_timestamp is None and pod.status.phase in ("Succeeded", "Failed"):
-                return "Complete" if pod.status.phase == "Succeeded" else "Failed"
-        return None
-
-    def job_log(self, namespace: str, job_name: str) -> str:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    def _last_pod_log(self, namespace: str, pods: list[client.V1Pod]) -> str:
         if not pods:
             return ""
         pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
@@ -241,6 +227,20 @@ def _replicas_manager(deployment: dict[str, Any]) -> str | None:
         fields = entry.get("fieldsV1", {}).get("f:spec", {})
         if "f:replicas" in fields:
             return str(entry.get("manager"))
+    return None
+
+
+def _ended_by_itself(pods: list[client.V1Pod]) -> str | None:
+    """"Complete" or "Failed" as soon as the Job's one pod ended by itself; None while it runs or is stopped.
+
+    One pod, never retried (backoffLimit 0): its end is the Job's. The Job controller batches its status writes for
+    up to a second; waiting for them would add that to the downtime twice. A pod the Job controller stops
+    (activeDeadlineSeconds ran out: it deletes the pod) still waits for the Job's condition, whose reason
+    (DeadlineExceeded) tells a timeout apart.
+    """
+    for pod in pods:
+        if pod.metadata.deletion_timestamp is None and pod.status.phase in ("Succeeded", "Failed"):
+            return "Complete" if pod.status.phase == "Succeeded" else "Failed"
     return None
 
 

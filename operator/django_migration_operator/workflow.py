@@ -256,7 +256,7 @@ def _migrating(spec: Spec, status: Status, world: World) -> Step:
     output = _tail(world.job.log)
     if world.job.finished == "Failed":
         why = "timed out (migrate.timeoutSeconds)" if world.job.reason == "DeadlineExceeded" else "failed"
-        reason = f"the migration {why}{_migrate_failure(world.job.log)}"
+        reason = f"the migration {why}{_migrate_failure(world.job.log, output)}"
         return _after_damage(spec, status, world, "Migrating", "MigrationFailed", reason,
                              {"migrateOutput": output,
                               "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))})
@@ -460,22 +460,22 @@ def _plan_summary(plan: tuple[PlannedMigration, ...] | list[PlannedMigration]) -
 
 
 # Django prints "  Applying app.name..." and " OK" once it is done; the line without OK is the one that failed.
-_APPLYING = re.compile(r"^\s*(Applying|Unapplying) (?P<migration>[\w.]+?)\.\.\.(?P<ok> OK)?")
+_APPLYING = re.compile(r"^\s*(?P<verb>Applying|Unapplying) (?P<migration>[\w.]+?)\.\.\.(?P<ok> OK)?")
 # The last line of a Python traceback: the exception, e.g. django.db.utils.ProgrammingError: relation ... exists.
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(: .*)?$")
 
 
-def _migrate_failure(log: str) -> str:
+def _migrate_failure(log: str, tail: str) -> str:
     """' while applying blog.0004_x: SomeError: why' from migrate's output: what a person needs to read first.
 
-    Without an exception line (a killed process) the output's tail stands for it; the tail is in
+    Without an exception line (a killed process) the output's `tail` stands for it; the tail is in
     status.migrateOutput either way.
     """
     lines = log.splitlines()
     failing = [m for m in (_APPLYING.match(line) for line in lines) if m and not m["ok"]]
     errors = [line.strip() for line in lines if _EXCEPTION.match(line.strip())]
-    where = f" while {failing[-1][1].lower()} {failing[-1]['migration']}" if failing else ""
-    detail = f"{errors[-1]} (the output's tail is in status.migrateOutput)" if errors else _tail(log)
+    where = f" while {failing[-1]['verb'].lower()} {failing[-1]['migration']}" if failing else ""
+    detail = f"{errors[-1]} (the output's tail is in status.migrateOutput)" if errors else tail
     return f"{where}: {detail}"
 
 
