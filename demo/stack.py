@@ -61,12 +61,7 @@ class BlogStack:
         wait_until(lambda: self.kubectl("get", "serviceaccount", "default", "-n", self.namespace, check=False)
                    .returncode == 0, "the namespace's default ServiceAccount")
         say(f"namespace {self.namespace}: database {self.database}, Secret blog-db, claim blog-backups")
-        self.apply(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "blog-db"},
-             "stringData": {"DATABASE_URL": self.database_url}},
-            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blog-backups"},
-             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
-        )
+        self.apply(*self.database_objects())
         say(f"preparing the database: migrate blog {migrate_to}, seed {posts} posts")
         setup = f"python manage.py migrate blog {migrate_to} --noinput && python manage.py seed_blog --posts {posts}"
         self.apply(self._job("blog-setup", ["sh", "-c", setup]))
@@ -76,6 +71,13 @@ class BlogStack:
         self.apply(self.web(), self.worker())
         for name in ("web", "worker"):
             self.kubectl("rollout", "status", "-n", self.namespace, f"deployment/{name}", "--timeout=120s")
+
+    def database_objects(self) -> tuple[dict[str, Any], ...]:
+        """The Secret with the app's DATABASE_URL and the claim the backups go into."""
+        return ({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "blog-db"},
+                 "stringData": {"DATABASE_URL": self.database_url}},
+                {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blog-backups"},
+                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
 
     def web(self) -> dict[str, Any]:
         return _deployment("web", self.web_replicas, {

@@ -255,13 +255,19 @@ PLANS_WHEN_FIRST = {
 }
 
 
-def assert_one_after_the_other(stack: BlogStack, queued: dict[str, Any], ends: dict[str, dict[str, Any]]) -> None:
+def assert_serialised(runs: tuple[tuple[BlogStack, str], ...]) -> None:
+    """Of the applied runs "first" and "second" (stack, name), one queues behind the other, and each plans from the
+    state the other left. The first stack's database is the one both migrate."""
+    queued = wait_for(lambda: next((s for s in (run_status(*run) for run in runs) if s.get("phase") == "Queued"),
+                                   None), "one run to queue", timeout=30)
+    ends = {name: wait_for_end(owner, name) for owner, name in runs}
     assert all(s["phase"] == "Succeeded" for s in ends.values()), ends
-    went_first = queued["waitingFor"].rpartition("/")[2]
+    assert queued["waitingFor"] in {f"{owner.namespace}/{name}" for owner, name in runs}
     assert queued["waitingFor"] in queued["message"]
+    went_first = queued["waitingFor"].rpartition("/")[2]
     assert {name: [m["name"] for m in s["plan"]] for name, s in ends.items()} == PLANS_WHEN_FIRST[went_first]
     last = "0005_ensure_data_integrity" if went_first == "first" else "0003_add_post_status"
-    assert applied_migrations(stack)[-1] == last
+    assert applied_migrations(runs[0][0])[-1] == last
 
 
 def test_two_runs_on_one_database_never_overlap(new_stack: Any) -> None:
@@ -269,11 +275,7 @@ def test_two_runs_on_one_database_never_overlap(new_stack: Any) -> None:
     first = stack.migration(name="first", migrate={"app": "blog", "target": "0003_add_post_status"}, verify=NO_CHECKS)
     second = stack.migration(name="second")
     stack.apply(first, second)
-    queued = wait_for(lambda: next((s for s in (run_status(stack, "first"), run_status(stack, "second"))
-                                    if s.get("phase") == "Queued"), None), "one run to queue", timeout=30)
-    ends = {name: wait_for_end(stack, name) for name in ("first", "second")}
-    assert queued["waitingFor"] in (f"{stack.namespace}/first", f"{stack.namespace}/second")
-    assert_one_after_the_other(stack, queued, ends)
+    assert_serialised(((stack, "first"), (stack, "second")))
     assert spec_replicas(stack) == RECORDED
 
 
@@ -285,21 +287,11 @@ def test_runs_in_two_namespaces_on_one_database_never_overlap(new_stack: Any, cl
     try:
         wait_for(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", other.namespace, check=False)
                  .returncode == 0, "the second namespace's default ServiceAccount")
-        other.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "blog-db"},
-                     "stringData": {"DATABASE_URL": other.database_url}},
-                    {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blog-backups"},
-                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
-                    other.web(), other.worker())
-        first = stack.migration(name="first", migrate={"app": "blog", "target": "0003_add_post_status"},
-                                verify=NO_CHECKS)
-        stack.apply(first)
+        other.apply(*other.database_objects(), other.web(), other.worker())
+        stack.apply(stack.migration(name="first", migrate={"app": "blog", "target": "0003_add_post_status"},
+                                    verify=NO_CHECKS))
         other.apply(other.migration(name="second"))
-        runs = ((stack, "first"), (other, "second"))
-        queued = wait_for(lambda: next((s for s in (run_status(*run) for run in runs) if s.get("phase") == "Queued"),
-                                       None), "one run to queue", timeout=30)
-        ends = {name: wait_for_end(owner, name) for owner, name in runs}
-        assert queued["waitingFor"] in (f"{stack.namespace}/first", f"{other.namespace}/second")
-        assert_one_after_the_other(stack, queued, ends)
+        assert_serialised(((stack, "first"), (other, "second")))
     finally:
         stack.kubectl("delete", "namespace", other.namespace, "--wait=true", "--timeout=120s", check=False)
 
