@@ -224,8 +224,9 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             logger.info("phase %s: %s", step.status["phase"], step.status.get("message", ""))
     for action in step.actions:
         if isinstance(action, Scale):
-            logger.info("scaling Deployment %s to %d", action.deployment, action.replicas)
-            kube.scale_deployment(ref.namespace, action.deployment, action.replicas)
+            images = "".join(f", {container} on {image}" for container, image in action.images.items())
+            logger.info("scaling Deployment %s to %d%s", action.deployment, action.replicas, images)
+            kube.scale_deployment(ref.namespace, action.deployment, action.replicas, action.images)
         elif isinstance(action, CreateJob):
             manifest = _job_manifest(kube, ref, body, spec, action.step)
             logger.info("creating Job %s", manifest["metadata"]["name"])

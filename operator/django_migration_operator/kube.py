@@ -93,12 +93,21 @@ class Kube:
         replicas = int(spec.get("replicas", 1))
         rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
                       and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
+        images = {c["name"]: c.get("image", "") for c in spec["template"]["spec"].get("containers", [])}
         return DeploymentState(replicas=replicas, pods=len(pods), available=int(status.get("availableReplicas", 0)),
-                               rolled_out=rolled_out, scaled_by=_replicas_manager(deployment))
+                               rolled_out=rolled_out, scaled_by=_replicas_manager(deployment), images=images)
 
-    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}},
-                                                    field_manager=FIELD_MANAGER)
+    def scale_deployment(self, namespace: str, name: str, replicas: int, images: dict[str, str]) -> None:
+        """Sets spec.replicas and, in the same patch, the images of the named containers: one rollout, so no pod
+        starts on an image the run does not want."""
+        if not images:
+            self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}},
+                                                        field_manager=FIELD_MANAGER)
+            return
+        containers = [{"name": container, "image": image} for container, image in images.items()]
+        # A strategic merge patch: containers merge by name, the other fields of each stay as they are.
+        self.apps.patch_namespaced_deployment(name, namespace, {"spec": {
+            "replicas": replicas, "template": {"spec": {"containers": containers}}}}, field_manager=FIELD_MANAGER)
 
     # --- Secrets ------------------------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class DeploymentState:
     available: int  # status.availableReplicas
     rolled_out: bool  # the controller has seen the latest spec and every replica is updated
     scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells
+    images: dict[str, str] = field(default_factory=dict)  # container -> image of the pod template, in order
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class CreateJob:
 class Scale:
     deployment: str
     replicas: int
+    images: dict[str, str] = field(default_factory=dict)  # container -> image, set in the same patch
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ def _scaling_down(spec: Spec, status: Status, world: World) -> Step:
     if "replicas" not in status:
         # Recorded before anything scales, so a restart can never mistake 0 for the app's size.
         return Step(status={"replicas": {name: world.deployments[name].replicas for name in spec.deployments},
-                            "stoppedAt": _iso(world.now)})
+                            "images": _release_containers(spec, world), "stoppedAt": _iso(world.now)})
     actions: list[Action] = [Scale(name, 0) for name in spec.deployments if world.deployments[name].replicas != 0]
     remaining = sum(world.deployments[name].pods for name in spec.deployments)
     if actions or remaining:
@@ -307,23 +309,27 @@ def _restoring(spec: Spec, status: Status, world: World) -> Step:
 
 def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
     recorded: dict[str, int] = status.get("replicas", {})
-    actions: list[Action] = [Scale(name, replicas) for name, replicas in recorded.items()
-                             if world.deployments[name].replicas != replicas]
+    failure = status.get("failure")
+    images = _images_to_start(spec, status, released=not failure)
+    actions: list[Action] = [Scale(name, replicas, images.get(name, {})) for name, replicas in recorded.items()
+                             if world.deployments[name].replicas != replicas
+                             or not _runs(world.deployments[name], images.get(name, {}))]
     ready = all(world.deployments[name].rolled_out and world.deployments[name].available >= replicas
                 for name, replicas in recorded.items())
     if actions or not ready:
         return Step(actions=actions, wait=True)
     downtime = _seconds_since(status.get("stoppedAt"), world.now)
     replicas = ", ".join(f"{name} {n}" for name, n in recorded.items())
-    failure = status.get("failure")
+    running_on = _image_summary(images)
     if failure:
-        message = f"{failure['message'].rstrip('.')}. The app runs again ({replicas}) after {downtime:.0f}s of downtime"
+        message = (f"{failure['message'].rstrip('.')}. The app runs again ({replicas}){running_on} after "
+                   f"{downtime:.0f}s of downtime")
         if status.get("phase") == Phase.SCALING_UP and _condition_status(status, "RolledBack") == "True":
             message += "; the database was restored from the backup taken before the migration"
         return _finish(status, world, Phase.FAILED, failure["reason"], message, extra={"downtimeSeconds": downtime})
     count = status.get("planCount", 0)
     applied = f"{count} migration{'s' if count != 1 else ''} applied"
-    message = f"{applied}, {downtime:.0f}s downtime; app running ({replicas})"
+    message = f"{applied}, {downtime:.0f}s downtime; app running ({replicas}){running_on}"
     return _finish(status, world, Phase.SUCCEEDED, "Migrated", message, extra={"downtimeSeconds": downtime})
 
 
@@ -378,6 +384,38 @@ def _guard(spec: Spec, status: Status, world: World) -> Step | None:
                             f"Deployment {name} was scaled to {world.deployments[name].replicas}{by} while the "
                             f"run is in {status.get('phase')}; scaling it down to 0 again", warning=True))
     return Step(actions=[Scale(name, 0) for name in scaled_up], events=events, wait=True)
+
+
+def _release_containers(spec: Spec, world: World) -> dict[str, dict[str, str]]:
+    """With app.image: each Deployment's containers that run the app container's image, with that image.
+
+    Recorded with the replicas, before anything scales: these are the containers the release moves to
+    app.image, and the images a failed run starts again.
+    """
+    if not spec.image:
+        return {}
+    app = world.deployments[spec.deployment].images
+    current = app.get(spec.container) if spec.container else next(iter(app.values()), None)
+    recorded = {name: {container: image for container, image in world.deployments[name].images.items()
+                       if image == current} for name in spec.deployments}
+    return {name: containers for name, containers in recorded.items() if containers}
+
+
+def _images_to_start(spec: Spec, status: Status, released: bool) -> dict[str, dict[str, str]]:
+    """The image of each recorded container at the end: the release after a success, the one before otherwise."""
+    recorded: dict[str, dict[str, str]] = status.get("images") or {}
+    if not released or not spec.image:
+        return recorded
+    return {name: dict.fromkeys(containers, spec.image) for name, containers in recorded.items()}
+
+
+def _runs(deployment: DeploymentState, images: dict[str, str]) -> bool:
+    return all(deployment.images.get(container) == image for container, image in images.items())
+
+
+def _image_summary(images: dict[str, dict[str, str]]) -> str:
+    names = sorted({image for containers in images.values() for image in containers.values()})
+    return f" on {', '.join(names)}" if names else ""
 
 
 def _verification_failures(spec: Spec, status: Status, world: World) -> list[str]:

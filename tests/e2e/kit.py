@@ -87,6 +87,25 @@ def replicas(stack: BlogStack) -> dict[str, tuple[int, int]]:
     return {d["metadata"]["name"]: (d["spec"]["replicas"], d["metadata"]["generation"]) for d in items}
 
 
+def images(stack: BlogStack) -> dict[str, str]:
+    """Each Deployment: the image of its first container (the demo's Deployments have one)."""
+    items = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)["items"]
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in items}
+
+
+def running_images(stack: BlogStack) -> dict[str, set[str]]:
+    """Each Deployment: the images its live pods run, as the kubelet reports them (not the template's wish)."""
+    pods = json.loads(stack.kubectl("get", "pods", "-n", stack.namespace, "-l", "app.kubernetes.io/name=blog",
+                                    "-o", "json").stdout)["items"]
+    result: dict[str, set[str]] = {}
+    for pod in pods:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        result.setdefault(component, set()).update(c["image"] for c in pod["spec"]["containers"])
+    return result
+
+
 def query(stack: BlogStack, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(stack.database_url) as connection:
         return connection.execute(sql.encode()).fetchall()

@@ -22,11 +22,13 @@ from kit import (
     assert_no_secret,
     checksum,
     drop_stack,
+    images,
     make_stack,
     query,
     replicas,
     run_status,
     run_to_end,
+    running_images,
     wait_for,
     wait_for_end,
 )
@@ -52,11 +54,6 @@ def new_stack(cluster: Cluster, operator: LocalOperator) -> Iterator[Any]:
 
 def spec_replicas(stack: BlogStack) -> dict[str, int]:
     return {name: count for name, (count, _) in replicas(stack).items()}
-
-
-def images(stack: BlogStack) -> dict[str, str]:
-    items = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)["items"]
-    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in items}
 
 
 def conditions(status: dict[str, Any]) -> dict[str, str]:
@@ -87,6 +84,7 @@ def assert_rolled_back(stack: BlogStack, name: str, status: dict[str, Any], befo
     assert "restored from the backup" in status["message"]
     assert checksum(stack) == before, "the database differs from the one before the run"
     assert spec_replicas(stack) == RECORDED and images(stack) == {"web": "blog:1.0", "worker": "blog:1.0"}
+    assert running_images(stack) == {"web": {"blog:1.0"}, "worker": {"blog:1.0"}}
     assert {"Restored", reason} <= {e["reason"] for e in events(stack, name)}
 
 

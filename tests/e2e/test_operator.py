@@ -13,7 +13,17 @@ import pytest
 
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
-from kit import applied_migrations, drop_stack, make_stack, query, replicas, run_to_end, wait_for
+from kit import (
+    applied_migrations,
+    drop_stack,
+    images,
+    make_stack,
+    query,
+    replicas,
+    run_to_end,
+    running_images,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -63,6 +73,11 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster, 
     assert {name: spec_replicas for name, (spec_replicas, _) in replicas(stack).items()} == \
         {name: spec_replicas for name, (spec_replicas, _) in before.items()}
     assert status["downtimeSeconds"] > 0
+    # The run owns the release: the app and the worker, which ran the app's image, end on the release image.
+    assert status["images"] == {"web": {"django": "blog:1.0"}, "worker": {"worker": "blog:1.0"}}
+    assert images(stack) == {"web": "blog:2.0", "worker": "blog:2.0"}
+    assert running_images(stack) == {"web": {"blog:2.0"}, "worker": {"blog:2.0"}}
+    assert "on blog:2.0" in status["message"]
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Succeeded"] == conditions["BackupTaken"] == conditions["Migrated"] == "True"
     assert conditions["Verified"] == "True"

@@ -1,8 +1,10 @@
 """The operator killed with SIGKILL in every phase of runs, on the success and the failure path.
 
-Every run must still end in the right state, with every Job run once and the replicas restored exactly; after a
-failed run the data equals the data before it. The runs take turns on one app: forward to 0005, a failing drill
-migration (restored), backwards to 0002, the failing drill again, and so on, so each run starts from a known state.
+Every run must still end in the right state, with every Job run once, the replicas restored exactly and the app on
+the right image; after a failed run the data equals the data before it. The runs take turns on one app: forward to
+0005, a failing drill migration (restored), backwards to 0002, the failing drill again, and so on, so each run
+starts from a known state. Each run names a release image other than the one the app runs (blog:2.0 and blog:2.1,
+two builds of release 2), so a success must move the app to it and a failure must leave the app where it was.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from kubernetes import client, config, watch
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from django_migration_operator.resource import GROUP, PLURAL, VERSION
-from kit import TERMINAL, applied_migrations, checksum, drop_stack, make_stack, wait_for_end
+from kit import TERMINAL, applied_migrations, checksum, drop_stack, images, make_stack, wait_for_end
 
 TRIALS = 21
 SUCCESS_PHASES = ("Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp")
@@ -89,8 +91,9 @@ def test_killing_the_operator_in_every_phase_never_breaks_a_run(stack: BlogStack
             success_turn += 1
             migrate = {"app": "blog"} if forward else {"app": "blog", "target": "0002_populate_categories"}
         name = f"trial-{trial:02d}"
-        before = checksum(stack)
-        stack.apply(stack.migration(name=name, migrate=migrate, verify={"checks": []}))
+        before, images_before = checksum(stack), images(stack)
+        release = "blog:2.1" if images_before["web"] == "blog:2.0" else "blog:2.0"
+        stack.apply(stack.migration(name=name, image=release, migrate=migrate, verify={"checks": []}))
         # Short phases get a short delay, or the kill would land in the next one.
         delay = chance.uniform(0, 0.02 if target in ("Verifying", "Restoring") else 0.3)
         phase = kill_when(stack, operator, name, target, delay)
@@ -107,10 +110,12 @@ def test_killing_the_operator_in_every_phase_never_breaks_a_run(stack: BlogStack
             assert status["phase"] == "Failed" and status["failure"]["reason"] == "MigrationFailed", context
             assert any(c["type"] == "RolledBack" and c["status"] == "True" for c in status["conditions"]), context
             assert checksum(stack) == before, context
+            assert images(stack) == images_before, context
         else:
             assert status["phase"] == "Succeeded", context
             expected = "0005_ensure_data_integrity" if forward else "0002_populate_categories"
             assert applied_migrations(stack)[-1] == expected, context
+            assert images(stack) == {"web": release, "worker": release}, context
             forward = not forward
         outcomes[f"{'failure' if failing else 'success'} path: {status['phase']}"] += 1
         assert status["phase"] in TERMINAL

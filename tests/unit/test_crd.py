@@ -394,6 +394,7 @@ def test_status_fields(root: Schema) -> None:
         "planCount",
         "plan",
         "replicas",
+        "images",
         "backup",
         "rowCounts",
         "jobs",

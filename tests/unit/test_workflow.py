@@ -322,3 +322,60 @@ class TestFailures:
         step = advance(spec(), status, World(now=NOW, deployments={"web": scaled, "worker": running(0)}))
         assert step.actions == [Scale("web", 0)]
         assert step.events[0].warning and "argocd-controller" in step.events[0].message
+
+
+def on(image: str, replicas: int, **more: str) -> DeploymentState:
+    """A Deployment whose first container runs `image`; `more` adds containers (name=image)."""
+    first = {"django": image} if not more else {}
+    return DeploymentState(replicas=replicas, pods=replicas, available=replicas, rolled_out=True,
+                           images={**first, **more})
+
+
+RELEASE = {"app": {"deployment": "web", "stop": ["worker", "beat"], "image": "shop:2"}}
+RECORDED_IMAGES = {"web": {"django": "shop:1"}, "worker": {"celery": "shop:1"}}
+
+
+class TestRelease:
+    """With app.image the run ends on the release image; a failed one on the images it found."""
+
+    def test_the_containers_that_run_the_app_image_are_recorded_with_the_replicas(self) -> None:
+        status = {"phase": Phase.SCALING_DOWN, "plan": PLAN}
+        world = World(now=NOW, deployments={
+            "web": on("shop:1", 2, django="shop:1", proxy="envoy:1"),
+            "worker": on("shop:1", 1, celery="shop:1"),
+            "beat": on("cron:7", 1, beat="cron:7")})
+        step = advance(spec(**RELEASE), status, world)
+        assert step.status["images"] == RECORDED_IMAGES, "a sidecar or another image is not the app's to change"
+        assert step.status["replicas"] == {"web": 2, "worker": 1, "beat": 1} and not step.actions
+
+    def test_without_app_image_no_image_is_recorded_or_changed(self) -> None:
+        status = {"phase": Phase.SCALING_DOWN, "plan": PLAN}
+        step = advance(spec(), status, World(now=NOW, deployments={"web": on("shop:1", 2), "worker": on("shop:1", 1)}))
+        assert step.status["images"] == {}
+        status = {**FAILURE_BASE, **apply(status, step), "phase": Phase.SCALING_UP}
+        step = advance(spec(), status, World(now=NOW, deployments={"web": on("shop:1", 0), "worker": on("shop:1", 0)}))
+        assert step.actions == [Scale("web", 2), Scale("worker", 1)]
+
+    def test_a_success_starts_the_recorded_containers_on_the_release_image(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "planCount": 1, "images": RECORDED_IMAGES,
+                  "replicas": {"web": 2, "worker": 1}}
+        stopped = {"web": on("shop:1", 0), "worker": on("shop:1", 0, celery="shop:1")}
+        step = advance(spec(**RELEASE), status, World(now=NOW, deployments=stopped))
+        assert step.actions == [Scale("web", 2, {"django": "shop:2"}), Scale("worker", 1, {"celery": "shop:2"})]
+        # Scaled but not on the release yet (a restart between the two, or a rollout in progress): patched again.
+        half = {"web": on("shop:2", 2), "worker": on("shop:1", 1, celery="shop:1")}
+        assert advance(spec(**RELEASE), status, World(now=NOW, deployments=half)).actions == [
+            Scale("worker", 1, {"celery": "shop:2"})]
+        done = {"web": on("shop:2", 2), "worker": on("shop:2", 1, celery="shop:2")}
+        step = advance(spec(**RELEASE), status, World(now=NOW, deployments=done))
+        assert step.status["phase"] == Phase.SUCCEEDED and "on shop:2" in step.status["message"]
+
+    def test_a_failure_starts_the_images_it_found_even_if_something_moved_them(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "images": RECORDED_IMAGES,
+                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        moved = {"web": on("shop:2", 0), "worker": on("shop:1", 0, celery="shop:1")}
+        step = advance(spec(**RELEASE), status, World(now=NOW, deployments=moved))
+        assert step.actions == [Scale("web", 2, {"django": "shop:1"}), Scale("worker", 1, {"celery": "shop:1"})]
+        back = {"web": on("shop:1", 2), "worker": on("shop:1", 1, celery="shop:1")}
+        step = advance(spec(**RELEASE), status, World(now=NOW, deployments=back))
+        assert step.status["phase"] == Phase.FAILED and "on shop:1" in step.status["message"]

@@ -61,10 +61,11 @@ tests/unit/test_chart.py derives the same list from those files and fails when t
 - apiGroups: [djangoops.dev]
   resources: [djangomigrations/finalizers]
   verbs: [update]
-# The app: read and watched while scaling; scaled through the scale subresource only, never edited.
+# The app: read and watched while scaling; scaled through the scale subresource, and patched only when a run
+# with app.image starts it on the release image (replicas and the app containers' images, nothing else).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
