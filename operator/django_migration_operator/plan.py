@@ -18,11 +18,12 @@ _LOG_TAIL_LINES = 8
 
 # Run by Django's shell, possibly an old Django on an old Python: plain syntax, standard library only.
 # Everything lives inside one function because older Django versions exec the command with separate
-# globals and locals, where a top-level helper would not be visible from another function.
+# globals and locals, where a top-level helper would not be visible from another function; the one other
+# function, djangoops_describe, is passed in as an argument for that reason.
 # Exit codes: 0 with {"plan": [...]} (possibly empty), 1 with {"error": ..., "reason": ...};
 # any other failure is an exception, a traceback and a non-zero exit, with no marker line.
 _PLAN_SCRIPT_FUNCTION = '''
-def djangoops_plan(marker):
+def djangoops_plan(marker, describe):
     import json
     import os
     import sys
@@ -98,8 +99,20 @@ def djangoops_plan(marker):
     else:
         targets = loader.graph.leaf_nodes()
 
-    plan = [
-        {
+    def unreadable(error):
+        return "%s: %s" % (type(error).__name__, error)
+
+    plan = []
+    # The state before each migration, walked forward as `migrate` walks it: what each operation changes is
+    # read off the states on either side of it. What cannot be read leaves the operations unknown to the
+    # classifier; it never stops the plan.
+    state, problem = None, None
+    try:
+        state = executor._create_project_state(with_applied_migrations=True)
+    except Exception as error:
+        problem = unreadable(error)
+    for migration, backwards in executor.migration_plan(targets):
+        entry = {
             "app": migration.app_label,
             "name": migration.name,
             "atomic": bool(migration.atomic),
@@ -107,12 +120,109 @@ def djangoops_plan(marker):
             "backwards": bool(backwards),
             "operations": [type(operation).__name__ for operation in migration.operations],
         }
-        for migration, backwards in executor.migration_plan(targets)
-    ]
+        if not backwards and state is not None:
+            try:
+                entry["declared"], entry["details"], state = describe(migration, state, connections[alias])
+            except Exception as error:
+                state, problem = None, unreadable(error)
+        if not backwards and state is None:
+            entry["details"] = [{"type": kind, "error": problem} for kind in entry["operations"]]
+        plan.append(entry)
     print(marker + json.dumps({"plan": plan}), flush=True)
 '''
 
-PLAN_SCRIPT = f"{_PLAN_SCRIPT_FUNCTION}\ndjangoops_plan({PLAN_MARKER!r})\n"
+# What the classifier (classify.py) needs to know of each operation, read by Django in the app's image. Same rules
+# as the plan function: plain syntax, standard library and Django only, every helper nested inside.
+DESCRIBE_FUNCTION = '''
+def djangoops_describe(migration, state, connection):
+    """(the stage the migration declares, the facts of each operation, the project state after it)."""
+    from django.db import migrations, models
+
+    app_label = migration.app_label
+
+    def declared():
+        # django-safemigrate: `safe = Safe.before_deploy` (an Enum up to 4.x; a classmethod, often called,
+        # whose result has .when, from 5.0) or True/False (1.x). django-syzygy: `stage = Stage.PRE_DEPLOY`.
+        # Read by name, so the app needs neither package unless its migrations import one.
+        safe = getattr(migration, "safe", None)
+        if callable(safe):
+            safe = safe()
+        safe = getattr(safe, "when", safe)
+        if isinstance(safe, bool):
+            return "safemigrate:" + ("before_deploy" if safe else "after_deploy")
+        if safe is not None:
+            return "safemigrate:" + str(getattr(safe, "value", safe))
+        stage = getattr(migration, "stage", None)
+        if stage is not None:
+            return "syzygy:" + str(getattr(stage, "name", stage)).lower()
+        return None
+
+    def column(at, model_name, name):
+        field = at.apps.get_model(app_label, model_name)._meta.get_field(name)
+        return {
+            "column": getattr(field, "column", None),
+            "dbType": None if field.many_to_many else field.db_parameters(connection=connection)["type"],
+            "null": bool(field.null),
+            "dbDefault": getattr(field, "db_default", models.NOT_PROVIDED) is not models.NOT_PROVIDED,
+            "default": bool(field.has_default()),
+            "manyToMany": bool(field.many_to_many),
+            "generated": bool(getattr(field, "generated", False)),
+        }
+
+    def table(at, model_name):
+        return at.apps.get_model(app_label, model_name)._meta.db_table
+
+    def together(at, operation):
+        value = at.models[app_label, operation.name_lower].options.get(operation.option_name) or ()
+        return set(tuple(fields) for fields in value)
+
+    def facts(operation, before, after):
+        kind = type(operation).__name__
+        found = {"type": kind, "module": type(operation).__module__, "describe": operation.describe()}
+        if kind in ("AddField", "RemoveField"):
+            found["field"] = column(after if kind == "AddField" else before, operation.model_name, operation.name)
+        elif kind == "AlterField":
+            found["before"] = column(before, operation.model_name, operation.name)
+            found["after"] = column(after, operation.model_name, operation.name)
+        elif kind == "RenameField":
+            found["before"] = column(before, operation.model_name, operation.old_name)
+            found["after"] = column(after, operation.model_name, operation.new_name)
+        elif kind == "RenameModel":
+            found["tables"] = [table(before, operation.old_name), table(after, operation.new_name)]
+        elif kind == "AlterModelTable":
+            found["tables"] = [table(before, operation.name), table(after, operation.name)]
+        elif kind == "AlterOrderWithRespectTo":
+            found["ordered"] = bool(operation.order_with_respect_to)
+        elif kind in ("AlterUniqueTogether", "AlterIndexTogether"):
+            old, new = together(before, operation), together(after, operation)
+            found["adds"], found["removes"] = bool(new - old), bool(old - new)
+        elif kind == "RunPython":
+            found["noop"] = operation.code is migrations.RunPython.noop
+        elif kind == "RunSQL":
+            found["noop"] = operation.sql in ("", [], ())
+        elif kind == "SeparateDatabaseAndState":
+            found["database"] = walk(operation.database_operations, before)[0]
+        return found
+
+    def walk(operations, state):
+        described = []
+        for operation in operations:
+            after = state.clone()
+            operation.state_forwards(app_label, after)
+            try:
+                described.append(facts(operation, state, after))
+            except Exception as error:  # what cannot be read is classified unknown, never guessed
+                described.append({"type": type(operation).__name__, "module": type(operation).__module__,
+                                  "error": "%s: %s" % (type(error).__name__, error)})
+            state = after
+        return described, state
+
+    described, state = walk(migration.operations, state)
+    return declared(), described, state
+'''
+
+PLAN_SCRIPT = (f"{_PLAN_SCRIPT_FUNCTION}\n{DESCRIBE_FUNCTION}\n"
+               f"djangoops_plan({PLAN_MARKER!r}, djangoops_describe)\n")
 
 
 def plan_command() -> list[str]:
@@ -148,18 +258,33 @@ class PlannedMigration:
     reversible: bool
     backwards: bool
     operations: tuple[str, ...]
+    # From the plan script only: the stage the migration declares and the facts of each operation (classify.py).
+    declared: str | None = None
+    details: tuple[dict[str, Any], ...] = ()
+    # Set by the classifier at Planning and kept in status.
+    migration_class: str | None = None
+    reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}.{self.name}"
 
     def to_status(self) -> dict[str, Any]:
-        """The status.plan entry; the plan script prints the same shape."""
-        return {"app": self.app, "name": self.name, "atomic": self.atomic, "reversible": self.reversible,
-                "backwards": self.backwards, "operations": list(self.operations)}
+        """The status.plan entry: the plan script's shape, with the class and its reason instead of the facts."""
+        entry = {"app": self.app, "name": self.name, "atomic": self.atomic, "reversible": self.reversible,
+                 "backwards": self.backwards, "operations": list(self.operations)}
+        if self.migration_class:
+            entry.update({"class": self.migration_class, "reason": self.reason})
+        return entry
 
     @classmethod
     def from_status(cls, entry: dict[str, Any]) -> PlannedMigration:
         """Reads a status.plan entry or a plan script entry; KeyError or TypeError when one is malformed."""
         return cls(app=str(entry["app"]), name=str(entry["name"]), atomic=bool(entry["atomic"]),
                    reversible=bool(entry["reversible"]), backwards=bool(entry.get("backwards", False)),
-                   operations=tuple(str(operation) for operation in entry["operations"]))
+                   operations=tuple(str(operation) for operation in entry["operations"]),
+                   declared=entry.get("declared"), details=tuple(dict(d) for d in entry.get("details", [])),
+                   migration_class=entry.get("class"), reason=entry.get("reason"))
 
 
 @dataclass(frozen=True)

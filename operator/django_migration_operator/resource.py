@@ -37,6 +37,7 @@ class Spec:
     alias: str
     migrate_app: str | None
     migrate_target: str | None
+    migration_classes: dict[str, str]  # app.name -> expand or contract: a reviewer's class for an unknown one
     timeout_seconds: int
     backup_enabled: bool
     backup_claim: str | None
@@ -72,6 +73,7 @@ class Spec:
             alias=database.get("alias", "default"),
             migrate_app=migrate.get("app"),
             migrate_target=migrate.get("target"),
+            migration_classes=dict(migrate.get("classes", {})),
             timeout_seconds=int(migrate.get("timeoutSeconds", 3600)),
             backup_enabled=bool(backup.get("enabled", True)),
             backup_claim=backup.get("volumeClaim"),

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from django_migration_operator import jobs
+from django_migration_operator.classify import classify_plan
 from django_migration_operator.plan import PlannedMigration, irreversible_steps, parse_plan_output
 from django_migration_operator.resource import Spec
 
@@ -175,19 +176,21 @@ def _planning(spec: Spec, status: Status, world: World) -> Step:
         detail = result.error or _tail(world.job.log)
         return _finish(status, world, Phase.FAILED, result.reason or "PlanFailed",
                        f"planning failed, nothing was changed: {detail}")
-    plan = [m.to_status() for m in result.migrations]
-    planned = {"plan": plan, "planCount": len(plan)}
+    migrations = classify_plan(result.migrations, spec.migration_classes)
+    plan = [m.to_status() for m in migrations]
+    # Offline is the one strategy that runs today (validation refuses the others): recorded for `kubectl get`.
+    planned = {"plan": plan, "planCount": len(plan), "strategy": spec.strategy}
     if not plan:
         return _finish({**status, **planned}, world, Phase.SUCCEEDED, "NothingToMigrate",
                        "no migration to apply: the database is up to date; the app was not stopped",
                        extra={**planned, "downtimeSeconds": 0})
-    irreversible = irreversible_steps(result.migrations)
+    irreversible = irreversible_steps(migrations)
     if irreversible:
         names = ", ".join(f"{m.app}.{m.name}" for m in irreversible)
         return _finish({**status, **planned}, world, Phase.FAILED, "Irreversible",
                        f"the plan unapplies {names}, which cannot be reversed; nothing was changed. "
                        "Choose a migrate.target after it, or restore a backup instead", extra=planned)
-    summary = _plan_summary(result.migrations)
+    summary = _plan_summary(migrations)
     if spec.approval == "Manual":
         message = f"plan ready ({summary}); waiting for approval: set spec.approval to Automatic to go on"
         return Step(status={**planned, "phase": Phase.AWAITING_APPROVAL, "message": message},
@@ -493,7 +496,8 @@ def _condition_status(status: Status, kind: str) -> str | None:
 
 
 def _plan_summary(plan: tuple[PlannedMigration, ...] | list[PlannedMigration]) -> str:
-    names = ", ".join(f"{m.app}.{m.name}{' (backwards)' if m.backwards else ''}" for m in plan)
+    names = ", ".join(f"{m.key}{' (backwards)' if m.backwards else ''}"
+                      f"{f' [{m.migration_class}]' if m.migration_class else ''}" for m in plan)
     return f"{len(plan)} migration{'s' if len(plan) != 1 else ''}: {names}"
 
 

@@ -64,6 +64,12 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster, 
     assert [m["name"] for m in status["plan"]] == ["0003_add_post_status", "0004_rollback",
                                                     "0005_ensure_data_integrity"]
     assert status["planCount"] == 3
+    # Classified from the facts the plan Job read in the release image: 0003 adds a column with a db_default.
+    assert [m["class"] for m in status["plan"]] == ["expand", "unknown", "unknown"]
+    assert "a new column with a database default" in status["plan"][0]["reason"]
+    assert "runs Python code" in status["plan"][1]["reason"]
+    assert status["strategy"] == "Offline"
+    assert "Offline" in stack.kubectl("get", "djm", "blog-release-2", "-n", stack.namespace).stdout
     assert applied_migrations(stack)[-3:] == ["0003_add_post_status", "0004_rollback", "0005_ensure_data_integrity"]
     assert query(stack, "SELECT count(*) FROM information_schema.columns "
                         "WHERE table_name = 'blog_post' AND column_name = 'status'") == [(1,)]
@@ -116,14 +122,17 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster, 
     assert replicas(stack) == generations, "an empty plan must not scale anything"
 
 
-def test_migrate_app_and_target_forward_are_honoured(stack: BlogStack) -> None:
+def test_migrate_app_and_target_forward_are_honoured_and_a_reviewed_class_is_kept(stack: BlogStack) -> None:
     # The demo's check (every post has a category) holds only after 0005: not part of this run.
-    forward = stack.migration(name="to-0003", migrate={"app": "blog", "target": "0003_add_post_status"},
+    forward = stack.migration(name="to-0004", migrate={"app": "blog", "target": "0004_rollback",
+                                                       "classes": {"blog.0004_rollback": "contract"}},
                               verify={"checks": []})
     status = run_to_end(stack, forward)
     assert status["phase"] == "Succeeded", status.get("message")
-    assert [m["name"] for m in status["plan"]] == ["0003_add_post_status"]
-    assert applied_migrations(stack)[-1] == "0003_add_post_status"
+    assert [m["name"] for m in status["plan"]] == ["0003_add_post_status", "0004_rollback"]
+    assert applied_migrations(stack)[-1] == "0004_rollback"
+    assert [m["class"] for m in status["plan"]] == ["expand", "contract"]
+    assert "classified contract in spec.migrate.classes" in status["plan"][1]["reason"]
 
 
 # --- bad input: refused by the schema at apply time --------------------------------------------------------
@@ -135,6 +144,8 @@ def test_migrate_app_and_target_forward_are_honoured(stack: BlogStack) -> None:
     ({"migrate": {"timeoutSeconds": -5}}, "spec.migrate.timeoutSeconds"),
     ({"strategy": "Yolo"}, 'spec.strategy: Unsupported value: "Yolo"'),
     ({"migrate": {"target": "0003_add_post_status"}}, "migrate.target needs migrate.app"),
+    ({"migrate": {"classes": {"0004_rollback": "expand"}}}, "each key is app_label.migration_name"),
+    ({"migrate": {"classes": {"blog.0004_rollback": "breaking"}}}, 'Unsupported value: "breaking"'),
 ])
 def test_bad_input_is_refused_at_apply_time(shared_stack: BlogStack, change: dict[str, Any], expected: str) -> None:
     manifest = shared_stack.migration(name="refused")

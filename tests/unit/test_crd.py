@@ -162,7 +162,7 @@ def test_spec_fields_in_spec_order(root: Schema) -> None:
     ]
     assert list(node(root, "spec.app")["properties"]) == ["deployment", "container", "image", "stop"]
     assert list(node(root, "spec.database")["properties"]) == ["urlSecret", "alias"]
-    assert list(node(root, "spec.migrate")["properties"]) == ["app", "target", "timeoutSeconds"]
+    assert list(node(root, "spec.migrate")["properties"]) == ["app", "target", "timeoutSeconds", "classes"]
     assert list(node(root, "spec.backup")["properties"]) == ["enabled", "volumeClaim", "keep", "image"]
     assert list(node(root, "spec.verify")["properties"]) == ["rowCounts", "checks"]
 
@@ -392,6 +392,7 @@ def test_status_fields(root: Schema) -> None:
         "conditions",
         "observedGeneration",
         "planCount",
+        "strategy",
         "plan",
         "replicas",
         "images",
@@ -422,6 +423,8 @@ def test_status_fields(root: Schema) -> None:
         "reversible",
         "backwards",
         "operations",
+        "class",
+        "reason",
     }
     assert set(node(root, "status.backup")["properties"]) == {
         "path",
@@ -502,6 +505,7 @@ def test_printer_columns(version: dict[str, Any]) -> None:
     columns = [(c["name"], c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
     assert columns == [
         ("Phase", "string", ".status.phase"),
+        ("Strategy", "string", ".status.strategy"),
         ("Migrations", "integer", ".status.planCount"),
         ("Downtime", "number", ".status.downtimeSeconds"),
         ("Age", "date", ".metadata.creationTimestamp"),

@@ -27,6 +27,13 @@ from django_migration_operator.workflow import (
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 PLAN = [{"app": "blog", "name": "0003_add_post_status", "atomic": True, "reversible": True, "backwards": False,
          "operations": ["AddField"]}]
+# What the plan script prints for it: the facts the classifier reads.
+SCRIPT_PLAN = [{**PLAN[0], "declared": None, "details": [{
+    "type": "AddField", "module": "django.db.migrations.operations.fields", "describe": "Add field status to post",
+    "field": {"column": "status", "dbType": "varchar(20)", "null": False, "dbDefault": True, "default": True,
+              "manyToMany": False, "generated": False}}]}]
+CLASSIFIED = [{**PLAN[0], "class": "expand", "reason": "Add field status to post: a new column with a database "
+                                                       "default, which fills it for the running release"}]
 
 
 def spec(**top_level: Any) -> Spec:
@@ -81,9 +88,10 @@ class TestHappyPath:
         assert advance(s, status, World(now=NOW)) == Step(actions=[CreateJob("plan")])
         assert advance(s, status, World(now=NOW, job=JobState(None, None, ""))).wait
 
-        step = advance(s, status, World(now=NOW, job=JobState("Complete", None, plan_log(PLAN))))
+        step = advance(s, status, World(now=NOW, job=JobState("Complete", None, plan_log(SCRIPT_PLAN))))
         assert step.status["phase"] == Phase.SCALING_DOWN
-        assert step.status["plan"] == PLAN and step.status["planCount"] == 1
+        assert step.status["plan"] == CLASSIFIED and step.status["planCount"] == 1, "classes, not the facts"
+        assert step.status["strategy"] == "Offline"
         status = apply(status, step)
 
         world = World(now=NOW, deployments={"web": running(2), "worker": running(1)})
@@ -223,8 +231,8 @@ class TestRefusals:
     def test_manual_approval_waits_with_the_plan(self) -> None:
         status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
         step = advance(spec(approval="Manual"),
-                       status, World(now=NOW, job=JobState("Complete", None, plan_log(PLAN))))
-        assert step.status["phase"] == Phase.AWAITING_APPROVAL and step.status["plan"] == PLAN
+                       status, World(now=NOW, job=JobState("Complete", None, plan_log(SCRIPT_PLAN))))
+        assert step.status["phase"] == Phase.AWAITING_APPROVAL and step.status["plan"] == CLASSIFIED
 
 
 STOPPED = {"web": running(0), "worker": running(0)}
