@@ -78,7 +78,10 @@ def follow(stack: BlogStack, name: str, timeout: int = 600) -> dict[str, Any]:
 def summary(stack: BlogStack, status: dict[str, Any], total: float) -> None:
     step("summary", f"{status.get('phase')}: {status.get('message', '')}")
     plan = status.get("plan", [])
-    print(f"      plan        {len(plan)} migrations: " + ", ".join(f"{m['app']}.{m['name']}" for m in plan))
+    print(f"      plan        {len(plan)} migrations, strategy {status.get('strategy')}:")
+    for migration in plan:
+        print(f"                  {migration['app']}.{migration['name']}: {migration.get('class')} "
+              f"({migration.get('reason')})")
     backup = status.get("backup", {})
     print(f"      backup      {backup.get('path')} ({backup.get('sizeBytes', 0)} bytes, "
           f"{backup.get('format')}, verified: {backup.get('verified')})")
@@ -89,6 +92,9 @@ def summary(stack: BlogStack, status: dict[str, Any], total: float) -> None:
     replicas = ", ".join(f"{d['metadata']['name']} {d['status'].get('availableReplicas', 0)}/{d['spec']['replicas']}"
                          for d in deployments["items"])
     print(f"      replicas    {replicas} (recorded before: {status.get('replicas')})")
+    images = ", ".join(f"{d['metadata']['name']} {d['spec']['template']['spec']['containers'][0]['image']}"
+                       for d in deployments["items"])
+    print(f"      release     {images} (recorded before: {status.get('images')})")
     print(f"      total       {total:.0f}s including cluster start and app deployment")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from django_migration_operator.classify import classify_plan
 from django_migration_operator.plan import (
     PLAN_MARKER,
     PlannedMigration,
@@ -193,6 +194,20 @@ def test_forward_plans_are_the_ones_migrate_runs(blog_at_0002: str, app: str, ta
     assert expected == djangos_own_plan(blog_at_0002, *arguments, drills=drills)
     if expected:
         assert result.migrations[0].operations == ("AddField",)
+
+
+def test_the_plan_describes_each_operation_for_the_classifier(blog_at_0002: str) -> None:
+    """The facts come from the demo's real migrations, read by Django in the app's environment."""
+    code, result = run_plan(blog_at_0002)
+    assert code == 0
+    first = result.migrations[0]
+    assert first.declared is None
+    (status_field,) = first.details
+    assert status_field["type"] == "AddField" and status_field["describe"] == "Add field status to post"
+    assert {key: status_field["field"][key] for key in ("column", "null", "dbDefault", "default")} == {
+        "column": "status", "null": False, "dbDefault": True, "default": True}
+    assert status_field["field"]["dbType"].startswith("varchar(")
+    assert [m.migration_class for m in classify_plan(result.migrations, {})] == ["expand", "unknown", "unknown"]
 
 
 def test_zero_unapplies_backwards_and_finds_the_irreversible_migration(blog_at_0002: str) -> None:
