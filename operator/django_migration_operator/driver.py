@@ -146,7 +146,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
             return World(now=now, problems=tuple(problems))
     url = _database_url(kube, ref, spec)
     if phase in (Phase.PENDING, Phase.QUEUED):
-        holder = kube.lease_holder(url.identity)
+        lease = kube.lease_holder(url.identity)
+        holder = lease.holder if lease else None
         return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key)
     deployments = {}
     if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, *APP_STOPPED):
@@ -233,10 +234,12 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             kube.create_job(manifest)
         elif isinstance(action, AcquireLease):
             database_id = _database_url(kube, ref, spec).identity
-            holder = kube.lease_holder(database_id)
-            # Taken over only from a run that ended or is gone; a live holder keeps it (this run then queues).
-            if holder is None or _live_other_holder(kube, ref, holder) is None:
-                kube.acquire_lease(ref, database_id, take_over=holder is not None)
+            lease = kube.lease_holder(database_id)
+            # Taken over only from a run that ended or is gone, at the version judged so; a live holder keeps it,
+            # and so does a run that took it over meanwhile (this run then queues).
+            free = lease is None or _live_other_holder(kube, ref, lease.holder) is None
+            if free and not kube.acquire_lease(ref, database_id, lease.version if lease else None):
+                logger.info("the database's Lease changed since it was read: another run won it; looking again")
         elif isinstance(action, ReleaseLease):
             kube.release_lease(ref)
     for event in step.events:
@@ -267,7 +270,7 @@ def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
 
 def _live_other_holder(kube: Kube, ref: RunRef, holder: str | None) -> str | None:
     """`holder` (namespace/name) when it is another run that still goes on; None when free, ours, or stale."""
-    if holder is None or holder == ref.key:
+    if not holder or holder == ref.key:
         return None
     namespace, _, name = holder.rpartition("/")
     try:

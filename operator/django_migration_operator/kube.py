@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 FIELD_MANAGER = "django-migration-operator"
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
 LOG_TAIL_LINES = 400
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A database's Lease as read: who holds it, and the version that says so."""
+
+    holder: str  # the run (namespace/name); empty when the Lease names no one
+    version: str  # metadata.resourceVersion: a take-over replaces exactly this one, or fails
 
 
 class Kube:
@@ -159,39 +168,40 @@ class Kube:
 
     # --- the one-run-per-database Lease -------------------------------------------------------------------
 
-    def lease_holder(self, database_id: str) -> str | None:
-        """The run (namespace/name) that holds the database's Lease, or None."""
+    def lease_holder(self, database_id: str) -> LeaseRecord | None:
+        """The database's Lease: its holder and version; None when there is none."""
         try:
             lease = self.coordination.read_namespaced_lease(_lease_name(database_id), self.lease_namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        holder: str | None = lease.spec.holder_identity
-        return holder
+        return LeaseRecord(holder=lease.spec.holder_identity or "", version=lease.metadata.resource_version)
 
-    def acquire_lease(self, run: RunRef, database_id: str, take_over: bool) -> None:
-        """Creates the Lease naming this run, or with `take_over` replaces a stale one.
+    def acquire_lease(self, run: RunRef, database_id: str, stale_version: str | None) -> bool:
+        """Creates the Lease naming this run, or replaces the one at `stale_version`; True when this run won.
 
-        Both are atomic on the server: of two runs that race, one wins (409 for the other, which then sees the
-        winner as the holder and queues). A take-over replaces only the version that was judged stale.
+        Both are atomic on the server: of two runs that race, one wins. The other gets 409 (or 404: the stale
+        Lease was deleted meanwhile) and False, looks again, and queues behind a winner it finds.
         """
         name = _lease_name(database_id)
         now = datetime.now(UTC)
         spec = client.V1LeaseSpec(holder_identity=run.key, acquire_time=now, renew_time=now)
-        labels = {RUN_LABEL: run.name, RUN_NAMESPACE_LABEL: run.namespace}
+        # The version read when the holder was judged stale, not a fresh read: that one may be a live winner's.
+        metadata = client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name, RUN_NAMESPACE_LABEL: run.namespace},
+                                       resource_version=stale_version)
         try:
-            if take_over:
-                stale = self.coordination.read_namespaced_lease(name, self.lease_namespace)
-                self.coordination.replace_namespaced_lease(name, self.lease_namespace, client.V1Lease(
-                    metadata=client.V1ObjectMeta(name=name, labels=labels,
-                                                 resource_version=stale.metadata.resource_version), spec=spec))
+            if stale_version is None:
+                self.coordination.create_namespaced_lease(self.lease_namespace,
+                                                          client.V1Lease(metadata=metadata, spec=spec))
             else:
-                self.coordination.create_namespaced_lease(self.lease_namespace, client.V1Lease(
-                    metadata=client.V1ObjectMeta(name=name, labels=labels), spec=spec))
+                self.coordination.replace_namespaced_lease(name, self.lease_namespace,
+                                                           client.V1Lease(metadata=metadata, spec=spec))
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
+            return False
+        return True
 
     def release_lease(self, run: RunRef) -> None:
         """Deletes the Lease this run holds, found by its labels: the database URL's Secret may be gone by now."""

@@ -1,0 +1,121 @@
+"""The one-run-per-database Lease against a fake apiserver that checks resourceVersions as the real one does."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from django_migration_operator.kube import Kube, LeaseRecord
+from django_migration_operator.resource import RunRef
+
+DATABASE = "db.internal:5432/shop"
+FINISHED = RunRef(namespace="shop", name="release-42", uid="uid-42")  # ended, but its Lease is still there
+RUN_A = RunRef(namespace="shop", name="release-43", uid="uid-43")
+RUN_B = RunRef(namespace="blog", name="release-7", uid="uid-7")
+
+
+class FakeCoordination:
+    """The Lease calls of CoordinationV1Api over a dict: 404 when missing, 409 on a name taken or a stale version."""
+
+    def __init__(self) -> None:
+        self.leases: dict[tuple[str, str], client.V1Lease] = {}
+        self._versions = itertools.count(1)
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> client.V1Lease:
+        if (namespace, name) not in self.leases:
+            raise ApiException(status=404)
+        return copy.deepcopy(self.leases[namespace, name])
+
+    def create_namespaced_lease(self, namespace: str, body: client.V1Lease) -> client.V1Lease:
+        if (namespace, body.metadata.name) in self.leases:
+            raise ApiException(status=409)
+        return self._store(namespace, body)
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: client.V1Lease) -> client.V1Lease:
+        current = self.read_namespaced_lease(name, namespace)
+        # As the apiserver: a resourceVersion in the body is a precondition; none replaces unconditionally.
+        if body.metadata.resource_version and body.metadata.resource_version != current.metadata.resource_version:
+            raise ApiException(status=409)
+        return self._store(namespace, body)
+
+    def delete_namespaced_lease(self, name: str, namespace: str, body: client.V1DeleteOptions | None = None) -> None:
+        current = self.read_namespaced_lease(name, namespace)
+        wanted = body.preconditions.resource_version if body and body.preconditions else None
+        if wanted and wanted != current.metadata.resource_version:
+            raise ApiException(status=409)
+        del self.leases[namespace, name]
+
+    def list_namespaced_lease(self, namespace: str, label_selector: str = "") -> client.V1LeaseList:
+        wanted = dict(term.split("=", 1) for term in label_selector.split(",") if term)
+        return client.V1LeaseList(items=[
+            copy.deepcopy(lease) for (lease_namespace, _), lease in self.leases.items()
+            if lease_namespace == namespace and wanted.items() <= (lease.metadata.labels or {}).items()])
+
+    def _store(self, namespace: str, body: client.V1Lease) -> client.V1Lease:
+        stored = copy.deepcopy(body)
+        stored.metadata.namespace = namespace
+        stored.metadata.resource_version = str(next(self._versions))  # every write is a new version
+        self.leases[namespace, stored.metadata.name] = stored
+        return copy.deepcopy(stored)
+
+
+@pytest.fixture
+def kube() -> Kube:
+    kube = Kube(lease_namespace="ops", api_client=client.ApiClient())  # an explicit client: no config is loaded
+    kube.coordination = FakeCoordination()
+    return kube
+
+
+def held(kube: Kube) -> LeaseRecord:
+    lease = kube.lease_holder(DATABASE)
+    assert lease is not None
+    return lease
+
+
+def test_of_two_runs_creating_the_lease_one_wins(kube: Kube) -> None:
+    assert kube.lease_holder(DATABASE) is None
+    assert kube.acquire_lease(RUN_A, DATABASE, None)
+    assert not kube.acquire_lease(RUN_B, DATABASE, None), "the name is taken: 409"
+    assert held(kube).holder == RUN_A.key
+
+
+def test_a_take_over_at_the_version_judged_stale_succeeds(kube: Kube) -> None:
+    kube.acquire_lease(FINISHED, DATABASE, None)
+    stale = held(kube)
+    assert stale.holder == FINISHED.key
+    assert kube.acquire_lease(RUN_A, DATABASE, stale.version)
+    now = held(kube)
+    assert now.holder == RUN_A.key and now.version != stale.version
+
+
+def test_a_take_over_racing_another_one_cannot_replace_the_winner(kube: Kube) -> None:
+    kube.acquire_lease(FINISHED, DATABASE, None)
+    # Both runs read the Lease of the finished run, and both judge it stale at the same version.
+    judged_by_a, judged_by_b = held(kube), held(kube)
+    assert judged_by_a == judged_by_b and judged_by_a.holder == FINISHED.key
+    assert kube.acquire_lease(RUN_B, DATABASE, judged_by_b.version), "B takes it over first"
+    assert not kube.acquire_lease(RUN_A, DATABASE, judged_by_a.version), "A's judgement is of an older version: 409"
+    assert held(kube).holder == RUN_B.key, "B, which goes on, keeps it"
+
+
+def test_a_take_over_of_a_lease_deleted_meanwhile_fails_and_a_create_then_wins(kube: Kube) -> None:
+    kube.acquire_lease(FINISHED, DATABASE, None)
+    stale = held(kube)
+    kube.release_lease(FINISHED)
+    assert not kube.acquire_lease(RUN_A, DATABASE, stale.version), "gone: 404"
+    assert kube.lease_holder(DATABASE) is None
+    assert kube.acquire_lease(RUN_A, DATABASE, None)
+    assert held(kube).holder == RUN_A.key
+
+
+def test_a_run_whose_lease_was_taken_over_does_not_release_the_new_holders(kube: Kube) -> None:
+    kube.acquire_lease(FINISHED, DATABASE, None)
+    kube.acquire_lease(RUN_B, DATABASE, held(kube).version)
+    kube.release_lease(FINISHED)
+    assert held(kube).holder == RUN_B.key
+    kube.release_lease(RUN_B)
+    assert kube.lease_holder(DATABASE) is None
