@@ -331,8 +331,10 @@ def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
             message += "; the database was restored from the backup taken before the migration"
         return _finish(status, world, Phase.FAILED, failure["reason"], message, extra={"downtimeSeconds": downtime})
     count = status.get("planCount", 0)
-    applied = f"{count} migration{'s' if count != 1 else ''} applied"
-    message = f"{applied}, {downtime:.0f}s downtime; app running ({replicas}){running_on}"
+    # Django refuses a plan that goes both ways, so one verb tells the direction of them all.
+    verb = "unapplied" if any(entry.get("backwards") for entry in status.get("plan", [])) else "applied"
+    migrated = f"{count} migration{'s' if count != 1 else ''} {verb}"
+    message = f"{migrated}, {downtime:.0f}s downtime; app running ({replicas}){running_on}"
     return _finish(status, world, Phase.SUCCEEDED, "Migrated", message, extra={"downtimeSeconds": downtime})
 
 

@@ -387,3 +387,15 @@ class TestRelease:
         back = {"web": on("shop:1", 2), "worker": on("shop:1", 1, celery="shop:1")}
         step = advance(spec(**RELEASE), status, World(now=NOW, deployments=back))
         assert step.status["phase"] == Phase.FAILED and "on shop:1" in step.status["message"]
+
+
+class TestSuccessWording:
+    @pytest.mark.parametrize(("backwards", "words"), [(True, "1 migration unapplied"), (False, "1 migration applied")])
+    def test_a_success_says_whether_the_plan_applied_or_unapplied(self, backwards: bool, words: str) -> None:
+        plan = [{**PLAN[0], "backwards": backwards}]
+        status = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "plan": plan, "planCount": 1,
+                  "stoppedAt": "2026-11-24T11:59:56Z"}
+        step = advance(spec(), status, World(now=NOW, deployments={"web": running(2), "worker": running(1)}))
+        final = apply(status, step)
+        assert final["phase"] == Phase.SUCCEEDED
+        assert final["message"].startswith(f"{words}, 4s downtime; app running (web 2, worker 1)")
