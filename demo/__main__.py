@@ -1,8 +1,10 @@
-"""The main job: a DjangoMigration from apply to Succeeded on devcluster, shown live.
+"""The main job: two releases of the demo blog, each a DjangoMigration from apply to Succeeded, shown live.
 
 Brings devcluster up, deploys the demo blog (release 1.0 at migration 0002, 2 web replicas and a worker, sample
-posts), runs the operator, applies a DjangoMigration that migrates the database to 0005 with the release-2.0
-image, shows each phase as it happens and ends with a summary.
+posts) and runs the operator. Release 2.0 (0003-0005, with data migrations the operator cannot judge) goes
+Offline: the app stops, is backed up, migrated and started on 2.0. Release 3.0 (0006-0008: expand, expand,
+contract) goes Online: the app keeps serving while it is backed up, expanded, rolled out to 3.0 and contracted.
+Each phase is shown as it happens, and each run ends with a summary.
 """
 
 from __future__ import annotations
@@ -25,27 +27,34 @@ TERMINAL = ("Succeeded", "Failed")
 def main() -> int:
     started = time.monotonic()
     cluster = Cluster()
-    step("1/4", "devcluster: a real kube-apiserver, controller-manager, etcd, kubelet and PostgreSQL")
+    step("1/5", "devcluster: a real kube-apiserver, controller-manager, etcd, kubelet and PostgreSQL")
     cluster.up()
     stack = BlogStack(cluster, namespace=NAMESPACE, database="blog_demo")
-    step("2/4", "the demo blog app (release 1.0, database at blog 0002)")
+    step("2/5", "the demo blog app (release 1.0, database at blog 0002)")
     stack.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
     stack.deploy(say=lambda message: print(f"      {message}"))
-    step("3/4", "the operator (python -m django_migration_operator against devcluster)")
+    step("3/5", "the operator (python -m django_migration_operator against devcluster)")
     operator = LocalOperator(cluster, "operator-demo", namespaces=(NAMESPACE,))  # the demo's runs only
     operator.start()
     try:
         print(f"      log: {operator.log_path}")
         operator.wait_ready()
-        step("4/4", "kubectl apply: DjangoMigration blog-release-2 (image blog:2.0, migrate to the latest)")
+        step("4/5", "kubectl apply: DjangoMigration blog-release-2 (image blog:2.0, strategy Auto)")
         stack.apply(stack.migration())
-        status = follow(stack, "blog-release-2")
+        offline = follow(stack, "blog-release-2")
+        summary(stack, offline)
+        online: dict[str, Any] = {}
+        if offline.get("phase") == "Succeeded":
+            step("5/5", "kubectl apply: DjangoMigration blog-release-3 (image blog:3.0, strategy Auto)")
+            stack.apply(stack.migration(name="blog-release-3", image="blog:3.0"))
+            online = follow(stack, "blog-release-3")
+            summary(stack, online)
     finally:
         operator.stop()
-    summary(stack, status, time.monotonic() - started)
-    print(f"\nThe cluster keeps running: `eval \"$(.venv/bin/devcluster env)\"; kubectl -n {NAMESPACE} describe "
-          "djm blog-release-2`; stop it with `.venv/bin/devcluster down`.")
-    return 0 if status.get("phase") == "Succeeded" else 1
+    print(f"\n{time.monotonic() - started:.0f}s in all, including cluster start and app deployment. The cluster keeps "
+          f"running: `eval \"$(.venv/bin/devcluster env)\"; kubectl -n {NAMESPACE} get djm`; stop it with "
+          "`.venv/bin/devcluster down`.")
+    return 0 if offline.get("phase") == online.get("phase") == "Succeeded" else 1
 
 
 def step(number: str, text: str) -> None:
@@ -75,10 +84,11 @@ def follow(stack: BlogStack, name: str, timeout: int = 600) -> dict[str, Any]:
     raise TimeoutError(f"the run did not end within {timeout}s; last status: {json.dumps(status)}")
 
 
-def summary(stack: BlogStack, status: dict[str, Any], total: float) -> None:
+def summary(stack: BlogStack, status: dict[str, Any]) -> None:
     step("summary", f"{status.get('phase')}: {status.get('message', '')}")
     plan = status.get("plan", [])
-    print(f"      plan        {len(plan)} migrations, strategy {status.get('strategy')}:")
+    print(f"      strategy    {status.get('strategy')}: {status.get('strategyReason')}")
+    print(f"      plan        {len(plan)} migrations:")
     for migration in plan:
         print(f"                  {migration['app']}.{migration['name']}: {migration.get('class')} "
               f"({migration.get('reason')})")
@@ -95,7 +105,6 @@ def summary(stack: BlogStack, status: dict[str, Any], total: float) -> None:
     images = ", ".join(f"{d['metadata']['name']} {d['spec']['template']['spec']['containers'][0]['image']}"
                        for d in deployments["items"])
     print(f"      release     {images} (recorded before: {status.get('images')})")
-    print(f"      total       {total:.0f}s including cluster start and app deployment")
 
 
 if __name__ == "__main__":

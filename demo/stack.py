@@ -85,6 +85,9 @@ class BlogStack:
             "command": ["gunicorn", "blogsite.wsgi", "--bind", "$(POD_IP):8000", "--workers", "1", "--threads", "4"],
             "ports": [{"name": "http", "containerPort": 8000}],
             "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+            # A rolling update (an online run's) deletes a pod before every client has stopped sending to it: it
+            # keeps serving for a moment, then gunicorn finishes what it has in hand on SIGTERM.
+            "lifecycle": {"preStop": {"exec": {"command": ["sleep", "2"]}}},
         })
 
     def worker(self) -> dict[str, Any]:

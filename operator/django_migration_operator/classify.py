@@ -13,7 +13,7 @@ django-syzygy's `stage`) keeps it; a reviewer may classify an unknown one in spe
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -218,3 +218,47 @@ def _widens(before: str, after: str) -> bool:
         return False
     new = _VARCHAR.match(after)
     return after == "text" or bool(new and int(new[1]) >= int(old[1]))
+
+
+# --- the strategy a plan allows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    strategy: str  # Offline or Online: what the run does
+    reason: str
+    refused: tuple[str, ...] = ()  # strategy Online was asked for, and this is why the plan cannot run so
+
+
+def choose_strategy(asked: str, plan: Sequence[PlannedMigration], release_image: str | None) -> StrategyChoice:
+    """Offline, Online, or for Auto whichever the plan allows; `plan` is classified (classify_plan)."""
+    if asked == "Offline":
+        return StrategyChoice("Offline", "spec.strategy is Offline")
+    obstacles = online_obstacles(plan, release_image)
+    if asked == "Online":
+        return StrategyChoice("Online", "spec.strategy is Online", refused=tuple(obstacles))
+    if obstacles:
+        return StrategyChoice("Offline", "Auto chose Offline: " + "; ".join(obstacles))
+    return StrategyChoice("Online", "Auto chose Online: every pending migration is atomic and expand or contract, "
+                                    "expand first")
+
+
+def online_obstacles(plan: Sequence[PlannedMigration], release_image: str | None) -> list[str]:
+    """Why the app could not keep serving through this plan: expand, roll out, contract, in that order."""
+    obstacles = []
+    if not release_image:
+        obstacles.append("app.image is not set: an online run rolls the app out to the release image between its "
+                         "expand and contract migrations")
+    contract_seen: str | None = None
+    for migration in plan:
+        if migration.migration_class in (BREAKING, UNKNOWN):
+            obstacles.append(f"{migration.key} is {migration.migration_class} ({migration.reason})")
+        elif not migration.atomic:
+            obstacles.append(f"{migration.key} is not atomic: a failure half-way would leave part of it applied "
+                             "under the serving app")
+        elif migration.migration_class == CONTRACT:
+            contract_seen = contract_seen or migration.key
+        elif contract_seen:
+            obstacles.append(f"{migration.key} (expand) depends on running after {contract_seen} (contract): the "
+                             "contract must wait for the rollout, the expand must not")
+    return obstacles

@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import database, jobs, metrics
+from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
@@ -32,14 +33,16 @@ from django_migration_operator.workflow import (
     Phase,
     ReleaseLease,
     Scale,
+    SetImages,
     Step,
     World,
     advance,
+    online_migrations,
 )
 
 SAFETY_NET_SECONDS = 15.0
 JOB_OF_PHASE = {Phase.PLANNING: "plan", Phase.BACKING_UP: "backup", Phase.MIGRATING: "migrate",
-                Phase.RESTORING: "restore"}
+                Phase.RESTORING: "restore", Phase.CONTRACTING: "contract"}
 
 
 class Wakeups:
@@ -150,7 +153,7 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
         holder = lease.holder if lease else None
         return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key)
     deployments = {}
-    if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, *APP_STOPPED):
+    if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, Phase.ROLLING_OUT, *APP_STOPPED):
         for name in spec.deployments:
             state = kube.deployment_state(ref.namespace, name)
             if state is not None:
@@ -172,11 +175,6 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
 def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
     """What the schema cannot know: do the Deployments, the container, the Secret and the database exist?"""
     problems = []
-    if spec.strategy != "Offline":
-        # Serving while migrating needs the backup to include writes made after the dump, or a restore would
-        # lose them: not built yet, so refused rather than silently run Offline.
-        problems.append(f"strategy: {spec.strategy} is not supported yet (a restore would lose the writes made "
-                        "during the run); set strategy: Offline")
     for name in spec.deployments:
         deployment = kube.read_deployment(ref.namespace, name)
         field = "app.deployment" if name == spec.deployment else "app.stop"
@@ -228,6 +226,10 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             images = "".join(f", {container} on {image}" for container, image in action.images.items())
             logger.info("scaling Deployment %s to %d%s", action.deployment, action.replicas, images)
             kube.scale_deployment(ref.namespace, action.deployment, action.replicas, action.images)
+        elif isinstance(action, SetImages):
+            logger.info("rolling Deployment %s out to %s", action.deployment,
+                        ", ".join(f"{container} {image}" for container, image in action.images.items()))
+            kube.set_images(ref.namespace, action.deployment, action.images)
         elif isinstance(action, CreateJob):
             manifest = _job_manifest(kube, ref, body, spec, action.step)
             logger.info("creating Job %s", manifest["metadata"]["name"])
@@ -248,12 +250,17 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
 
 def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: str) -> dict[str, Any]:
     status = body.get("status") or {}
-    if step in ("plan", "migrate"):
+    if step in ("plan", "migrate", "contract"):
         deployment = kube.read_deployment(ref.namespace, spec.deployment)
         if deployment is None:
             raise RuntimeError(f"app.deployment: Deployment '{spec.deployment}' disappeared during the run")
         template = deployment["spec"]["template"]
-        return jobs.plan_job(ref, spec, template) if step == "plan" else jobs.migrate_job(ref, spec, template)
+        if step == "plan":
+            return jobs.plan_job(ref, spec, template)
+        if status.get("strategy") == "Online":
+            wanted = MigrationClass.EXPAND if step == "migrate" else MigrationClass.CONTRACT
+            return jobs.online_migrate_job(ref, spec, template, step, online_migrations(status, wanted))
+        return jobs.migrate_job(ref, spec, template)
     if step == "backup":
         return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref))
     return jobs.restore_job(ref, spec, status.get("backup", {}).get("path") or jobs.backup_path(spec, ref),

@@ -11,7 +11,7 @@ import hashlib
 import shlex
 from typing import Any
 
-from django_migration_operator.plan import migrate_command, parse_marker, plan_command
+from django_migration_operator.plan import migrate_command, online_migrate_command, parse_marker, plan_command
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
 
 __all__ = ["BACKUP_MARKER", "BACKUP_MOUNT", "PLAN_DEADLINE_SECONDS", "RESTORE_MARKER", "backup_job", "backup_path",
@@ -22,6 +22,10 @@ RESTORE_MARKER = "DJANGOOPS_RESTORE "
 BACKUP_MOUNT = "/backups"
 # Planning only reads the migration graph and django_migrations: minutes mean something is stuck.
 PLAN_DEADLINE_SECONDS = 600
+# Online: the longest a migration waits for a lock (and so the longest the app's queries queue behind it), and
+# how often an atomic migration that gave up is tried.
+LOCK_TIMEOUT_SECONDS = 2
+LOCK_ATTEMPTS = 5
 
 _MAX_NAME_LENGTH = 63  # a DNS label; the Job controller also copies the name into a label value
 _NAME_HASH_LENGTH = 10
@@ -113,6 +117,19 @@ def migrate_job(run: RunRef, spec: Spec, pod_template: dict[str, Any]) -> dict[s
     command = migrate_command(spec.alias, spec.migrate_app, spec.migrate_target)
     annotations, container, pod_spec = _app_pod(spec, pod_template, command, [])
     return _job(run, spec, "migrate", container, pod_spec, annotations, spec.timeout_seconds)
+
+
+def online_migrate_job(run: RunRef, spec: Spec, pod_template: dict[str, Any], step: str,
+                       migrations: list[str]) -> dict[str, Any]:
+    """An online run's expand ("migrate") or contract ("contract") Job: the named migrations, in plan order, each
+    under LOCK_TIMEOUT and tried up to LOCK_ATTEMPTS times when it gave up waiting for a lock."""
+    parameters = [{"name": "DJANGOOPS_DATABASE", "value": spec.alias},
+                  {"name": "DJANGOOPS_MIGRATIONS", "value": " ".join(migrations)},
+                  {"name": "DJANGOOPS_LOCK_ATTEMPTS", "value": str(LOCK_ATTEMPTS)},
+                  # libpq reads PGOPTIONS for every connection Django opens; later entries win over the app's own.
+                  {"name": "PGOPTIONS", "value": f"-c lock_timeout={LOCK_TIMEOUT_SECONDS * 1000}"}]
+    annotations, container, pod_spec = _app_pod(spec, pod_template, online_migrate_command(), parameters)
+    return _job(run, spec, step, container, pod_spec, annotations, spec.timeout_seconds)
 
 
 def backup_job(run: RunRef, spec: Spec, backup_path: str) -> dict[str, Any]:

@@ -103,8 +103,11 @@ class Kube:
         rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
                       and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
         images = {c["name"]: c.get("image", "") for c in spec["template"]["spec"].get("containers", [])}
+        stalled = any(c.get("type") == "Progressing" and c.get("status") == "False"
+                      and c.get("reason") == "ProgressDeadlineExceeded" for c in status.get("conditions") or [])
         return DeploymentState(replicas=replicas, pods=len(pods), available=int(status.get("availableReplicas", 0)),
-                               rolled_out=rolled_out, scaled_by=_replicas_manager(deployment), images=images)
+                               rolled_out=rolled_out, scaled_by=_replicas_manager(deployment), images=images,
+                               stalled=stalled)
 
     def scale_deployment(self, namespace: str, name: str, replicas: int, images: dict[str, str]) -> None:
         """Sets spec.replicas and, in the same patch, the images of the named containers: one rollout, so no pod
@@ -113,10 +116,15 @@ class Kube:
             self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}},
                                                         field_manager=FIELD_MANAGER)
             return
-        containers = [{"name": container, "image": image} for container, image in images.items()]
+        self._patch_deployment(namespace, name, {"replicas": replicas, **_containers_patch(images)})
+
+    def set_images(self, namespace: str, name: str, images: dict[str, str]) -> None:
+        """Sets the images of the named containers: the Deployment rolls out with its own strategy."""
+        self._patch_deployment(namespace, name, _containers_patch(images))
+
+    def _patch_deployment(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         # A strategic merge patch: containers merge by name, the other fields of each stay as they are.
-        self.apps.patch_namespaced_deployment(name, namespace, {"spec": {
-            "replicas": replicas, "template": {"spec": {"containers": containers}}}}, field_manager=FIELD_MANAGER)
+        self.apps.patch_namespaced_deployment(name, namespace, {"spec": spec}, field_manager=FIELD_MANAGER)
 
     # --- Secrets ------------------------------------------------------------------------------------------
 
@@ -238,6 +246,11 @@ def _own_namespace() -> str | None:
 def _lease_name(database_id: str) -> str:
     # The identity holds host, port and database name: hashed, it is a valid name and reveals nothing.
     return LEASE_PREFIX + hashlib.sha256(database_id.encode()).hexdigest()[:16]
+
+
+def _containers_patch(images: dict[str, str]) -> dict[str, Any]:
+    return {"template": {"spec": {"containers": [{"name": container, "image": image}
+                                                 for container, image in images.items()]}}}
 
 
 def _replicas_manager(deployment: dict[str, Any]) -> str | None:

@@ -230,6 +230,50 @@ def plan_command() -> list[str]:
     return ["python", "manage.py", "shell", "-c", PLAN_SCRIPT]
 
 
+# An online step applies named migrations one by one, in plan order, each under the short lock timeout PGOPTIONS
+# sets: an atomic migration that gave up waiting for a lock was rolled back whole by PostgreSQL, so it is tried
+# again a bounded number of times; the app's queries never queue behind it for longer than the timeout.
+_ONLINE_MIGRATE_FUNCTION = '''
+def djangoops_migrate():
+    import os
+    import time
+
+    from django.core.management import call_command
+    from django.db import connections
+
+    alias = os.environ.get("DJANGOOPS_DATABASE") or "default"
+    attempts = int(os.environ.get("DJANGOOPS_LOCK_ATTEMPTS") or "1")
+
+    def gave_up_on_a_lock(error):
+        while error is not None:
+            if "55P03" in (getattr(error, "sqlstate", None), getattr(error, "pgcode", None)):
+                return True
+            error = error.__cause__ or error.__context__
+        return False
+
+    for key in os.environ["DJANGOOPS_MIGRATIONS"].split():
+        app, name = key.split(".", 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                call_command("migrate", app, name, database=alias, interactive=False, verbosity=1)
+                break
+            except Exception as error:
+                if attempt == attempts or not gave_up_on_a_lock(error):
+                    raise
+                print("  %s gave up waiting for a lock (attempt %d of %d); trying again"
+                      % (key, attempt, attempts), flush=True)
+                connections[alias].close()
+                time.sleep(min(0.5 * 2 ** attempt, 5))
+'''
+
+ONLINE_MIGRATE_SCRIPT = f"{_ONLINE_MIGRATE_FUNCTION}\ndjangoops_migrate()\n"
+
+
+def online_migrate_command() -> list[str]:
+    """The online migrate Job's command: DJANGOOPS_MIGRATIONS names the migrations (app.name, in plan order)."""
+    return ["python", "manage.py", "shell", "-c", ONLINE_MIGRATE_SCRIPT]
+
+
 def migrate_command(alias: str, app: str | None, target: str | None) -> list[str]:
     """`manage.py migrate [app] [target]`: the plan Job has refused a target without an app already."""
     return ["python", "manage.py", "migrate", *([app] if app else []), *([target] if target else []),

@@ -7,10 +7,14 @@ operator killed at any moment picks the run up where the status says it is, and 
 replicas are recorded before anything scales, Jobs have deterministic names, and a finished Job is read,
 not re-created.
 
-Phases (SPEC §3):
+Phases, Offline:
   Pending -> Planning -> [AwaitingApproval] -> ScalingDown -> BackingUp -> Migrating -> Verifying -> ScalingUp
   -> Succeeded; a failed backup goes to ScalingUp -> Failed; a failed migration or verification goes to
   Restoring -> ScalingUp -> Failed (RolledBack); a failed restore ends Failed with the app still stopped.
+Online (nothing stops; docs/strategies.md):
+  Pending -> Planning -> [AwaitingApproval] -> BackingUp -> Migrating (expand) -> RollingOut -> Contracting
+  -> Verifying -> Succeeded; any failure ends Failed where it happened, with the app serving and nothing
+  restored (a restore would lose the writes made since the backup).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from django_migration_operator import jobs
-from django_migration_operator.classify import classify_plan
+from django_migration_operator.classify import MigrationClass, choose_strategy, classify_plan
 from django_migration_operator.plan import PlannedMigration, irreversible_steps, parse_plan_output
 from django_migration_operator.resource import Spec
 
@@ -40,12 +44,14 @@ class Phase(StrEnum):
     VERIFYING = "Verifying"
     RESTORING = "Restoring"
     SCALING_UP = "ScalingUp"
+    ROLLING_OUT = "RollingOut"
+    CONTRACTING = "Contracting"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
-# Phases in which the app is meant to be stopped: a Deployment scaled up meanwhile is scaled down again.
+# Phases in which an Offline run's app is meant to be stopped: a Deployment scaled up meanwhile is scaled down again.
 APP_STOPPED = frozenset({Phase.BACKING_UP, Phase.MIGRATING, Phase.VERIFYING, Phase.RESTORING})
 LOG_TAIL_LINES = 20
 
@@ -61,6 +67,7 @@ class DeploymentState:
     rolled_out: bool  # the controller has seen the latest spec and every replica is updated
     scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells
     images: dict[str, str] = field(default_factory=dict)  # container -> image of the pod template, in order
+    stalled: bool = False  # its rollout exceeded progressDeadlineSeconds (condition Progressing, False)
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,14 @@ class Scale:
 
 
 @dataclass(frozen=True)
+class SetImages:
+    """Rolls a Deployment out to new container images with its own rolling update; its replicas stay."""
+
+    deployment: str
+    images: dict[str, str]
+
+
+@dataclass(frozen=True)
 class AcquireLease:
     pass
 
@@ -108,7 +123,7 @@ class ReleaseLease:
     pass
 
 
-Action = CreateJob | Scale | AcquireLease | ReleaseLease
+Action = CreateJob | Scale | SetImages | AcquireLease | ReleaseLease
 
 
 @dataclass(frozen=True)
@@ -178,8 +193,8 @@ def _planning(spec: Spec, status: Status, world: World) -> Step:
                        f"planning failed, nothing was changed: {detail}")
     migrations = classify_plan(result.migrations, spec.migration_classes)
     plan = [m.to_status() for m in migrations]
-    # Offline is the one strategy that runs today (validation refuses the others): recorded for `kubectl get`.
-    planned = {"plan": plan, "planCount": len(plan), "strategy": spec.strategy}
+    choice = choose_strategy(spec.strategy, migrations, spec.image)
+    planned = {"plan": plan, "planCount": len(plan), "strategy": choice.strategy, "strategyReason": choice.reason}
     if not plan:
         return _finish({**status, **planned}, world, Phase.SUCCEEDED, "NothingToMigrate",
                        "no migration to apply: the database is up to date; the app was not stopped",
@@ -190,25 +205,40 @@ def _planning(spec: Spec, status: Status, world: World) -> Step:
         return _finish({**status, **planned}, world, Phase.FAILED, "Irreversible",
                        f"the plan unapplies {names}, which cannot be reversed; nothing was changed. "
                        "Choose a migrate.target after it, or restore a backup instead", extra=planned)
+    if choice.refused:
+        return _finish({**status, **planned}, world, Phase.FAILED, "OnlineRefused",
+                       f"strategy: Online cannot apply this plan while the app serves: {'; '.join(choice.refused)}. "
+                       "Nothing was changed: the app and the database are as they were. Set strategy: Offline, or "
+                       "Auto, which stops the app for such a plan", extra=planned)
     summary = _plan_summary(migrations)
+    chosen = Event("StrategyChosen", f"{choice.strategy}: {choice.reason}")
     if spec.approval == "Manual":
-        message = f"plan ready ({summary}); waiting for approval: set spec.approval to Automatic to go on"
+        message = f"plan ready ({summary}; {choice.strategy}); waiting for approval: set spec.approval to " \
+                  "Automatic to go on"
         return Step(status={**planned, "phase": Phase.AWAITING_APPROVAL, "message": message},
-                    events=[Event("AwaitingApproval", message)])
-    return _start_scaling_down(planned, summary)
+                    events=[chosen, Event("AwaitingApproval", message)])
+    step = _start(spec, {**status, **planned}, summary)
+    return Step(status={**planned, **step.status}, events=[chosen, *step.events])
 
 
 def _awaiting_approval(spec: Spec, status: Status, world: World) -> Step:
     if spec.approval == "Manual":
         return Step(wait=True)
     plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
-    return _start_scaling_down({}, _plan_summary(plan))
+    return _start(spec, status, _plan_summary(plan))
 
 
-def _start_scaling_down(status_update: Status, summary: str) -> Step:
-    message = f"plan: {summary}; stopping the app"
-    return Step(status={**status_update, "phase": Phase.SCALING_DOWN, "message": message},
-                events=[Event("ScalingDown", message)])
+def _start(spec: Spec, status: Status, summary: str) -> Step:
+    """Offline stops the app first; online backs up while it serves (or migrates, without a backup)."""
+    if not _online(status):
+        message = f"plan: {summary}; stopping the app"
+        return Step(status={"phase": Phase.SCALING_DOWN, "message": message}, events=[Event("ScalingDown", message)])
+    if spec.backup_enabled:
+        message = f"plan: {summary}; online: backing the database up into {spec.backup_claim} while the app serves"
+        return Step(status={"phase": Phase.BACKING_UP, "message": message}, events=[Event("BackingUp", message)])
+    message = f"plan: {summary}; online, backup disabled (backup.enabled: false): migrating without a backup"
+    return Step(status={"phase": Phase.MIGRATING, "message": message},
+                events=[Event("Migrating", message, warning=True)])
 
 
 def _scaling_down(spec: Spec, status: Status, world: World) -> Step:
@@ -241,6 +271,10 @@ def _backing_up(spec: Spec, status: Status, world: World) -> Step:
     if not backup or not backup.get("verified"):
         reason = f"the backup failed ({world.job.reason or 'pg_dump or its verification failed'}): " \
                  f"{_tail(world.job.log)}; no migration was attempted"
+        if _online(status):
+            message = f"{reason}. The app kept serving and the database is as it was"
+            return _finish(status, world, Phase.FAILED, "BackupFailed", message, extra={
+                "conditions": _conditions(status, world, BackupTaken=("False", "BackupFailed", reason))})
         return _fail_towards_scaling_up(status, world, "BackingUp", "BackupFailed", reason,
                                         BackupTaken=("False", "BackupFailed", reason))
     record = {**status.get("backup", {}), **backup, "completedAt": _iso(world.now)}
@@ -251,6 +285,9 @@ def _backing_up(spec: Spec, status: Status, world: World) -> Step:
 
 
 def _migrating(spec: Spec, status: Status, world: World) -> Step:
+    online = _online(status)
+    if online and not online_migrations(status, MigrationClass.EXPAND):
+        return _roll_out(spec, "no expand migration")
     guard = _guard(spec, status, world)
     if guard:
         return guard
@@ -260,11 +297,17 @@ def _migrating(spec: Spec, status: Status, world: World) -> Step:
     assert world.job is not None
     output = _tail(world.job.log)
     if world.job.finished == "Failed":
-        why = "timed out (migrate.timeoutSeconds)" if world.job.reason == "DeadlineExceeded" else "failed"
-        reason = f"the migration {why}{_migrate_failure(world.job.log, output)}"
-        return _after_damage(spec, status, world, "Migrating", "MigrationFailed", reason,
-                             {"migrateOutput": output,
-                              "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))})
+        reason = _migration_failure(world.job, output)
+        failed = {"migrateOutput": output,
+                  "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))}
+        if online:
+            message = (f"{reason}. PostgreSQL rolled the failing migration back and the app kept serving the "
+                       f"release it ran: nothing was stopped or restored{_applied_before(world.job.log)}")
+            return _finish({**status, **failed}, world, Phase.FAILED, "MigrationFailed", message, extra=failed)
+        return _after_damage(spec, status, world, "Migrating", "MigrationFailed", reason, failed)
+    if online:
+        step = _roll_out(spec, "expand migrations applied")
+        return Step(status={"migrateOutput": output, **step.status}, events=step.events)
     message = "migrations applied; verifying"
     return Step(status={"migrateOutput": output, "phase": Phase.VERIFYING, "message": message,
                         "conditions": _conditions(status, world, Migrated=("True", "Migrated", message))},
@@ -279,8 +322,20 @@ def _verifying(spec: Spec, status: Status, world: World) -> Step:
     if failures:
         reason = "verification failed: " + "; ".join(failures)
         verified = _conditions(status, world, Verified=("False", "VerificationFailed", reason))
+        if _online(status):
+            message = (f"{reason}. The release serves the migrated database; nothing was restored (online: a "
+                       f"restore would lose the writes made since the backup {status.get('backup', {}).get('path')})")
+            return _finish(status, world, Phase.FAILED, "VerificationFailed", message,
+                           extra={"rowCounts": counts, "conditions": verified})
         return _after_damage(spec, status, world, "Verifying", "VerificationFailed", reason,
                              {"rowCounts": counts, "conditions": verified})
+    if _online(status):
+        count = status.get("planCount", 0)
+        message = (f"{count} migration{'s' if count != 1 else ''} applied online, 0s downtime; verified; the app "
+                   f"serves{_image_summary(_images_to_start(spec, status, released=True))}")
+        return _finish(status, world, Phase.SUCCEEDED, "Migrated", message, extra={
+            "rowCounts": counts, "downtimeSeconds": 0,
+            "conditions": _conditions(status, world, Verified=("True", "Verified", message))})
     message = "verified: django_migrations, row counts and checks hold; starting the app"
     return Step(status={"rowCounts": counts, "phase": Phase.SCALING_UP, "message": message,
                         "conditions": _conditions(status, world, Verified=("True", "Verified", message))},
@@ -338,6 +393,49 @@ def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
     return _finish(status, world, Phase.SUCCEEDED, "Migrated", message, extra={"downtimeSeconds": downtime})
 
 
+def _rolling_out(spec: Spec, status: Status, world: World) -> Step:
+    if "images" not in status:
+        # Recorded before the rollout, as before a scale-down: which containers move to the release.
+        return Step(status={"images": _release_containers(spec, world)})
+    images = _images_to_start(spec, status, released=True)
+    stalled = sorted(name for name in images if world.deployments[name].stalled)
+    if stalled:
+        message = (f"the rollout of {spec.image} did not progress ({', '.join(stalled)}: ProgressDeadlineExceeded). "
+                   "The expand migrations are applied and the contract migrations were not run; the Deployments "
+                   "are as their rollout left them (`kubectl rollout undo` goes back: expand migrations suit the "
+                   "previous release)")
+        return _finish(status, world, Phase.FAILED, "RolloutFailed", message)
+    actions: list[Action] = [SetImages(name, wanted) for name, wanted in images.items()
+                             if not _runs(world.deployments[name], wanted)]
+    ready = all(world.deployments[name].rolled_out and world.deployments[name].available >= world.deployments[
+        name].replicas for name in images)
+    if actions or not ready:
+        return Step(actions=actions, wait=True)
+    if online_migrations(status, MigrationClass.CONTRACT):
+        message = f"the app runs {spec.image}; applying the contract migrations"
+        return Step(status={"phase": Phase.CONTRACTING, "message": message}, events=[Event("Contracting", message)])
+    return _to_verifying(status, world, f"the app runs {spec.image}; no contract migration; verifying")
+
+
+def _contracting(spec: Spec, status: Status, world: World) -> Step:
+    waiting = _job_step(status, world, "contract")
+    if waiting:
+        return waiting
+    assert world.job is not None
+    output = _tail(world.job.log)
+    if world.job.finished == "Failed":
+        reason = _migration_failure(world.job, output)
+        message = (f"{reason}. The release {spec.image} serves without the contract changes; the expand "
+                   "migrations stay applied and nothing was restored (online: a restore would lose the writes "
+                   "made since the backup). Fix the migration and run again: the plan then holds only what is "
+                   "left")
+        failed = {"contractOutput": output,
+                  "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))}
+        return _finish({**status, **failed}, world, Phase.FAILED, "ContractFailed", message, extra=failed)
+    return _to_verifying({**status, "contractOutput": output}, world, "contract migrations applied; verifying",
+                         {"contractOutput": output})
+
+
 _HANDLERS = {
     Phase.PENDING: _pending,
     Phase.QUEUED: _queued,
@@ -349,6 +447,8 @@ _HANDLERS = {
     Phase.VERIFYING: _verifying,
     Phase.RESTORING: _restoring,
     Phase.SCALING_UP: _scaling_up,
+    Phase.ROLLING_OUT: _rolling_out,
+    Phase.CONTRACTING: _contracting,
 }
 
 
@@ -369,15 +469,45 @@ def _job_step(status: Status, world: World, step: str, extra: Status | None = No
     return None
 
 
+def _online(status: Status) -> bool:
+    return bool(status.get("strategy") == "Online")
+
+
+def online_migrations(status: Status, migration_class: MigrationClass) -> list[str]:
+    """app.name of the plan's migrations of one class, in plan order: what an online step applies."""
+    return [f"{m['app']}.{m['name']}" for m in status.get("plan", []) if m.get("class") == migration_class]
+
+
+def _roll_out(spec: Spec, done: str) -> Step:
+    message = f"{done}; rolling the app out to {spec.image} with its own rolling update"
+    return Step(status={"phase": Phase.ROLLING_OUT, "message": message}, events=[Event("RollingOut", message)])
+
+
+def _to_verifying(status: Status, world: World, message: str, update: Status | None = None) -> Step:
+    return Step(status={**(update or {}), "phase": Phase.VERIFYING, "message": message,
+                        "conditions": _conditions(status, world, Migrated=("True", "Migrated", message))},
+                events=[Event("Verifying", message)])
+
+
+def _migration_failure(job: JobState, output: str) -> str:
+    why = "timed out (migrate.timeoutSeconds)" if job.reason == "DeadlineExceeded" else "failed"
+    return f"the migration {why}{_migrate_failure(job.log, output)}"
+
+
 def _counts_before(status: Status, world: World) -> Status:
-    """The row counts of the stopped app's database, recorded with the first Job that may change it."""
-    if "rowCounts" in status or world.row_counts is None:
+    """The row counts of the stopped app's database, recorded with the first Job that may change it.
+
+    None online: the app writes meanwhile, so a count before says nothing about rows lost.
+    """
+    if "rowCounts" in status or world.row_counts is None or _online(status):
         return {}
     return {"rowCounts": {table: {"before": count} for table, count in world.row_counts.items()}}
 
 
 def _guard(spec: Spec, status: Status, world: World) -> Step | None:
-    """Scales down again any Deployment that something scaled up while the app must be stopped."""
+    """Scales down again any Deployment that something scaled up while the app must be stopped (Offline)."""
+    if _online(status):
+        return None
     scaled_up = [name for name in spec.deployments if name in world.deployments and world.deployments[name].replicas]
     if not scaled_up:
         return None
@@ -507,6 +637,12 @@ def _plan_summary(plan: tuple[PlannedMigration, ...] | list[PlannedMigration]) -
 _APPLYING = re.compile(r"^\s*(?P<verb>Applying|Unapplying) (?P<migration>[\w.]+?)\.\.\.(?P<ok> OK)?")
 # The last line of a Python traceback: the exception, e.g. django.db.utils.ProgrammingError: relation ... exists.
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(: .*)?$")
+
+
+def _applied_before(log: str) -> str:
+    """'; applied before it: app.name, ...' for the migrations of a failed online step that did commit."""
+    done = [m["migration"] for m in (_APPLYING.match(line) for line in log.splitlines()) if m and m["ok"]]
+    return f"; applied before it (expand, harmless to the running release): {', '.join(done)}" if done else ""
 
 
 def _migrate_failure(log: str, tail: str) -> str:

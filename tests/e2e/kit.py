@@ -46,10 +46,11 @@ def apply(kubectl: Kubectl, namespace: str, *manifests: dict[str, Any]) -> None:
 TERMINAL = ("Succeeded", "Failed")
 
 
-def make_stack(cluster: Cluster, namespace: str, posts: int = 120, **options: Any) -> BlogStack:
+def make_stack(cluster: Cluster, namespace: str, posts: int = 120, migrate_to: str = "0002_populate_categories",
+               **options: Any) -> BlogStack:
     stack = BlogStack(cluster, namespace=namespace, database=namespace.replace("-", "_"), **options)
     try:
-        stack.deploy(posts=posts, say=lambda _: None)
+        stack.deploy(posts=posts, migrate_to=migrate_to, say=lambda _: None)
     except BaseException:
         drop_stack(stack)  # no fixture tears down what never was handed out
         raise
@@ -156,12 +157,14 @@ class LoadGenerator:
     """Keeps creating posts through the web pods' HTTP API and remembers every one the app acknowledged (201).
 
     Requests that fail (pods stopped, connection refused, 503) are not acknowledged: nothing is promised for them.
+    Like a Service, it sends only to Ready pods that are not being deleted, and it keeps the slowest answer.
     """
 
     def __init__(self, stack: BlogStack) -> None:
         self.stack = stack
         self.acknowledged: list[int] = []
         self.refused = 0
+        self.slowest = 0.0  # seconds, of the requests that were answered
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -179,7 +182,8 @@ class LoadGenerator:
         if result.returncode != 0:
             return []
         return [p["status"]["podIP"] for p in json.loads(result.stdout)["items"]
-                if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
+                if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
 
     def _run(self) -> None:
         ips: list[str] = []
@@ -195,8 +199,10 @@ class LoadGenerator:
             body = json.dumps({"title": f"load {number}", "category": "Science"}).encode()
             request = urllib.request.Request(f"http://{ips[number % len(ips)]}:8000/posts/", data=body,
                                              headers={"Content-Type": "application/json"}, method="POST")
+            sent = time.monotonic()
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
+                    self.slowest = max(self.slowest, time.monotonic() - sent)
                     if response.status == 201:
                         self.acknowledged.append(int(json.loads(response.read())["id"]))
                         continue

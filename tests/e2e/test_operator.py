@@ -68,7 +68,7 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster, 
     assert [m["class"] for m in status["plan"]] == ["expand", "unknown", "unknown"]
     assert "a new column with a database default" in status["plan"][0]["reason"]
     assert "runs Python code" in status["plan"][1]["reason"]
-    assert status["strategy"] == "Offline"
+    assert status["strategy"] == "Offline" and "blog.0004_rollback is unknown" in status["strategyReason"]
     assert "Offline" in stack.kubectl("get", "djm", "blog-release-2", "-n", stack.namespace).stdout
     assert applied_migrations(stack)[-3:] == ["0003_add_post_status", "0004_rollback", "0005_ensure_data_integrity"]
     assert query(stack, "SELECT count(*) FROM information_schema.columns "
@@ -192,7 +192,8 @@ def _secret(stack: BlogStack, name: str, data: dict[str, str]) -> None:
     ("key-missing", "its key 'NOPE' not found"),
     ("url-unreachable", "cannot connect to database"),
     ("table-missing", "verify.rowCounts: table 'blog_comment' does not exist"),
-    ("strategy-online", "strategy: Online is not supported yet"),
+    ("strategy-online", "strategy: Online cannot apply this plan while the app serves: blog.0004_rollback is "
+                        "unknown"),
 ])
 def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack, case: str, expected: str) -> None:
     stack = shared_stack

@@ -76,7 +76,7 @@ def test_a_running_phase_is_progressing_with_phase_and_message() -> None:
 
 
 @pytest.mark.parametrize("phase", ["Pending", "Queued", "Planning", "ScalingDown", "BackingUp", "Migrating",
-                                   "Verifying", "Restoring", "ScalingUp"])
+                                   "Verifying", "Restoring", "ScalingUp", "RollingOut", "Contracting"])
 def test_every_running_phase_is_progressing(phase: str) -> None:
     obj = copy.deepcopy(saved("running"))
     obj["status"]["phase"] = phase
@@ -86,7 +86,7 @@ def test_every_running_phase_is_progressing(phase: str) -> None:
 def test_the_phases_checked_are_the_operators_phases() -> None:
     """A phase added to the operator must be looked at here (and in health.lua if it is not a running one)."""
     named_in_tests = {"Succeeded", "Failed", "AwaitingApproval", "Pending", "Queued", "Planning", "ScalingDown",
-                      "BackingUp", "Migrating", "Verifying", "Restoring", "ScalingUp"}
+                      "BackingUp", "Migrating", "Verifying", "Restoring", "ScalingUp", "RollingOut", "Contracting"}
     assert {phase.value for phase in Phase} == named_in_tests
 
 

@@ -14,7 +14,7 @@ import django
 import pytest
 from django.conf import settings
 
-from django_migration_operator.classify import MigrationClass, classify_migration, classify_plan
+from django_migration_operator.classify import MigrationClass, choose_strategy, classify_migration, classify_plan
 from django_migration_operator.plan import DESCRIBE_FUNCTION, PlannedMigration
 
 if not settings.configured:
@@ -278,3 +278,33 @@ def test_the_plan_keeps_class_and_reason_in_status_not_the_facts() -> None:
     assert status["class"] == "contract" and "drops column pages" in status["reason"]
     assert "details" not in status and "declared" not in status
     assert PlannedMigration.from_status(status).migration_class == "contract"
+
+
+# --- the strategy a plan allows ------------------------------------------------------------------------------
+
+
+def classified(name: str, migration_class: str, atomic: bool = True) -> PlannedMigration:
+    return PlannedMigration("shop", name, atomic=atomic, reversible=True, backwards=False, operations=("AddField",),
+                            migration_class=migration_class, reason=f"because of {name}")
+
+
+def test_auto_is_online_only_for_atomic_expand_then_contract_with_a_release_image() -> None:
+    plan = [classified("0002_a", EXPAND), classified("0003_b", CONTRACT)]
+    assert choose_strategy("Auto", plan, "shop:2").strategy == "Online"
+    assert choose_strategy("Offline", plan, "shop:2").strategy == "Offline"
+    without_image = choose_strategy("Auto", plan, None)
+    assert without_image.strategy == "Offline" and "app.image is not set" in without_image.reason
+
+
+@pytest.mark.parametrize(("plan", "says"), [
+    ([classified("0002_a", BREAKING)], "shop.0002_a is breaking (because of 0002_a)"),
+    ([classified("0002_a", UNKNOWN)], "shop.0002_a is unknown"),
+    ([classified("0002_a", EXPAND, atomic=False)], "shop.0002_a is not atomic"),
+    ([classified("0002_a", CONTRACT), classified("0003_b", EXPAND)],
+     "shop.0003_b (expand) depends on running after shop.0002_a (contract)"),
+])
+def test_what_keeps_a_plan_offline_is_named(plan: list[PlannedMigration], says: str) -> None:
+    auto = choose_strategy("Auto", plan, "shop:2")
+    assert auto.strategy == "Offline" and says in auto.reason
+    online = choose_strategy("Online", plan, "shop:2")
+    assert online.strategy == "Online" and any(says in refusal for refusal in online.refused)

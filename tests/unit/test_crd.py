@@ -188,7 +188,7 @@ def test_required_fields(root: Schema) -> None:
         ("spec.backup.enabled", True),
         ("spec.backup.keep", 5),
         ("spec.backup.image", "postgres:15"),
-        ("spec.strategy", "Offline"),
+        ("spec.strategy", "Auto"),
         ("spec.onFailure", "Restore"),
         ("spec.approval", "Automatic"),
         ("spec.jobTemplate", {}),
@@ -226,7 +226,7 @@ def test_backup_image_documents_production_image(root: Schema) -> None:
 @pytest.mark.parametrize(
     ("path", "values"),
     [
-        ("spec.strategy", ["Offline", "Online"]),
+        ("spec.strategy", ["Auto", "Offline", "Online"]),
         ("spec.onFailure", ["Restore", "Keep"]),
         ("spec.approval", ["Automatic", "Manual"]),
         ("status.conditions[].status", ["True", "False", "Unknown"]),
@@ -243,6 +243,8 @@ def test_backup_image_documents_production_image(root: Schema) -> None:
                 "Verifying",
                 "Restoring",
                 "ScalingUp",
+                "RollingOut",
+                "Contracting",
                 "Succeeded",
                 "Failed",
             ],
@@ -393,6 +395,7 @@ def test_status_fields(root: Schema) -> None:
         "observedGeneration",
         "planCount",
         "strategy",
+        "strategyReason",
         "plan",
         "replicas",
         "images",
@@ -405,6 +408,7 @@ def test_status_fields(root: Schema) -> None:
         "message",
         "waitingFor",
         "migrateOutput",
+        "contractOutput",
         "stoppedAt",
         "failure",
     }

@@ -8,9 +8,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from django_migration_operator.classify import classify_plan
@@ -20,6 +23,7 @@ from django_migration_operator.plan import (
     PlanResult,
     irreversible_steps,
     migrate_command,
+    online_migrate_command,
     parse_marker,
     parse_plan_output,
     plan_command,
@@ -251,3 +255,47 @@ def test_a_database_that_cannot_be_reached_prints_no_plan() -> None:
     code, result = run_plan(f"postgres://postgres@127.0.0.1:{closed}/blog")
     assert code != 0 and result.reason == "NoPlan"
     assert result.error is not None and "OperationalError" in result.error
+
+
+# --- the online migrate script, for real ------------------------------------------------------------------
+
+
+@pytest.fixture
+def blog_at_0005() -> Iterator[str]:
+    """The URL of a database where release 2 left the blog (0005): release 3's expand migrations are pending."""
+    with throwaway_postgres() as (server_url, _):
+        url = create_database(server_url, "blog")
+        manage("migrate", "blog", "0005", url=url)
+        yield url
+
+
+def run_online(url: str, migrations: str, attempts: int, lock_timeout_ms: int) -> subprocess.CompletedProcess[str]:
+    env = {"DJANGOOPS_DATABASE": "default", "DJANGOOPS_MIGRATIONS": migrations,
+           "DJANGOOPS_LOCK_ATTEMPTS": str(attempts), "PGOPTIONS": f"-c lock_timeout={lock_timeout_ms}",
+           "BLOG_RELEASE": "3"}
+    return manage(url=url, extra_env=env, command=online_migrate_command())
+
+
+def test_an_online_step_gives_up_on_a_lock_and_tries_again_until_it_is_free(blog_at_0005: str) -> None:
+    with psycopg.connect(blog_at_0005) as holder:
+        holder.execute("SELECT count(*) FROM blog_post")  # holds ACCESS SHARE until the transaction ends
+        timer = threading.Timer(2.5, holder.rollback)
+        timer.start()
+        started = time.monotonic()
+        done = run_online(blog_at_0005, "blog.0006_post_subtitle blog.0007_post_created_index", attempts=5,
+                          lock_timeout_ms=500)
+        timer.join()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "blog.0006_post_subtitle gave up waiting for a lock (attempt 1 of 5); trying again" in done.stdout
+    assert "Applying blog.0006_post_subtitle... OK" in done.stdout
+    assert "Applying blog.0007_post_created_index... OK" in done.stdout
+    assert time.monotonic() - started >= 2.5
+    assert "0008" not in done.stdout, "only the named migrations"
+
+
+def test_an_online_step_out_of_attempts_fails_with_the_lock_error(blog_at_0005: str) -> None:
+    with psycopg.connect(blog_at_0005) as holder:
+        holder.execute("SELECT count(*) FROM blog_post")
+        done = run_online(blog_at_0005, "blog.0006_post_subtitle", attempts=2, lock_timeout_ms=300)
+    assert done.returncode != 0
+    assert "attempt 1 of 2" in done.stdout and "lock timeout" in done.stdout + done.stderr

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from django_migration_operator.classify import MigrationClass
 from django_migration_operator.jobs import BACKUP_MARKER
 from django_migration_operator.plan import PLAN_MARKER
 from django_migration_operator.resource import Spec
@@ -19,9 +20,11 @@ from django_migration_operator.workflow import (
     Phase,
     ReleaseLease,
     Scale,
+    SetImages,
     Step,
     World,
     advance,
+    online_migrations,
 )
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -399,3 +402,137 @@ class TestSuccessWording:
         final = apply(status, step)
         assert final["phase"] == Phase.SUCCEEDED
         assert final["message"].startswith(f"{words}, 4s downtime; app running (web 2, worker 1)")
+
+
+def script_entry(name: str, operation: str, field: dict[str, Any], atomic: bool = True) -> dict[str, Any]:
+    """A plan script entry whose one operation adds or removes `field` of blog.Post."""
+    return {"app": "blog", "name": name, "atomic": atomic, "reversible": True, "backwards": False,
+            "operations": [operation], "declared": None, "details": [{
+                "type": operation, "module": "django.db.migrations.operations.fields",
+                "describe": f"{operation} {field['column']}",
+                "field": {"dbType": "varchar(80)", "dbDefault": False, "default": False, "manyToMany": False,
+                          "generated": False, **field}}]}
+
+
+EXPAND_ENTRY = script_entry("0006_post_subtitle", "AddField", {"column": "subtitle", "null": True})
+CONTRACT_ENTRY = script_entry("0008_remove_post_status", "RemoveField", {"column": "status", "null": False,
+                                                                         "dbDefault": True})
+ONLINE = {"app": {"deployment": "web", "stop": ["worker"], "image": "shop:3"}, "strategy": "Online"}
+
+
+def planned_online(entries: list[dict[str, Any]], **top_level: Any) -> tuple[Spec, dict[str, Any], Step]:
+    s = spec(**{**ONLINE, **top_level})
+    status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+    return s, status, advance(s, status, World(now=NOW, job=JobState("Complete", None, plan_log(entries))))
+
+
+class TestOnline:
+    """Nothing is stopped: back up while serving, expand, roll out, contract, verify."""
+
+    def test_an_online_run_never_scales_and_ends_on_the_release(self) -> None:
+        s, status, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY])
+        assert step.status["strategy"] == "Online" and step.status["phase"] == Phase.BACKING_UP
+        assert [e.reason for e in step.events] == ["StrategyChosen", "BackingUp"]
+        status = apply(status, step)
+        serving = {"web": on("shop:2", 2), "worker": on("shop:2", 1, celery="shop:2")}
+
+        step = advance(s, status, World(now=NOW, deployments=serving, row_counts={"blog_post": 200}))
+        assert step.actions == [CreateJob("backup")] and "rowCounts" not in step.status, "writes go on: no count"
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, deployments=serving, job=JobState("Complete", None, backup_log())))
+        assert step.status["phase"] == Phase.MIGRATING
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, deployments=serving))
+        assert step.actions == [CreateJob("migrate")]
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, deployments=serving,
+                                        job=JobState("Complete", None, "Applying blog.0006_post_subtitle... OK")))
+        assert step.status["phase"] == Phase.ROLLING_OUT
+        status = apply(status, step)
+
+        step = advance(s, status, World(now=NOW, deployments=serving))
+        assert step.status == {"images": {"web": {"django": "shop:2"}, "worker": {"celery": "shop:2"}}}
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, deployments=serving))
+        assert step.actions == [SetImages("web", {"django": "shop:3"}), SetImages("worker", {"celery": "shop:3"})]
+        rolling = {"web": DeploymentState(replicas=2, pods=3, available=1, rolled_out=False,
+                                          images={"django": "shop:3"}),
+                   "worker": on("shop:3", 1, celery="shop:3")}
+        assert advance(s, status, World(now=NOW, deployments=rolling)) == Step(wait=True)
+        rolled = {"web": on("shop:3", 2), "worker": on("shop:3", 1, celery="shop:3")}
+        step = advance(s, status, World(now=NOW, deployments=rolled))
+        assert step.status["phase"] == Phase.CONTRACTING
+        status = apply(status, step)
+
+        step = advance(s, status, World(now=NOW))
+        assert step.actions == [CreateJob("contract")]
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, job=JobState("Complete", None, "Applying blog.0008... OK")))
+        assert step.status["phase"] == Phase.VERIFYING
+        status = apply(status, step)
+        step = advance(s, status, World(now=NOW, row_counts={"blog_post": 180},
+                                        applied=frozenset({("blog", "0006_post_subtitle"),
+                                                           ("blog", "0008_remove_post_status")}),
+                                        check_results={"no orphans": "0"}))
+        final = apply(status, step)
+        assert final["phase"] == Phase.SUCCEEDED and final["downtimeSeconds"] == 0
+        assert "applied online, 0s downtime" in final["message"] and "on shop:3" in final["message"]
+        assert conditions(final)["Migrated"] == conditions(final)["Verified"] == "True"
+
+    def test_the_online_jobs_apply_expand_then_contract(self) -> None:
+        _, status, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY])
+        final = apply(status, step)
+        assert online_migrations(final, MigrationClass.EXPAND) == ["blog.0006_post_subtitle"]
+        assert online_migrations(final, MigrationClass.CONTRACT) == ["blog.0008_remove_post_status"]
+
+    def test_a_failed_expand_migration_ends_failed_with_the_app_serving(self) -> None:
+        s, status, step = planned_online([EXPAND_ENTRY])
+        status = {**apply(status, step), "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        log = "  Applying blog.0006_post_subtitle...\ndjango.db.utils.IntegrityError: check constraint violated"
+        step = advance(s, status, World(now=NOW, deployments={"web": on("shop:2", 2)},
+                                        job=JobState("Failed", None, log)))
+        assert step.status["phase"] == Phase.FAILED and step.status["conditions"][-1]["reason"] == "MigrationFailed"
+        assert "kept serving" in step.status["message"] and "IntegrityError" in step.status["message"]
+        assert not [a for a in step.actions if isinstance(a, Scale | SetImages)]
+
+    def test_a_failed_contract_migration_leaves_the_release_serving(self) -> None:
+        s, status, step = planned_online([CONTRACT_ENTRY])
+        status = {**apply(status, step), "phase": Phase.CONTRACTING, "jobs": {"contract": "contract"}}
+        step = advance(s, status, World(now=NOW, job=JobState("Failed", None, "ValueError: no")))
+        assert step.status["phase"] == Phase.FAILED and step.status["conditions"][-1]["reason"] == "ContractFailed"
+        assert "serves without the contract changes" in step.status["message"]
+
+    def test_a_plan_with_nothing_to_expand_goes_straight_to_the_rollout(self) -> None:
+        s, status, step = planned_online([CONTRACT_ENTRY])
+        status = {**apply(status, step), "phase": Phase.MIGRATING}
+        step = advance(s, status, World(now=NOW))
+        assert step.status["phase"] == Phase.ROLLING_OUT and not step.actions
+
+    def test_a_stalled_rollout_fails_and_says_what_is_applied(self) -> None:
+        s, status, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY])
+        status = {**apply(status, step), "phase": Phase.ROLLING_OUT, "images": {"web": {"django": "shop:2"}}}
+        stuck = DeploymentState(replicas=2, pods=3, available=2, rolled_out=False, images={"django": "shop:3"},
+                                stalled=True)
+        step = advance(s, status, World(now=NOW, deployments={"web": stuck, "worker": on("shop:2", 1)}))
+        assert step.status["phase"] == Phase.FAILED and step.status["conditions"][-1]["reason"] == "RolloutFailed"
+        assert "contract migrations were not run" in step.status["message"]
+
+    def test_online_refuses_what_it_cannot_run_before_anything_happens(self) -> None:
+        unknown = {**EXPAND_ENTRY, "name": "0007_backfill", "operations": ["RunPython"],
+                   "details": [{"type": "RunPython", "module": "django.db.migrations.operations.special"}]}
+        _, _, step = planned_online([EXPAND_ENTRY, unknown])
+        assert step.status["phase"] == Phase.FAILED and step.status["conditions"][-1]["reason"] == "OnlineRefused"
+        assert "blog.0007_backfill is unknown" in step.status["message"]
+        assert "Nothing was changed" in step.status["message"] and step.actions == [ReleaseLease()]
+
+    def test_auto_goes_offline_for_an_unknown_migration_and_says_which(self) -> None:
+        unknown = {**EXPAND_ENTRY, "operations": ["RunPython"],
+                   "details": [{"type": "RunPython", "module": "django.db.migrations.operations.special"}]}
+        _, _, step = planned_online([unknown], strategy="Auto")
+        assert step.status["strategy"] == "Offline" and step.status["phase"] == Phase.SCALING_DOWN
+        assert "blog.0006_post_subtitle is unknown" in step.status["strategyReason"]
+        assert step.events[0].reason == "StrategyChosen" and "Offline" in step.events[0].message
+
+    def test_auto_goes_online_when_every_migration_allows_it(self) -> None:
+        _, _, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY], strategy="Auto")
+        assert step.status["strategy"] == "Online" and step.status["phase"] == Phase.BACKING_UP

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from blog.models import HAS_STATUS, STATUS_CHOICES, TITLE_MAX_LENGTH, Category, Post
+from blog.models import HAS_STATUS, HAS_SUBTITLE, STATUS_CHOICES, TITLE_MAX_LENGTH, Category, Post
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ def _post_json(post: Post) -> dict[str, Any]:
     }
     if HAS_STATUS:
         item["status"] = post.status
+    if HAS_SUBTITLE:
+        item["subtitle"] = post.subtitle
     return item
 
 

@@ -2,7 +2,7 @@
 
 DATABASE_URL  postgres://user:pass@host:port/dbname[?libpq_option=value...]
 SECRET_KEY    insecure demo default when unset
-BLOG_RELEASE  "1" (before the status change) or "2" (default)
+BLOG_RELEASE  "1" (before the status change), "2" (default) or "3" (subtitle and index; status retired)
 BLOG_DRILLS   comma-separated failure drills to install (default: none)
 LOG_LEVEL     root log level (default INFO)
 """
@@ -54,13 +54,13 @@ def parse_database_url(url: str) -> dict[str, Any]:
 
 def _release() -> int:
     value = os.environ.get("BLOG_RELEASE", "2").strip()
-    if value not in ("1", "2"):
-        raise ImproperlyConfigured(f'BLOG_RELEASE must be "1" or "2", got {value!r}')
+    if value not in ("1", "2", "3"):
+        raise ImproperlyConfigured(f'BLOG_RELEASE must be "1", "2" or "3", got {value!r}')
     return int(value)
 
 
 # Failure drills for the operator's tests: name -> AppConfig (app label drill_<name>).
-KNOWN_DRILLS = ("fail_atomic", "fail_nonatomic", "slow", "conflict", "irreversible", "drop_posts")
+KNOWN_DRILLS = ("fail_atomic", "fail_nonatomic", "slow", "conflict", "irreversible", "drop_posts", "clash")
 # Drills whose migrations depend on blog migrations that only release 2 ships.
 RELEASE_2_DRILLS = ("drop_posts",)
 
@@ -93,6 +93,9 @@ INSTALLED_APPS = [
 # so its `migrate` stops there and its `showmigrations` does not know 0003-0005.
 if BLOG_RELEASE == 1:
     MIGRATION_MODULES = {"blog": "blog.migrations_release1"}
+# Release 3 is an expand-then-contract release: 0006-0007 expand, 0008 contracts (drops status).
+if BLOG_RELEASE == 3:
+    MIGRATION_MODULES = {"blog": "blog.migrations_release3"}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
