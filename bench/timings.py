@@ -742,7 +742,8 @@ def report_backup(report: Report, run: RunResult, durations: dict[str, float], a
 # --- main ---------------------------------------------------------------------------------------------------
 
 
-def cleanup(stack: BlogStack, operators: list[LocalOperator], databases: list[str], workdir: Path) -> None:
+def cleanup(stack: BlogStack, operators: list[LocalOperator], databases: list[str],
+            workdir: Path | None = None) -> None:
     progress(f"cleaning up: namespace {stack.namespace}, {len(databases) + 1} databases")
     # While the operator still runs: it removes its finalizer from the DjangoMigration, so the namespace can go.
     deleted = stack.kubectl("delete", "namespace", stack.namespace, "--ignore-not-found", "--wait=true",
@@ -762,7 +763,8 @@ def cleanup(stack: BlogStack, operators: list[LocalOperator], databases: list[st
     claim_folder = stack.cluster.layout.volume_claims / stack.namespace
     if stack.namespace.startswith("bench-") and claim_folder.is_dir():
         shutil.rmtree(claim_folder, ignore_errors=True)  # the backup claim's folder, kept by devcluster
-    shutil.rmtree(workdir, ignore_errors=True)
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from demo.load import LoadGenerator
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from kit import (
-    LoadGenerator,
     applied_migrations,
     assert_no_secret,
     checksum,

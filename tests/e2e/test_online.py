@@ -14,11 +14,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from demo.load import LoadGenerator
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from django_migration_operator.jobs import LOCK_TIMEOUT_SECONDS
 from kit import (
-    LoadGenerator,
     applied_migrations,
     checksum,
     drop_stack,
