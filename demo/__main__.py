@@ -96,12 +96,14 @@ def summary(stack: BlogStack, status: dict[str, Any]) -> None:
     print(f"      backup      {backup.get('path')} ({backup.get('sizeBytes', 0)} bytes, "
           f"{backup.get('format')}, verified: {backup.get('verified')})")
     for table, counts in status.get("rowCounts", {}).items():
-        print(f"      rows        {table}: {counts.get('before')} before, {counts.get('after')} after")
+        before = f"{counts['before']} before" if "before" in counts else "not counted before (the app kept writing)"
+        print(f"      rows        {table}: {before}, {counts.get('after')} after")
     print(f"      downtime    {status.get('downtimeSeconds')}s (app stopped to app available again)")
     deployments = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)
     replicas = ", ".join(f"{d['metadata']['name']} {d['status'].get('availableReplicas', 0)}/{d['spec']['replicas']}"
                          for d in deployments["items"])
-    print(f"      replicas    {replicas} (recorded before: {status.get('replicas')})")
+    recorded = status.get("replicas") or "none: never scaled"
+    print(f"      replicas    {replicas} (recorded before: {recorded})")
     images = ", ".join(f"{d['metadata']['name']} {d['spec']['template']['spec']['containers'][0]['image']}"
                        for d in deployments["items"])
     print(f"      release     {images} (recorded before: {status.get('images')})")
