@@ -68,6 +68,9 @@ FIXED: dict[str, tuple[MigrationClass, str]] = {
     "CreateCollation": (EXPAND, "a new collation"),
     "RemoveCollation": (CONTRACT, "drops a collation the running release may use"),
 }
+# Operations a non-atomic migration may hold online: a failure leaves only an INVALID index, which the online
+# migrate script drops before it tries again or reports.
+CLEANABLE = frozenset({"AddIndexConcurrently"})
 _VARCHAR = re.compile(r"^varchar\((\d+)\)$")
 
 
@@ -253,9 +256,10 @@ def online_obstacles(plan: Sequence[PlannedMigration], release_image: str | None
     for migration in plan:
         if migration.migration_class in (BREAKING, UNKNOWN):
             obstacles.append(f"{migration.key} is {migration.migration_class} ({migration.reason})")
-        elif not migration.atomic:
+        elif not migration.atomic and not all(kind in CLEANABLE for kind in migration.operations):
             obstacles.append(f"{migration.key} is not atomic: a failure half-way would leave part of it applied "
-                             "under the serving app")
+                             "under the serving app (only AddIndexConcurrently, whose failed build the operator "
+                             "cleans up, runs online without a transaction)")
         elif migration.migration_class == CONTRACT:
             contract_seen = contract_seen or migration.key
         elif contract_seen:

@@ -232,7 +232,9 @@ def plan_command() -> list[str]:
 
 # An online step applies named migrations one by one, in plan order, each under the short lock timeout PGOPTIONS
 # sets: an atomic migration that gave up waiting for a lock was rolled back whole by PostgreSQL, so it is tried
-# again a bounded number of times; the app's queries never queue behind it for longer than the timeout.
+# again a bounded number of times; the app's queries never queue behind it for longer than the timeout. The one
+# kind of non-atomic migration an online run takes, AddIndexConcurrently only, leaves an INVALID index when its
+# build fails: that index is dropped before the migration is tried again or the failure reported.
 _ONLINE_MIGRATE_FUNCTION = '''
 def djangoops_migrate():
     import os
@@ -240,9 +242,12 @@ def djangoops_migrate():
 
     from django.core.management import call_command
     from django.db import connections
+    from django.db.migrations.loader import MigrationLoader
 
     alias = os.environ.get("DJANGOOPS_DATABASE") or "default"
     attempts = int(os.environ.get("DJANGOOPS_LOCK_ATTEMPTS") or "1")
+    connection = connections[alias]
+    loader = MigrationLoader(connection)
 
     def gave_up_on_a_lock(error):
         while error is not None:
@@ -251,18 +256,35 @@ def djangoops_migrate():
             error = error.__cause__ or error.__context__
         return False
 
+    def drop_invalid_indexes(migration):
+        names = [operation.index.name for operation in migration.operations
+                 if type(operation).__name__ == "AddIndexConcurrently"]
+        with connection.cursor() as cursor:
+            # Waiting here blocks no query of the app (DROP INDEX CONCURRENTLY): no lock timeout.
+            cursor.execute("SET lock_timeout = 0")
+            for name in names:
+                cursor.execute("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                               "WHERE c.relname = %s AND NOT i.indisvalid", [name])
+                if cursor.fetchone():
+                    cursor.execute("DROP INDEX CONCURRENTLY IF EXISTS %s" % connection.ops.quote_name(name))
+                    print("  dropped the INVALID index %s its failed build left" % name, flush=True)
+            cursor.execute("RESET lock_timeout")
+
     for key in os.environ["DJANGOOPS_MIGRATIONS"].split():
         app, name = key.split(".", 1)
+        migration = loader.get_migration(app, name)
         for attempt in range(1, attempts + 1):
             try:
                 call_command("migrate", app, name, database=alias, interactive=False, verbosity=1)
                 break
             except Exception as error:
+                connection.close()
+                if not migration.atomic:
+                    drop_invalid_indexes(migration)
                 if attempt == attempts or not gave_up_on_a_lock(error):
                     raise
                 print("  %s gave up waiting for a lock (attempt %d of %d); trying again"
                       % (key, attempt, attempts), flush=True)
-                connections[alias].close()
                 time.sleep(min(0.5 * 2 ** attempt, 5))
 '''
 

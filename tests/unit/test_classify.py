@@ -308,3 +308,17 @@ def test_what_keeps_a_plan_offline_is_named(plan: list[PlannedMigration], says: 
     assert auto.strategy == "Offline" and says in auto.reason
     online = choose_strategy("Online", plan, "shop:2")
     assert online.strategy == "Online" and any(says in refusal for refusal in online.refused)
+
+
+def test_a_non_atomic_migration_of_concurrent_index_builds_only_may_run_online() -> None:
+    index = {"type": "AddIndexConcurrently", "module": "django.contrib.postgres.operations"}
+    concurrent = PlannedMigration("shop", "0002_index", atomic=False, reversible=True, backwards=False,
+                                  operations=("AddIndexConcurrently",), details=(index,),
+                                  migration_class=EXPAND, reason="a new index")
+    assert choose_strategy("Auto", [concurrent], "shop:2").strategy == "Online"
+    mixed = PlannedMigration("shop", "0002_index", atomic=False, reversible=True, backwards=False,
+                             operations=("AddIndexConcurrently", "AddField"),
+                             details=(index, {"type": "AddField", "module": "django.db.migrations.operations"}),
+                             migration_class=EXPAND, reason="a new index and a column")
+    auto = choose_strategy("Auto", [mixed], "shop:2")
+    assert auto.strategy == "Offline" and "shop.0002_index is not atomic" in auto.reason

@@ -269,11 +269,12 @@ def blog_at_0005() -> Iterator[str]:
         yield url
 
 
-def run_online(url: str, migrations: str, attempts: int, lock_timeout_ms: int) -> subprocess.CompletedProcess[str]:
+def run_online(url: str, migrations: str, attempts: int, lock_timeout_ms: int,
+               drills: str = "") -> subprocess.CompletedProcess[str]:
     env = {"DJANGOOPS_DATABASE": "default", "DJANGOOPS_MIGRATIONS": migrations,
            "DJANGOOPS_LOCK_ATTEMPTS": str(attempts), "PGOPTIONS": f"-c lock_timeout={lock_timeout_ms}",
            "BLOG_RELEASE": "3"}
-    return manage(url=url, extra_env=env, command=online_migrate_command())
+    return manage(url=url, drills=drills, extra_env=env, command=online_migrate_command())
 
 
 def test_an_online_step_gives_up_on_a_lock_and_tries_again_until_it_is_free(blog_at_0005: str) -> None:
@@ -299,3 +300,24 @@ def test_an_online_step_out_of_attempts_fails_with_the_lock_error(blog_at_0005: 
         done = run_online(blog_at_0005, "blog.0006_post_subtitle", attempts=2, lock_timeout_ms=300)
     assert done.returncode != 0
     assert "attempt 1 of 2" in done.stdout and "lock timeout" in done.stdout + done.stderr
+
+
+def test_a_concurrent_index_whose_build_failed_is_dropped_and_built_again(blog_at_0005: str) -> None:
+    """AddIndexConcurrently outside a transaction: a build that gave up leaves an INVALID index behind."""
+    drill = "concurrent_index"
+    assert manage("migrate", "drill_concurrent_index", "0001", url=blog_at_0005, drills=drill).returncode == 0
+    with psycopg.connect(blog_at_0005) as holder:
+        # An uncommitted write: CREATE INDEX CONCURRENTLY waits for the transactions that write the table.
+        holder.execute("INSERT INTO drill_concurrent_index_entry (name) VALUES ('in flight')")
+        timer = threading.Timer(2.5, holder.rollback)
+        timer.start()
+        done = run_online(blog_at_0005, "drill_concurrent_index.0002_entry_name_index", attempts=5,
+                          lock_timeout_ms=500, drills=drill)
+        timer.join()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "dropped the INVALID index drill_entry_name_idx its failed build left" in done.stdout
+    assert "gave up waiting for a lock (attempt 1 of 5); trying again" in done.stdout
+    with psycopg.connect(blog_at_0005) as connection:
+        valid = connection.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                   "WHERE c.relname = 'drill_entry_name_idx'").fetchall()
+    assert valid == [(True,)]

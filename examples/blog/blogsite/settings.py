@@ -60,7 +60,8 @@ def _release() -> int:
 
 
 # Failure drills for the operator's tests: name -> AppConfig (app label drill_<name>).
-KNOWN_DRILLS = ("fail_atomic", "fail_nonatomic", "slow", "conflict", "irreversible", "drop_posts", "clash")
+KNOWN_DRILLS = ("fail_atomic", "fail_nonatomic", "slow", "conflict", "irreversible", "drop_posts", "clash",
+                "concurrent_index")
 # Drills whose migrations depend on blog migrations that only release 2 ships.
 RELEASE_2_DRILLS = ("drop_posts",)
 
