@@ -336,7 +336,7 @@ class Cluster:
     def _write_kubelet_config(self, pki: Pki, bind_unscheduled: bool) -> Path:
         images = yaml.safe_load((Path(__file__).parent / "images.yaml").read_text())
         substitutions = {"{repo}": str(REPO_ROOT), "{postgres_bin}": str(_postgres_bin()),
-                         "{python_bin}": str(Path(sys.executable).parent)}
+                         "{postgres_major}": str(postgres_major()), "{python_bin}": str(Path(sys.executable).parent)}
         config = {
             "kubeconfig": str(self.layout.component_kubeconfig("kubelet")),
             "nodeName": NODE_NAME,
@@ -430,13 +430,18 @@ def _postgres_bin() -> Path:
     return Path(candidates[-1]).parent
 
 
+def postgres_major() -> int:
+    """The major version of the PostgreSQL server devcluster runs: postgres:<it> is its tools image."""
+    return int(_postgres_bin().parent.name)
+
+
 def _substitute(value: object, substitutions: dict[str, str]) -> object:
     if isinstance(value, str):
         for placeholder, replacement in substitutions.items():
             value = value.replace(placeholder, replacement)
         return value
     if isinstance(value, dict):
-        return {k: _substitute(v, substitutions) for k, v in value.items()}
+        return {str(_substitute(k, substitutions)): _substitute(v, substitutions) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, substitutions) for v in value]
     return value

@@ -63,6 +63,13 @@ def restore_problem(database: DatabaseUrl) -> str | None:
     return None
 
 
+def server_major(database: DatabaseUrl) -> int:
+    """The server's major version, 17 for 17.2 (server_version_num 170002)."""
+    with _connect(database) as connection:
+        row = connection.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()
+    return int(str(row[0])) if row else 0
+
+
 def missing_tables(database: DatabaseUrl, tables: tuple[str, ...]) -> list[str]:
     with _connect(database) as connection:
         return [t for t in tables if connection.execute("SELECT to_regclass(%s)", (t,)).fetchone() == (None,)]

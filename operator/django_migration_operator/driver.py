@@ -151,7 +151,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
     if phase in (Phase.PENDING, Phase.QUEUED):
         lease = kube.lease_holder(url.identity)
         holder = lease.holder if lease else None
-        return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key)
+        return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key,
+                     server_major=database.server_major(url) if phase == Phase.PENDING else None)
     deployments = {}
     if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, Phase.ROLLING_OUT, *APP_STOPPED):
         for name in spec.deployments:
@@ -261,10 +262,13 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
             wanted = MigrationClass.EXPAND if step == "migrate" else MigrationClass.CONTRACT
             return jobs.online_migrate_job(ref, spec, template, step, online_migrations(status, wanted))
         return jobs.migrate_job(ref, spec, template)
+    url = _database_url(kube, ref, spec)
+    # Recorded while Pending; a run started by an operator from before that record asks the server now.
+    image = status.get("toolsImage") or jobs.tools_image(spec, database.server_major(url))
     if step == "backup":
-        return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref))
+        return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref), image)
     return jobs.restore_job(ref, spec, status.get("backup", {}).get("path") or jobs.backup_path(spec, ref),
-                            _database_url(kube, ref, spec).name)
+                            url.name, image)
 
 
 def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:

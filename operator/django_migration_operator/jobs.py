@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import shlex
 from typing import Any
 
@@ -27,6 +28,9 @@ PLAN_DEADLINE_SECONDS = 600
 LOCK_TIMEOUT_SECONDS = 2
 LOCK_ATTEMPTS = 5
 
+# An image of PostgreSQL's tools whose tag starts with its major version: postgres:16, postgres:16.4-bookworm,
+# registry:5000/library/postgres:17-alpine, bitnami/postgresql:16.2.0. Other names cannot be told: accepted.
+_POSTGRES_TAG = re.compile(r"^(?:.*/)?[^/:@]*postgres[^/:@]*:(?P<major>\d+)(?:[.\-_]|$)")
 _MAX_NAME_LENGTH = 63  # a DNS label; the Job controller also copies the name into a label value
 _NAME_HASH_LENGTH = 10
 _BACKUP_VOLUME = "backups"
@@ -132,21 +136,36 @@ def online_migrate_job(run: RunRef, spec: Spec, pod_template: dict[str, Any], st
     return _job(run, spec, step, container, pod_spec, annotations, spec.timeout_seconds)
 
 
-def backup_job(run: RunRef, spec: Spec, backup_path: str) -> dict[str, Any]:
+def tools_image(spec: Spec, server_major: int) -> str:
+    """backup.image, or the official image of the server's major version: its pg_dump matches the server."""
+    return spec.backup_image or f"postgres:{server_major}"
+
+
+def tools_problem(image: str, server_major: int) -> str | None:
+    """Why `image` cannot back this server up: its tag names an older PostgreSQL; None when fine or unknown."""
+    tag = _POSTGRES_TAG.match(image)
+    if not tag or int(tag["major"]) >= server_major:
+        return None
+    return (f"backup.image: {image} carries pg_dump {tag['major']}, older than the server (PostgreSQL "
+            f"{server_major}), and pg_dump refuses a newer server (\"server version mismatch\"); set backup.image "
+            f"to postgres:{server_major} or newer, or remove it and the operator chooses postgres:{server_major}")
+
+
+def backup_job(run: RunRef, spec: Spec, backup_path: str, image: str) -> dict[str, Any]:
     """pg_dump into the claim, verified, pruned to backup.keep; prints BACKUP_MARKER {path, sizeBytes, ...}."""
     # The dump just taken is always kept, whatever keep says: it is the one this run may need.
     keep = {"name": "BACKUP_KEEP", "value": str(max(spec.backup_keep, 1))}
-    container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep])
+    container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep], image)
     return _job(run, spec, "backup", container, pod_spec, {}, spec.timeout_seconds)
 
 
-def restore_job(run: RunRef, spec: Spec, backup_path: str, database_name: str) -> dict[str, Any]:
+def restore_job(run: RunRef, spec: Spec, backup_path: str, database_name: str, image: str) -> dict[str, Any]:
     """Drops and recreates `database_name`, restores the dump in one transaction; prints RESTORE_MARKER {...}.
 
     No deadline: a restore killed half-way leaves an empty database, worse than one that takes long.
     """
     name = {"name": "DATABASE_NAME", "value": database_name}
-    container, pod_spec = _tools_pod(spec, "restore", _RESTORE_SCRIPT, backup_path, [name])
+    container, pod_spec = _tools_pod(spec, "restore", _RESTORE_SCRIPT, backup_path, [name], image)
     return _job(run, spec, "restore", container, pod_spec, {}, None)
 
 
@@ -178,8 +197,8 @@ def _app_pod(spec: Spec, pod_template: dict[str, Any], command: list[str],
     return annotations, container, pod_spec
 
 
-def _tools_pod(spec: Spec, step: str, script: str, path: str,
-               extra_env: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _tools_pod(spec: Spec, step: str, script: str, path: str, extra_env: list[dict[str, Any]],
+               image: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A pod of the PostgreSQL tools image with the backup claim at BACKUP_MOUNT and the database URL secret."""
     if not spec.backup_claim:
         raise ValueError("backup.volumeClaim: a backup or a restore needs a PersistentVolumeClaim; set "
@@ -192,7 +211,7 @@ def _tools_pod(spec: Spec, step: str, script: str, path: str,
         {"name": "PGCONNECT_TIMEOUT", "value": "10"},
         *extra_env,
     ]
-    container = {"name": step, "image": spec.backup_image, "command": ["sh", "-c", script], "env": env,
+    container = {"name": step, "image": image, "command": ["sh", "-c", script], "env": env,
                  "volumeMounts": [{"name": _BACKUP_VOLUME, "mountPath": BACKUP_MOUNT}]}
     pod_spec = {
         "automountServiceAccountToken": False,  # the tools never call the Kubernetes API

@@ -81,6 +81,7 @@ class JobState:
 class World:
     now: datetime
     problems: tuple[str, ...] = ()  # input that cannot work, each naming the field and the fix
+    server_major: int | None = None  # the PostgreSQL server's major version, read while Pending
     lease_holder: str | None = None  # another run, still going, that holds this database's Lease
     lease_ours: bool = False  # this run holds the Lease
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
@@ -151,22 +152,29 @@ def advance(spec: Spec, status: Status, world: World) -> Step:
 
 
 def _pending(spec: Spec, status: Status, world: World) -> Step:
-    if world.problems:
-        message = "; ".join(world.problems) + ". Nothing was changed: the app and the database are as they were."
+    problems = list(world.problems)
+    chosen: Status = {}
+    if not problems and spec.backup_enabled and world.server_major:
+        # Chosen once, with the server's version, and kept: the backup and the restore run the same tools.
+        chosen = {"toolsImage": jobs.tools_image(spec, world.server_major)}
+        refused = jobs.tools_problem(chosen["toolsImage"], world.server_major)
+        problems += [refused] if refused else []
+    if problems:
+        message = "; ".join(problems) + ". Nothing was changed: the app and the database are as they were."
         return _finish(status, world, Phase.FAILED, "InvalidSpec", message, release=False)
-    return _queue_or_plan(status, world)
+    return _queue_or_plan(status, world, chosen)
 
 
 def _queued(spec: Spec, status: Status, world: World) -> Step:
-    return _queue_or_plan(status, world)
+    return _queue_or_plan(status, world, {})
 
 
-def _queue_or_plan(status: Status, world: World) -> Step:
+def _queue_or_plan(status: Status, world: World, chosen: Status) -> Step:
     if world.lease_holder:
         if status.get("phase") == Phase.QUEUED and status.get("waitingFor") == world.lease_holder:
             return Step(wait=True)
         message = f"waiting for run {world.lease_holder}, which holds this database"
-        return Step(status={"phase": Phase.QUEUED, "waitingFor": world.lease_holder, "message": message,
+        return Step(status={**chosen, "phase": Phase.QUEUED, "waitingFor": world.lease_holder, "message": message,
                             "startedAt": status.get("startedAt") or _iso(world.now),
                             "conditions": _conditions(status, world, Succeeded=("Unknown", "Queued", message))},
                     events=[Event("Queued", message)], wait=True)
@@ -175,7 +183,7 @@ def _queue_or_plan(status: Status, world: World) -> Step:
         # run past Pending without the Lease.
         return Step(actions=[AcquireLease()])
     message = "planning: listing the migrations to apply"
-    return Step(status={"phase": Phase.PLANNING, "waitingFor": None, "message": message,
+    return Step(status={**chosen, "phase": Phase.PLANNING, "waitingFor": None, "message": message,
                         "startedAt": status.get("startedAt") or _iso(world.now),
                         "conditions": _conditions(status, world, Succeeded=("Unknown", "Running", message))},
                 events=[Event("Planning", message)])

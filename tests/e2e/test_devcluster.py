@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client
 
-from devcluster.cluster import Cluster
+from devcluster.cluster import Cluster, postgres_major
 from kit import Kubectl, apply, wait_for
 
 GRACE_SECONDS = 5
@@ -94,7 +94,8 @@ def test_pg_dump_job_writes_into_a_volume_claim(
 ) -> None:
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "backups"},
              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
-    dump = job("dump", "postgres:15", ["pg_dump", "--format=custom", "--file=/backups/db.dump", "$(DATABASE_URL)"],
+    dump = job("dump", f"postgres:{postgres_major()}",
+               ["pg_dump", "--format=custom", "--file=/backups/db.dump", "$(DATABASE_URL)"],
                container={"env": [{"name": "DATABASE_URL",
                                    "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}],
                           "volumeMounts": [{"name": "backups", "mountPath": "/backups"}]},

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from demo.stack import BlogStack, LocalOperator
-from devcluster.cluster import Cluster
+from devcluster.cluster import Cluster, postgres_major
 from kit import (
     applied_migrations,
     drop_stack,
@@ -69,6 +69,8 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster, 
     assert "a new column with a database default" in status["plan"][0]["reason"]
     assert "runs Python code" in status["plan"][1]["reason"]
     assert status["strategy"] == "Offline" and "blog.0004_rollback is unknown" in status["strategyReason"]
+    # No backup.image: the tools of the server's own major version, which devcluster maps to its client tools.
+    assert status["toolsImage"] == f"postgres:{postgres_major()}"
     assert "Offline" in stack.kubectl("get", "djm", "blog-release-2", "-n", stack.namespace).stdout
     assert applied_migrations(stack)[-3:] == ["0003_add_post_status", "0004_rollback", "0005_ensure_data_integrity"]
     assert query(stack, "SELECT count(*) FROM information_schema.columns "
@@ -194,6 +196,7 @@ def _secret(stack: BlogStack, name: str, data: dict[str, str]) -> None:
     ("table-missing", "verify.rowCounts: table 'blog_comment' does not exist"),
     ("strategy-online", "strategy: Online cannot apply this plan while the app serves: blog.0004_rollback is "
                         "unknown"),
+    ("tools-too-old", "backup.image: postgres:9 carries pg_dump 9, older than the server"),
 ])
 def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack, case: str, expected: str) -> None:
     stack = shared_stack
@@ -218,6 +221,8 @@ def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack,
         spec["verify"]["rowCounts"] = ["blog_post", "blog_comment"]
     elif case == "strategy-online":
         spec["strategy"] = "Online"
+    elif case == "tools-too-old":
+        spec["backup"]["image"] = "postgres:9"
 
     status = run_to_end(stack, manifest, timeout=60)
 

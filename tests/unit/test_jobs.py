@@ -83,11 +83,17 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_of(job)["env"]}
 
 
+SERVER_MAJOR = 17
+LOCAL_TOOLS = "postgres:15"  # run_tools_job runs the script with this machine's tools; the name is not used
+
+
 BUILDERS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "plan": lambda spec: jobs.plan_job(RUN, spec, app_template()),
     "migrate": lambda spec: jobs.migrate_job(RUN, spec, app_template()),
-    "backup": lambda spec: jobs.backup_job(RUN, spec, "/backups/web/blog-release-42.dump"),
-    "restore": lambda spec: jobs.restore_job(RUN, spec, "/backups/web/blog-release-42.dump", "shop"),
+    "backup": lambda spec: jobs.backup_job(RUN, spec, "/backups/web/blog-release-42.dump",
+                                           jobs.tools_image(spec, SERVER_MAJOR)),
+    "restore": lambda spec: jobs.restore_job(RUN, spec, "/backups/web/blog-release-42.dump", "shop",
+                                             jobs.tools_image(spec, SERVER_MAJOR)),
 }
 
 
@@ -282,7 +288,8 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     markers = []
     for run_name in ("release-1", "release-2", "release-3"):
         run = RunRef("shop", run_name, "uid")
-        done = run_tools_job(jobs.backup_job(run, spec, jobs.backup_path(spec, run)), url, tmp_path, bin_dir)
+        job = jobs.backup_job(run, spec, jobs.backup_path(spec, run), LOCAL_TOOLS)
+        done = run_tools_job(job, url, tmp_path, bin_dir)
         assert done.returncode == 0, done.stderr
         markers.append(jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER))
     folder = tmp_path / "web"
@@ -299,7 +306,7 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     assert snapshot(url) != before
     with psycopg.connect(url) as lingering:
         release_3 = RunRef("shop", "release-3", "uid")
-        job = jobs.restore_job(release_3, spec, jobs.backup_path(spec, release_3), name)
+        job = jobs.restore_job(release_3, spec, jobs.backup_path(spec, release_3), name, LOCAL_TOOLS)
         done = run_tools_job(job, url, tmp_path, bin_dir)
         assert done.returncode == 0, done.stderr
         with pytest.raises(psycopg.OperationalError):  # DROP DATABASE ... WITH (FORCE) ended it
@@ -340,7 +347,7 @@ def test_a_role_that_cannot_create_databases_drops_nothing(postgres: tuple[str, 
     _, bin_dir = postgres
     backup = run_tools_job(BUILDERS["backup"](make_spec()), app_database, tmp_path, bin_dir)
     assert backup.returncode == 0, backup.stderr
-    job = jobs.restore_job(RUN, make_spec(), jobs.backup_path(make_spec(), RUN), "app")
+    job = jobs.restore_job(RUN, make_spec(), jobs.backup_path(make_spec(), RUN), "app", LOCAL_TOOLS)
     done = run_tools_job(job, app_database, tmp_path, bin_dir)
     assert done.returncode != 0
     assert "role app may not create databases (it needs CREATEDB): nothing was dropped" in done.stderr
@@ -350,6 +357,34 @@ def test_a_role_that_cannot_create_databases_drops_nothing(postgres: tuple[str, 
 def test_a_missing_dump_drops_nothing(postgres: tuple[str, str], app_database: str, tmp_path: Path) -> None:
     server_url, bin_dir = postgres
     superuser_url = server_url.rsplit("/", 1)[0] + "/app"
-    job = jobs.restore_job(RUN, make_spec(), "/backups/web/none.dump", "app")
+    job = jobs.restore_job(RUN, make_spec(), "/backups/web/none.dump", "app", LOCAL_TOOLS)
     assert run_tools_job(job, superuser_url, tmp_path, bin_dir).returncode != 0
     assert snapshot(app_database)["tables"] == ["kept"]
+
+
+# --- the tools image -----------------------------------------------------------------------------------------
+
+
+def test_the_tools_image_is_the_servers_major_version_unless_backup_image_says_otherwise() -> None:
+    unset = make_spec(backup={"image": None})  # as the API server stores a spec without backup.image
+    assert jobs.tools_image(unset, 16) == "postgres:16"
+    assert jobs.tools_image(make_spec(), 16) == "postgres:17", "backup.image wins"
+
+
+@pytest.mark.parametrize(("image", "server", "refused"), [
+    ("postgres:15", 17, True),
+    ("postgres:16.4-bookworm", 17, True),
+    ("registry.example:5000/library/postgres:16-alpine", 17, True),
+    ("bitnami/postgresql:16.2.0", 17, True),
+    ("postgres:17", 17, False),
+    ("postgres:18", 17, False),
+    ("postgres", 17, False),  # no tag: cannot be told
+    ("registry.example/db-tools:3", 17, False),  # not a PostgreSQL name: cannot be told
+    ("postgres@sha256:0123abcd", 17, False),
+])
+def test_tools_older_than_the_server_are_refused_naming_backup_image(image: str, server: int, refused: bool) -> None:
+    problem = jobs.tools_problem(image, server)
+    assert (problem is not None) == refused
+    if problem:
+        assert problem.startswith(f"backup.image: {image} carries pg_dump")
+        assert "server version mismatch" in problem and f"postgres:{server}" in problem

@@ -536,3 +536,27 @@ class TestOnline:
     def test_auto_goes_online_when_every_migration_allows_it(self) -> None:
         _, _, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY], strategy="Auto")
         assert step.status["strategy"] == "Online" and step.status["phase"] == Phase.BACKING_UP
+
+
+class TestToolsImage:
+    """The backup and restore run the tools of the server's major version, chosen once, while Pending."""
+
+    def test_the_servers_version_chooses_the_image_and_the_run_keeps_it(self) -> None:
+        step = advance(spec(), {}, World(now=NOW, lease_ours=True, server_major=17))
+        assert step.status["phase"] == Phase.PLANNING and step.status["toolsImage"] == "postgres:17"
+        queued = advance(spec(), {}, World(now=NOW, lease_holder="shop/release-41", server_major=17))
+        assert queued.status["toolsImage"] == "postgres:17", "a queued run has chosen too"
+        later = advance(spec(), apply({}, queued), World(now=NOW, lease_ours=True))
+        assert "toolsImage" not in later.status, "kept from the first look, never chosen again"
+
+    def test_tools_older_than_the_server_fail_before_anything_is_touched(self) -> None:
+        old = spec(backup={"volumeClaim": "backups", "image": "postgres:15"})
+        step = advance(old, {}, World(now=NOW, lease_ours=True, server_major=17))
+        assert step.status["phase"] == Phase.FAILED and step.actions == []
+        assert "backup.image: postgres:15 carries pg_dump 15" in step.status["message"]
+        assert "Nothing was changed" in step.status["message"]
+
+    def test_without_a_backup_no_tools_are_chosen(self) -> None:
+        no_backup = spec(backup={"enabled": False}, onFailure="Keep")
+        step = advance(no_backup, {}, World(now=NOW, lease_ours=True, server_major=17))
+        assert step.status["phase"] == Phase.PLANNING and "toolsImage" not in step.status
