@@ -187,6 +187,16 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
                 jobs.plan_job(ref, spec, deployment["spec"]["template"])
             except ValueError as error:
                 problems.append(str(error))
+    if spec.backup_enabled and spec.backup_claim:
+        # Checked here, not when the backup pod waits for it with the app already stopped. A Pending claim may be
+        # waiting for its first consumer (WaitForFirstConsumer): the backup pod is that consumer.
+        claim = f"backup.volumeClaim: PersistentVolumeClaim '{spec.backup_claim}'"
+        phase = kube.claim_phase(ref.namespace, spec.backup_claim)
+        if phase is None:
+            problems.append(f"{claim} not found in namespace {ref.namespace}; create it, or name the claim the "
+                            "dumps go to")
+        elif phase == "Lost":
+            problems.append(f"{claim} is Lost (its volume is gone); recreate the claim or name another one")
     secret = f"database.urlSecret: Secret '{spec.url_secret}'"
     value = kube.read_secret_key(ref.namespace, spec.url_secret, spec.url_key)
     if value is None:

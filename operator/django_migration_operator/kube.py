@@ -126,6 +126,19 @@ class Kube:
         # A strategic merge patch: containers merge by name, the other fields of each stay as they are.
         self.apps.patch_namespaced_deployment(name, namespace, {"spec": spec}, field_manager=FIELD_MANAGER)
 
+    # --- the backup claim ---------------------------------------------------------------------------------
+
+    def claim_phase(self, namespace: str, name: str) -> str | None:
+        """The PersistentVolumeClaim's status.phase (Pending, Bound, Lost); None when there is no such claim."""
+        try:
+            claim = self.core.read_namespaced_persistent_volume_claim(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        phase: str = (claim.status.phase if claim.status else None) or "Pending"
+        return phase
+
     # --- Secrets ------------------------------------------------------------------------------------------
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:

@@ -197,6 +197,7 @@ def _secret(stack: BlogStack, name: str, data: dict[str, str]) -> None:
     ("strategy-online", "strategy: Online cannot apply this plan while the app serves: blog.0004_rollback is "
                         "unknown"),
     ("tools-too-old", "backup.image: postgres:9 carries pg_dump 9, older than the server"),
+    ("claim-missing", "backup.volumeClaim: PersistentVolumeClaim 'nowhere' not found"),
 ])
 def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack, case: str, expected: str) -> None:
     stack = shared_stack
@@ -223,6 +224,8 @@ def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack,
         spec["strategy"] = "Online"
     elif case == "tools-too-old":
         spec["backup"]["image"] = "postgres:9"
+    elif case == "claim-missing":
+        spec["backup"]["volumeClaim"] = "nowhere"
 
     status = run_to_end(stack, manifest, timeout=60)
 

@@ -82,7 +82,8 @@ VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch
          "delete": "delete"}
 # Client method suffix -> the resource (and subresource) it addresses.
 RESOURCES = {"custom_object": PLURAL, "custom_object_status": f"{PLURAL}/status",
-             "deployment_scale": "deployments/scale", "pod_log": "pods/log"}
+             "deployment_scale": "deployments/scale", "pod_log": "pods/log",
+             "persistent_volume_claim": "persistentvolumeclaims"}
 
 
 def client_calls() -> set[Rule]:

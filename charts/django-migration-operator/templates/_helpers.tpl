@@ -80,6 +80,10 @@ tests/unit/test_chart.py derives the same list from those files and fails when t
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create]
+# The backup claim (spec.backup.volumeClaim), read by name before anything stops: it must exist.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get]
 # The database URL (spec.database.urlSecret), read by name only: no list, no watch of the namespace's Secrets.
 - apiGroups: [""]
   resources: [secrets]
