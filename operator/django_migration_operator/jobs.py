@@ -156,7 +156,7 @@ def backup_job(run: RunRef, spec: Spec, backup_path: str, image: str) -> dict[st
     # The dump just taken is always kept, whatever keep says: it is the one this run may need.
     keep = {"name": "BACKUP_KEEP", "value": str(max(spec.backup_keep, 1))}
     container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep], image)
-    return _job(run, spec, "backup", container, pod_spec, {}, spec.timeout_seconds)
+    return _job(run, spec, "backup", container, pod_spec, {}, spec.backup_timeout_seconds)
 
 
 def restore_job(run: RunRef, spec: Spec, backup_path: str, database_name: str, image: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class Spec:
     backup_enabled: bool
     backup_claim: str | None
     backup_keep: int
+    backup_timeout_seconds: int
     backup_image: str | None  # None: the official image of the server's major version (jobs.tools_image)
     row_count_tables: tuple[str, ...]
     checks: tuple[Check, ...]
@@ -78,6 +79,7 @@ class Spec:
             backup_enabled=bool(backup.get("enabled", True)),
             backup_claim=backup.get("volumeClaim"),
             backup_keep=int(backup.get("keep", 5)),
+            backup_timeout_seconds=int(backup.get("timeoutSeconds", 7200)),
             backup_image=backup.get("image"),
             row_count_tables=tuple(verify.get("rowCounts", [])),
             checks=tuple(Check(c["name"], c["sql"], str(c.get("expect", "0"))) for c in verify.get("checks", [])),

@@ -277,8 +277,9 @@ def _backing_up(spec: Spec, status: Status, world: World) -> Step:
     assert world.job is not None
     backup = jobs.parse_marker(world.job.log, jobs.BACKUP_MARKER) if world.job.finished == "Complete" else None
     if not backup or not backup.get("verified"):
-        reason = f"the backup failed ({world.job.reason or 'pg_dump or its verification failed'}): " \
-                 f"{_tail(world.job.log)}; no migration was attempted"
+        why = "timed out: backup.timeoutSeconds" if world.job.reason == "DeadlineExceeded" else \
+            world.job.reason or "pg_dump or its verification failed"
+        reason = f"the backup failed ({why}): {_tail(world.job.log)}; no migration was attempted"
         if _online(status):
             message = f"{reason}. The app kept serving and the database is as it was"
             return _finish(status, world, Phase.FAILED, "BackupFailed", message, extra={

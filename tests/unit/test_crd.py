@@ -163,7 +163,8 @@ def test_spec_fields_in_spec_order(root: Schema) -> None:
     assert list(node(root, "spec.app")["properties"]) == ["deployment", "container", "image", "stop"]
     assert list(node(root, "spec.database")["properties"]) == ["urlSecret", "alias"]
     assert list(node(root, "spec.migrate")["properties"]) == ["app", "target", "timeoutSeconds", "classes"]
-    assert list(node(root, "spec.backup")["properties"]) == ["enabled", "volumeClaim", "keep", "image"]
+    assert list(node(root, "spec.backup")["properties"]) == ["enabled", "volumeClaim", "keep", "timeoutSeconds",
+                                                             "image"]
     assert list(node(root, "spec.verify")["properties"]) == ["rowCounts", "checks"]
 
 
@@ -187,6 +188,7 @@ def test_required_fields(root: Schema) -> None:
         ("spec.backup", {}),
         ("spec.backup.enabled", True),
         ("spec.backup.keep", 5),
+        ("spec.backup.timeoutSeconds", 7200),
         ("spec.strategy", "Auto"),
         ("spec.onFailure", "Restore"),
         ("spec.approval", "Automatic"),
@@ -260,6 +262,7 @@ def test_enums(root: Schema, path: str, values: list[str]) -> None:
     [
         ("spec.migrate.timeoutSeconds", {"type": "integer", "minimum": 1, "maximum": 86400}),
         ("spec.backup.keep", {"type": "integer", "minimum": 1, "maximum": 100}),
+        ("spec.backup.timeoutSeconds", {"type": "integer", "minimum": 1, "maximum": 86400}),
         ("spec.app.deployment", {"maxLength": 253}),
         ("spec.app.container", {"maxLength": 63}),
         ("spec.app.stop", {"maxItems": 20, "x-kubernetes-list-type": "set"}),

@@ -152,9 +152,16 @@ def test_the_job_template_wins(step: str) -> None:
 
 
 @pytest.mark.parametrize(("step", "deadline"), [("plan", jobs.PLAN_DEADLINE_SECONDS), ("migrate", 1800),
-                                                ("backup", 1800), ("restore", None)])
+                                                ("backup", 7200), ("restore", None)])
 def test_deadlines(step: str, deadline: int | None) -> None:
+    """migrate.timeoutSeconds (1800 here) bounds the migration only; the backup has backup.timeoutSeconds."""
     assert BUILDERS[step](make_spec())["spec"].get("activeDeadlineSeconds") == deadline
+
+
+def test_the_backup_deadline_is_its_own() -> None:
+    spec = make_spec(backup={"timeoutSeconds": 600}, migrate={"timeoutSeconds": 1})
+    assert BUILDERS["backup"](spec)["spec"]["activeDeadlineSeconds"] == 600
+    assert BUILDERS["migrate"](spec)["spec"]["activeDeadlineSeconds"] == 1
 
 
 # --- plan and migrate: the app's pod ------------------------------------------------------------------------
