@@ -12,7 +12,14 @@ import re
 import shlex
 from typing import Any
 
-from django_migration_operator.plan import migrate_command, online_migrate_command, parse_marker, plan_command
+from django_migration_operator.plan import (
+    TIMEOUT_GRACE_SECONDS,
+    migrate_command,
+    online_migrate_command,
+    parse_marker,
+    plan_command,
+    timed_command,
+)
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
 
 __all__ = ["BACKUP_MARKER", "BACKUP_MOUNT", "PLAN_DEADLINE_SECONDS", "RESTORE_MARKER", "backup_job", "backup_path",
@@ -118,9 +125,9 @@ def plan_job(run: RunRef, spec: Spec, pod_template: dict[str, Any]) -> dict[str,
 
 def migrate_job(run: RunRef, spec: Spec, pod_template: dict[str, Any]) -> dict[str, Any]:
     """The Job that runs `manage.py migrate`; the Job controller kills it after migrate.timeoutSeconds."""
-    command = migrate_command(spec.alias, spec.migrate_app, spec.migrate_target)
+    command = timed_command(migrate_command(spec.alias, spec.migrate_app, spec.migrate_target), spec.timeout_seconds)
     annotations, container, pod_spec = _app_pod(spec, pod_template, command, [])
-    return _job(run, spec, "migrate", container, pod_spec, annotations, spec.timeout_seconds)
+    return _job(run, spec, "migrate", container, pod_spec, annotations, _backstop(spec))
 
 
 def online_migrate_job(run: RunRef, spec: Spec, pod_template: dict[str, Any], step: str,
@@ -132,8 +139,14 @@ def online_migrate_job(run: RunRef, spec: Spec, pod_template: dict[str, Any], st
                   {"name": "DJANGOOPS_LOCK_ATTEMPTS", "value": str(LOCK_ATTEMPTS)},
                   # libpq reads PGOPTIONS for every connection Django opens; later entries win over the app's own.
                   {"name": "PGOPTIONS", "value": f"-c lock_timeout={LOCK_TIMEOUT_SECONDS * 1000}"}]
-    annotations, container, pod_spec = _app_pod(spec, pod_template, online_migrate_command(), parameters)
-    return _job(run, spec, step, container, pod_spec, annotations, spec.timeout_seconds)
+    command = timed_command(online_migrate_command(), spec.timeout_seconds)
+    annotations, container, pod_spec = _app_pod(spec, pod_template, command, parameters)
+    return _job(run, spec, step, container, pod_spec, annotations, _backstop(spec))
+
+
+def _backstop(spec: Spec) -> int:
+    """The Job controller's deadline: only for a pod whose own timeout (timed_command) did not end it."""
+    return spec.timeout_seconds + TIMEOUT_GRACE_SECONDS + 30
 
 
 def tools_image(spec: Spec, server_major: int) -> str:

@@ -296,6 +296,35 @@ def online_migrate_command() -> list[str]:
     return ["python", "manage.py", "shell", "-c", ONLINE_MIGRATE_SCRIPT]
 
 
+TIMEOUT_MARKER = "DJANGOOPS_TIMEOUT "
+
+# migrate.timeoutSeconds, enforced inside the pod: at the deadline the migration gets SIGINT (Django prints where it
+# was), then SIGKILL after a grace, and the pod ends by itself with its log intact. When the Job controller's
+# deadline ends a pod instead, it deletes the pod first, and the log with it. Python is in every Django image.
+_TIMEOUT_WRAPPER = '''
+import signal, subprocess, sys
+seconds, command = float(sys.argv[1]), sys.argv[2:]
+child = subprocess.Popen([sys.executable if command[0] == "python" else command[0]] + command[1:])
+try:
+    sys.exit(child.wait(timeout=seconds))
+except subprocess.TimeoutExpired:
+    child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=%d)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    print("%s%%g" %% seconds, flush=True)
+    sys.exit(124)
+'''
+TIMEOUT_GRACE_SECONDS = 10
+
+
+def timed_command(command: list[str], seconds: int) -> list[str]:
+    """`command`, stopped after `seconds` by a wrapper that prints TIMEOUT_MARKER and exits 124."""
+    return ["python", "-c", _TIMEOUT_WRAPPER % (TIMEOUT_GRACE_SECONDS, TIMEOUT_MARKER), str(seconds), *command]
+
+
 def migrate_command(alias: str, app: str | None, target: str | None) -> list[str]:
     """`manage.py migrate [app] [target]`: the plan Job has refused a target without an app already."""
     return ["python", "manage.py", "migrate", *([app] if app else []), *([target] if target else []),

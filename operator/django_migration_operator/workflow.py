@@ -27,7 +27,7 @@ from typing import Any
 
 from django_migration_operator import jobs
 from django_migration_operator.classify import MigrationClass, choose_strategy, classify_plan
-from django_migration_operator.plan import PlannedMigration, irreversible_steps, parse_plan_output
+from django_migration_operator.plan import TIMEOUT_MARKER, PlannedMigration, irreversible_steps, parse_plan_output
 from django_migration_operator.resource import Spec
 
 Status = dict[str, Any]
@@ -499,7 +499,8 @@ def _to_verifying(status: Status, world: World, message: str, update: Status | N
 
 
 def _migration_failure(job: JobState, output: str) -> str:
-    why = "timed out (migrate.timeoutSeconds)" if job.reason == "DeadlineExceeded" else "failed"
+    timed_out = job.reason == "DeadlineExceeded" or TIMEOUT_MARKER in job.log
+    why = "timed out (migrate.timeoutSeconds)" if timed_out else "failed"
     return f"the migration {why}{_migrate_failure(job.log, output)}"
 
 

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
-from django_migration_operator.plan import PLAN_SCRIPT
+from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
 from pgserver import throwaway_postgres
 
@@ -151,7 +151,11 @@ def test_the_job_template_wins(step: str) -> None:
     assert (pod_spec["nodeSelector"], pod_spec["tolerations"]) == (template["nodeSelector"], template["tolerations"])
 
 
-@pytest.mark.parametrize(("step", "deadline"), [("plan", jobs.PLAN_DEADLINE_SECONDS), ("migrate", 1800),
+# The migrate Job's own deadline is a backstop behind the timeout its pod enforces (plan.timed_command).
+BACKSTOP = 1800 + TIMEOUT_GRACE_SECONDS + 30
+
+
+@pytest.mark.parametrize(("step", "deadline"), [("plan", jobs.PLAN_DEADLINE_SECONDS), ("migrate", BACKSTOP),
                                                 ("backup", 7200), ("restore", None)])
 def test_deadlines(step: str, deadline: int | None) -> None:
     """migrate.timeoutSeconds (1800 here) bounds the migration only; the backup has backup.timeoutSeconds."""
@@ -161,7 +165,7 @@ def test_deadlines(step: str, deadline: int | None) -> None:
 def test_the_backup_deadline_is_its_own() -> None:
     spec = make_spec(backup={"timeoutSeconds": 600}, migrate={"timeoutSeconds": 1})
     assert BUILDERS["backup"](spec)["spec"]["activeDeadlineSeconds"] == 600
-    assert BUILDERS["migrate"](spec)["spec"]["activeDeadlineSeconds"] == 1
+    assert container_of(BUILDERS["migrate"](spec))["command"][3] == "1"
 
 
 # --- plan and migrate: the app's pod ------------------------------------------------------------------------
@@ -198,8 +202,9 @@ def test_migrate_job_runs_migrate_with_the_release_image() -> None:
     spec = make_spec(app={"deployment": "web", "image": "registry/shop:1.43"}, database={"alias": "orders"})
     container = container_of(jobs.migrate_job(RUN, spec, app_template()))
     assert container["image"] == "registry/shop:1.43"
-    assert container["command"] == ["python", "manage.py", "migrate", "blog", "0003", "--database", "orders",
-                                    "--noinput"]
+    assert container["command"][:2] == ["python", "-c"], "migrate.timeoutSeconds is enforced in the pod"
+    assert container["command"][3:] == ["1800", "python", "manage.py", "migrate", "blog", "0003", "--database",
+                                        "orders", "--noinput"]
     assert container["env"] == app_template()["spec"]["containers"][0]["env"]
 
 

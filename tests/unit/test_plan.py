@@ -19,6 +19,7 @@ import pytest
 from django_migration_operator.classify import classify_plan
 from django_migration_operator.plan import (
     PLAN_MARKER,
+    TIMEOUT_MARKER,
     PlannedMigration,
     PlanResult,
     irreversible_steps,
@@ -27,6 +28,7 @@ from django_migration_operator.plan import (
     parse_marker,
     parse_plan_output,
     plan_command,
+    timed_command,
 )
 from pgserver import create_database, throwaway_postgres
 
@@ -321,3 +323,23 @@ def test_a_concurrent_index_whose_build_failed_is_dropped_and_built_again(blog_a
         valid = connection.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                                    "WHERE c.relname = 'drill_entry_name_idx'").fetchall()
     assert valid == [(True,)]
+
+
+# --- migrate.timeoutSeconds, inside the pod ---------------------------------------------------------------
+
+
+def test_a_migration_past_its_timeout_is_interrupted_and_its_output_kept() -> None:
+    slow = ["python", "-c", "import time; print('  Applying blog.0004_rollback...', flush=True); time.sleep(60)"]
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, *timed_command(slow, 1)[1:]], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 124 and time.monotonic() - started < 15
+    assert "Applying blog.0004_rollback..." in done.stdout, "the migration's own output is kept"
+    assert f"{TIMEOUT_MARKER}1" in done.stdout
+    assert "KeyboardInterrupt" in done.stderr, "SIGINT first: Python says where it was"
+
+
+def test_a_migration_within_its_timeout_keeps_its_exit_code() -> None:
+    failing = ["python", "-c", "import sys; print('done'); sys.exit(3)"]
+    done = subprocess.run([sys.executable, *timed_command(failing, 30)[1:]], capture_output=True, text=True,
+                          timeout=30)
+    assert (done.returncode, done.stdout.strip()) == (3, "done")

@@ -560,3 +560,13 @@ class TestToolsImage:
         no_backup = spec(backup={"enabled": False}, onFailure="Keep")
         step = advance(no_backup, {}, World(now=NOW, lease_ours=True, server_major=17))
         assert step.status["phase"] == Phase.PLANNING and "toolsImage" not in step.status
+
+
+def test_a_migration_its_pod_timed_out_names_the_migration_that_was_running() -> None:
+    log = ("  Applying blog.0003_add_post_status... OK\n  Applying blog.0004_rollback...\nTraceback (most recent "
+           "call last):\n  File \"manage.py\", line 22, in <module>\nKeyboardInterrupt\nDJANGOOPS_TIMEOUT 8\n")
+    status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+    step = advance(spec(), status, World(now=NOW, deployments=STOPPED, job=JobState("Failed", None, log)))
+    assert step.status["failure"]["message"].startswith(
+        "the migration timed out (migrate.timeoutSeconds) while applying blog.0004_rollback: KeyboardInterrupt")
+    assert "Applying blog.0004_rollback..." in step.status["migrateOutput"]
