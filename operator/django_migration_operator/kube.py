@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,12 +53,8 @@ class Kube:
     # --- the DjangoMigration ------------------------------------------------------------------------------
 
     def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        body: dict[str, Any] | None = _unless_absent(self.custom.get_namespaced_custom_object, GROUP, VERSION,
+                                                     namespace, PLURAL, name)
         return body
 
     def patch_run_status(self, run: RunRef, status: dict[str, Any]) -> None:
@@ -83,12 +80,9 @@ class Kube:
     # --- Deployments and their pods -----------------------------------------------------------------------
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            deployment = self.apps.read_namespaced_deployment(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        deployment = _unless_absent(self.apps.read_namespaced_deployment, name, namespace)
+        if deployment is None:
+            return None
         result: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(deployment)
         return result
 
@@ -130,12 +124,9 @@ class Kube:
 
     def claim_phase(self, namespace: str, name: str) -> str | None:
         """The PersistentVolumeClaim's status.phase (Pending, Bound, Lost); None when there is no such claim."""
-        try:
-            claim = self.core.read_namespaced_persistent_volume_claim(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        claim = _unless_absent(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+        if claim is None:
+            return None
         phase: str = (claim.status.phase if claim.status else None) or "Pending"
         return phase
 
@@ -143,12 +134,9 @@ class Kube:
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """The value, or None when the Secret or the key is missing. Never logged, never stored."""
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        secret = _unless_absent(self.core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
         encoded = (secret.data or {}).get(key)
         return base64.b64decode(encoded).decode() if encoded is not None else None
 
@@ -162,12 +150,9 @@ class Kube:
                 raise
 
     def job_state(self, namespace: str, name: str) -> JobState | None:
-        try:
-            job = self.batch.read_namespaced_job(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        job = _unless_absent(self.batch.read_namespaced_job, name, namespace)
+        if job is None:
+            return None
         finished = reason = None
         for condition in job.status.conditions or []:
             if condition.status == "True" and condition.type in ("Complete", "Failed"):
@@ -191,12 +176,9 @@ class Kube:
 
     def lease_holder(self, database_id: str) -> LeaseRecord | None:
         """The database's Lease: its holder and version; None when there is none."""
-        try:
-            lease = self.coordination.read_namespaced_lease(_lease_name(database_id), self.lease_namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        lease = _unless_absent(self.coordination.read_namespaced_lease, _lease_name(database_id), self.lease_namespace)
+        if lease is None:
+            return None
         return LeaseRecord(holder=lease.spec.holder_identity or "", version=lease.metadata.resource_version)
 
     def acquire_lease(self, run: RunRef, database_id: str, stale_version: str | None) -> bool:
@@ -237,6 +219,16 @@ class Kube:
             except ApiException as error:
                 if error.status not in (404, 409):
                     raise
+
+
+def _unless_absent(read: Callable[..., Any], *arguments: Any) -> Any:
+    """`read(*arguments)`, or None when the API answers 404: how every read tells a missing object apart."""
+    try:
+        return read(*arguments)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 def _load_config() -> bool:
