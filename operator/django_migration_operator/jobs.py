@@ -54,7 +54,8 @@ folder=${BACKUP_PATH%/*}
 mkdir -p "$folder"
 # Dump to a side file: an interrupted dump never looks like a finished one, and a failed one is removed.
 trap 'rm -f "$BACKUP_PATH.partial"' EXIT
-pg_dump --format=custom --file="$BACKUP_PATH.partial" --dbname="$DATABASE_URL"
+# --create also records the database's own owner, privileges, comment and settings: the restore re-applies them.
+pg_dump --format=custom --create --file="$BACKUP_PATH.partial" --dbname="$DATABASE_URL"
 # An archive that pg_restore cannot read is no backup: fail here, before any migration starts.
 pg_restore --list "$BACKUP_PATH.partial" > /dev/null
 mv "$BACKUP_PATH.partial" "$BACKUP_PATH"
