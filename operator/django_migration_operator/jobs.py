@@ -71,14 +71,39 @@ size=$(($(wc -c < "$BACKUP_PATH")))
 # that may not create databases) is checked before the DROP, so a refused restore leaves the database as it was.
 # The new database keeps the old one's encoding and locale (text ordering, indexes); psql quotes the name
 # (:"dbname" doubles double quotes). The DO block is quoted $check$, never $$: the kubelet turns $$ in a
-# command into $. With --no-owner, what is restored belongs to the URL's role, in the usual
-# setup the app's own. A restore that failed after the DROP can simply run again: it starts with the DROP.
+# command into $. A restore that failed after the DROP can simply run again: it starts with the DROP.
+#
+# What pg_restore leaves out without --create, the database's own owner, comment, privileges and settings
+# (ALTER DATABASE/ROLE ... IN DATABASE ... SET), comes from the archive's database entries (the backup ran with
+# --create) and is applied after the data, so that a setting such as default_transaction_read_only never
+# applies to the restore itself. CREATE DATABASE and \connect are cut out of that SQL: the database exists, and
+# these statements run from the maintenance database. A statement the role may not run there is reported, not
+# fatal: the data is back by then. Every object keeps its owner when the URL's role may act as each owner of the
+# archive (pg_database_owner always can); otherwise all is restored with --no-owner, owned by the URL's role, and
+# the marker names the roles it could not act as.
 _RESTORE_SCRIPT = r"""set -eu
 # The server's maintenance database: the same URL with the path replaced by /postgres, query kept.
 url_without_query=${DATABASE_URL%%\?*}
 query=${DATABASE_URL#"$url_without_query"}
 ADMIN_URL="${url_without_query%/*}/postgres$query"
-pg_restore --list "$BACKUP_PATH" > /dev/null
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pg_restore --create --list "$BACKUP_PATH" > "$work/toc"
+database_entries='(DATABASE|COMMENT - DATABASE|ACL - DATABASE|DATABASE PROPERTIES|SECURITY LABEL - DATABASE)'
+grep -E "^[0-9]+; [0-9]+ [0-9]+ $database_entries " "$work/toc" > "$work/database.list" || true
+# The last word of an entry is its owner; entries without one (extensions) end with a space.
+owners=$(sed -n 's/^[0-9][0-9]*; .* \([^ ][^ ]*\)$/\1/p' "$work/toc" | sort -u | tr '\n' ' ')
+foreign=$(psql "$ADMIN_URL" --no-psqlrc --quiet --tuples-only --no-align -v ON_ERROR_STOP=1 -v owners="$owners" <<'SQL'
+SELECT coalesce(string_agg(owner, ', ' ORDER BY owner), '')
+  FROM unnest(string_to_array(btrim(:'owners'), ' ')) AS owner
+ WHERE owner <> 'pg_database_owner'
+   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+   AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = owner AND pg_has_role(current_user, r.oid,
+         CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'SET' ELSE 'MEMBER' END));
+SQL
+)
+ownership=""
+[ -z "$foreign" ] || ownership="--no-owner"
 psql "$ADMIN_URL" --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v dbname="$DATABASE_NAME" <<'SQL'
 DO $check$ BEGIN
   IF NOT (SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user) THEN
@@ -93,8 +118,26 @@ SELECT pg_encoding_to_char(coalesce(existing.encoding, defaults.encoding)) AS db
 DROP DATABASE IF EXISTS :"dbname" WITH (FORCE);
 CREATE DATABASE :"dbname" TEMPLATE template0 ENCODING :'db_encoding' LC_COLLATE :'db_collate' LC_CTYPE :'db_ctype';
 SQL
-pg_restore --single-transaction --exit-on-error --no-owner --dbname="$DATABASE_URL" "$BACKUP_PATH"
-""" + f"""printf '%s{{"path": "%s", "restored": true}}\\n' {shlex.quote(RESTORE_MARKER)} "$BACKUP_PATH"
+pg_restore --single-transaction --exit-on-error $ownership --dbname="$DATABASE_URL" "$BACKUP_PATH"
+refused=0
+if [ -s "$work/database.list" ]; then
+  pg_restore --create $ownership --use-list="$work/database.list" --file="$work/database.sql" "$BACKUP_PATH"
+  sed -e '/^CREATE DATABASE /d' -e '/^\\connect /d' "$work/database.sql" > "$work/apply.sql"
+  psql "$ADMIN_URL" --no-psqlrc --quiet --file="$work/apply.sql" 2> "$work/refused" || true
+  cat "$work/refused" >&2
+  refused=$(grep -c 'ERROR:' "$work/refused" || true)
+fi
+# Entries read "<id>; <catalog> <oid> <kind> <schema or -> <name> <owner>".
+has() { grep -q "^[0-9]*; [0-9]* [0-9]* $1 " "$work/database.list"; }
+kept=""
+if [ -z "$ownership" ]; then kept="\"objectOwners\""; fi
+if [ -z "$ownership" ] && has 'DATABASE -'; then kept="$kept, \"owner\""; fi
+if has 'COMMENT - DATABASE'; then kept="$kept, \"comment\""; fi
+if has 'ACL - DATABASE'; then kept="$kept, \"privileges\""; fi
+if has 'DATABASE PROPERTIES'; then kept="$kept, \"settings\""; fi
+kept=${kept#, }
+""" + f"""printf '%s{{"path": "%s", "restored": true, "kept": [%s], "notActingAs": "%s", "refused": %s}}\\n' \\
+{shlex.quote(RESTORE_MARKER)} "$BACKUP_PATH" "$kept" "$foreign" "$refused"
 """
 
 

@@ -368,10 +368,35 @@ def _restoring(spec: Spec, status: Status, world: World) -> Step:
             "conditions": _conditions(status, world, RestoreFailed=("True", "RestoreFailed", message),
                                       RolledBack=("False", "RestoreFailed", message),
                                       Succeeded=("False", "RestoreFailed", message))})
-    message = f"database restored from {path}; starting the app on the restored database"
-    return Step(status={"phase": Phase.SCALING_UP, "message": message,
+    restored = jobs.parse_marker(world.job.log, jobs.RESTORE_MARKER) or {}
+    if restored.get("refused"):
+        # psql's own words for each statement the server refused ("psql:apply.sql:12: ERROR:  permission ...").
+        restored["refusedStatements"] = [line.split("ERROR:", 1)[1].strip() for line in world.job.log.splitlines()
+                                         if "ERROR:" in line]
+    message = f"database restored from {path} ({_restore_summary(restored)}); starting the app on the restored " \
+              "database"
+    return Step(status={"phase": Phase.SCALING_UP, "message": message, "restore": restored,
                         "conditions": _conditions(status, world, RolledBack=("True", "Restored", message))},
                 events=[Event("Restored", message, warning=True)])
+
+
+def _restore_summary(restored: Status) -> str:
+    """What the restore gave back besides the data, and what it could not (the restore script's marker)."""
+    kept: list[str] = restored.get("kept", [])
+    database: list[str] = [word for word in ("owner", "privileges", "comment", "settings") if word in kept]
+    parts = [f"kept: the database's {_words(database)}"] if database else []
+    if "objectOwners" in kept:
+        parts.append("every object keeps its owner")
+    elif restored.get("notActingAs"):
+        parts.append(f"its objects now belong to the database URL's role, which cannot act as "
+                     f"{restored['notActingAs']}")
+    if restored.get("refused"):
+        parts.append(f"not re-applied: {'; '.join(restored.get('refusedStatements') or [])}")
+    return "; ".join(parts) or "the data only: the backup holds none of the database's own properties"
+
+
+def _words(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else "".join(items)
 
 
 def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
@@ -392,7 +417,8 @@ def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
         message = (f"{failure['message'].rstrip('.')}. The app runs again ({replicas}){running_on} after "
                    f"{downtime:.0f}s of downtime")
         if status.get("phase") == Phase.SCALING_UP and _condition_status(status, "RolledBack") == "True":
-            message += "; the database was restored from the backup taken before the migration"
+            message += (f"; the database was restored from the backup taken before the migration "
+                        f"({_restore_summary(status.get('restore', {}))})")
         return _finish(status, world, Phase.FAILED, failure["reason"], message, extra={"downtimeSeconds": downtime})
     count = status.get("planCount", 0)
     # Django refuses a plan that goes both ways, so one verb tells the direction of them all.

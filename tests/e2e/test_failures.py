@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from demo.load import LoadGenerator
 from demo.stack import BlogStack, LocalOperator
@@ -123,6 +125,48 @@ def test_failing_non_atomic_migration_half_applied_is_rolled_back(new_stack: Any
     assert "drill: non-atomic migration fails half-way" in status["migrateOutput"]
     assert_rolled_back(stack, "nonatomic", status, before, "MigrationFailed")
     assert "drill_fail_nonatomic_thing" not in checksum(stack), "the half-applied table must be gone"
+
+
+def database_properties(stack: BlogStack) -> tuple[Any, ...]:
+    """The database's owner, ACL, comment, and its settings for all roles and for one."""
+    with psycopg.connect(stack.cluster.database_url()) as admin:
+        row = admin.execute(
+            "SELECT pg_get_userbyid(d.datdba), ARRAY(SELECT unnest(d.datacl)::text ORDER BY 1), "
+            "shobj_description(d.oid, 'pg_database'), ARRAY(SELECT coalesce(r.rolname, '(all)') || ': ' || "
+            "array_to_string(s.setconfig, ', ') FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole "
+            "WHERE s.setdatabase = d.oid ORDER BY 1) FROM pg_database d WHERE d.datname = %s",
+            (stack.database,)).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_a_restore_gives_back_the_databases_owner_privileges_comment_and_settings(new_stack: Any) -> None:
+    stack = new_stack(drills="fail_atomic")
+    owner, reader = sql.Identifier(f"{stack.database}_owner"), sql.Identifier(f"{stack.database}_reader")
+    database = sql.Identifier(stack.database)
+    # As a hardened production database is: owned by a role of its own (not the URL's), closed to PUBLIC.
+    statements = [sql.SQL("CREATE ROLE {} NOLOGIN").format(owner), sql.SQL("CREATE ROLE {} LOGIN").format(reader),
+                  sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, owner),
+                  sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(database),
+                  sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, reader),
+                  sql.SQL("COMMENT ON DATABASE {} IS 'the blog''s posts'").format(database),
+                  sql.SQL("ALTER DATABASE {} SET statement_timeout = '5min'").format(database),
+                  sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem = '8MB'").format(reader, database)]
+    with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
+        for statement in statements:
+            admin.execute(statement)
+    try:
+        before, properties = checksum(stack), database_properties(stack)
+        assert properties[0] == f"{stack.database}_owner" and len(properties[3]) == 2
+        status = run_to_end(stack, stack.migration(name="properties"))
+        assert_rolled_back(stack, "properties", status, before, "MigrationFailed")
+        assert status["restore"]["kept"] == ["objectOwners", "owner", "comment", "privileges", "settings"]
+        assert "kept: the database's owner, privileges, comment and settings" in status["message"]
+        assert database_properties(stack) == properties
+    finally:
+        with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}, {}").format(owner, reader))
 
 
 def test_timed_out_migration_is_rolled_back_and_a_scale_up_meanwhile_is_undone(new_stack: Any) -> None:

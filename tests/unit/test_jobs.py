@@ -323,7 +323,8 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
         assert done.returncode == 0, done.stderr
         with pytest.raises(psycopg.OperationalError):  # DROP DATABASE ... WITH (FORCE) ended it
             lingering.execute("SELECT 1")
-    assert jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER) == {"path": str(newest), "restored": True}
+    assert jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER) == {
+        "path": str(newest), "restored": True, "kept": ["objectOwners", "owner"], "notActingAs": "", "refused": 0}
     assert snapshot(url) == before
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
@@ -372,6 +373,122 @@ def test_a_missing_dump_drops_nothing(postgres: tuple[str, str], app_database: s
     job = jobs.restore_job(RUN, make_spec(), "/backups/web/none.dump", "app", LOCAL_TOOLS)
     assert run_tools_job(job, superuser_url, tmp_path, bin_dir).returncode != 0
     assert snapshot(app_database)["tables"] == ["kept"]
+
+
+# What a restore must give back besides the data: the database's own properties, and who owns what.
+PROPERTIES_SETUP = """
+CREATE ROLE shop_owner NOLOGIN;
+CREATE ROLE shop_app LOGIN CREATEDB IN ROLE shop_owner;
+CREATE ROLE shop_reader LOGIN;
+CREATE ROLE shop_reports NOLOGIN;
+CREATE DATABASE shop OWNER shop_owner;
+REVOKE CONNECT ON DATABASE shop FROM PUBLIC;
+GRANT CONNECT ON DATABASE shop TO shop_reader, shop_app;
+COMMENT ON DATABASE shop IS 'the shop''s orders';
+ALTER DATABASE shop SET statement_timeout = '5min';
+ALTER ROLE shop_reader IN DATABASE shop SET search_path = reporting, public;
+"""
+PROPERTIES_OBJECTS = """
+ALTER SCHEMA public OWNER TO shop_owner;
+CREATE SCHEMA reporting AUTHORIZATION shop_reports;
+GRANT USAGE ON SCHEMA reporting TO shop_owner, shop_reader;
+SET ROLE shop_owner;
+CREATE TABLE public.orders (id int PRIMARY KEY, total numeric NOT NULL);
+INSERT INTO public.orders SELECT i, i * 1.5 FROM generate_series(1, 100) i;
+GRANT SELECT ON public.orders TO shop_reader;
+"""
+
+
+def database_properties(server_url: str) -> dict[str, Any]:
+    """Owner, ACL, comment and settings of database shop, the owners of its schemas and tables, and its rows."""
+    with psycopg.connect(server_url) as connection:
+        database = connection.execute(
+            "SELECT pg_get_userbyid(datdba), ARRAY(SELECT unnest(datacl)::text ORDER BY 1), "
+            "shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'shop'").fetchone()
+        settings = connection.execute(
+            "SELECT CASE setrole WHEN 0 THEN '(all)' ELSE pg_get_userbyid(setrole) END, setconfig "
+            "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'shop' "
+            "ORDER BY 1").fetchall()
+        connect = connection.execute("SELECT has_database_privilege('public', 'shop', 'CONNECT'), "
+                                     "has_database_privilege('shop_reader', 'shop', 'CONNECT')").fetchone()
+    with psycopg.connect(server_url.rsplit("/", 1)[0] + "/shop") as connection:
+        owners = connection.execute(
+            "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname IN ('public', 'reporting') "
+            "UNION ALL SELECT relname, pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'orders' "
+            "ORDER BY 1").fetchall()
+        grants = connection.execute(
+            "SELECT ARRAY(SELECT unnest(relacl)::text ORDER BY 1) FROM pg_class WHERE relname = 'orders'").fetchone()
+        rows = connection.execute("SELECT count(*), sum(total) FROM orders").fetchone()
+    return {"database": database, "connect": connect, "settings": settings, "owners": owners, "grants": grants,
+            "rows": rows}
+
+
+@pytest.fixture
+def shop(postgres: tuple[str, str]) -> Iterator[str]:
+    """Database shop, owned by a role other than the URL's, with its own properties; the server's URL."""
+    server_url, _ = postgres
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        for statement in filter(str.strip, PROPERTIES_SETUP.split(";")):
+            connection.execute(statement.encode())
+    with psycopg.connect(server_url.rsplit("/", 1)[0] + "/shop", autocommit=True) as connection:
+        for statement in filter(str.strip, PROPERTIES_OBJECTS.split(";")):
+            connection.execute(statement.encode())
+    yield server_url
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute("DROP DATABASE IF EXISTS shop WITH (FORCE)")
+        for role in ("shop_app", "shop_reader", "shop_reports", "shop_owner"):
+            connection.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def backup_then_restore(url: str, tmp_path: Path, bin_dir: str) -> subprocess.CompletedProcess[str]:
+    """Backs `url` up, lets a migration change the database and its properties, then restores."""
+    backup = run_tools_job(BUILDERS["backup"](make_spec()), url, tmp_path, bin_dir)
+    assert backup.returncode == 0, backup.stderr
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DELETE FROM orders WHERE id > 50")
+        connection.execute("COMMENT ON DATABASE shop IS 'changed'")
+        connection.execute("CREATE TABLE added (id int)")
+    job = jobs.restore_job(RUN, make_spec(), jobs.backup_path(make_spec(), RUN), "shop", LOCAL_TOOLS)
+    return run_tools_job(job, url, tmp_path, bin_dir)
+
+
+def test_a_restore_gives_back_the_databases_owner_privileges_comment_settings_and_owners(
+        shop: str, postgres: tuple[str, str], tmp_path: Path) -> None:
+    _, bin_dir = postgres
+    before = database_properties(shop)
+    assert before["database"][0] == "shop_owner" and len(before["settings"]) == 2
+    assert dict(before["owners"]) == {"orders": "shop_owner", "public": "shop_owner", "reporting": "shop_reports"}
+
+    done = backup_then_restore(shop.rsplit("/", 1)[0] + "/shop", tmp_path, bin_dir)  # as the superuser
+
+    assert done.returncode == 0, done.stderr
+    assert jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER) == {
+        "path": str(tmp_path / "web" / f"{RUN.name}.dump"), "restored": True,
+        "kept": ["objectOwners", "owner", "comment", "privileges", "settings"], "notActingAs": "", "refused": 0}
+    assert database_properties(shop) == before
+
+
+def test_a_role_that_cannot_act_as_every_owner_restores_the_data_and_says_what_it_could_not_keep(
+        shop: str, postgres: tuple[str, str], tmp_path: Path) -> None:
+    _, bin_dir = postgres
+    before = database_properties(shop)
+    # shop_app is a member of the database's owner, not of shop_reports, and may not set another role's settings.
+    url = shop.replace("postgres@", "shop_app@").rsplit("/", 1)[0] + "/shop"
+
+    done = backup_then_restore(url, tmp_path, bin_dir)
+
+    assert done.returncode == 0, done.stderr
+    marker = jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER)
+    assert marker is not None
+    assert (marker["kept"], marker["notActingAs"], marker["refused"]) == (
+        ["comment", "privileges", "settings"], "shop_reports", 1)
+    assert "permission denied" in done.stderr  # ALTER ROLE shop_reader IN DATABASE shop: the refusal, in the log
+    after = database_properties(shop)
+    assert after["rows"] == before["rows"]
+    # The same rights, granted by the URL's role, which owns the database and its objects now (--no-owner).
+    assert after["connect"] == before["connect"] == (False, True)
+    assert after["database"][0] == "shop_app" and after["database"][2] == before["database"][2]
+    assert after["settings"] == [row for row in before["settings"] if row[0] == "(all)"]
 
 
 # --- the tools image -----------------------------------------------------------------------------------------

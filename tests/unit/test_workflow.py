@@ -273,6 +273,29 @@ class TestFailures:
         assert conditions(final)["RolledBack"] == "True" and conditions(final)["Succeeded"] == "False"
         assert "RuntimeError: boom" in final["message"] and "restored" in final["message"]
 
+    def test_a_restore_says_what_it_gave_back_besides_the_data(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
+                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        kept_all = ('DJANGOOPS_RESTORE {"path": "/backups/web/run.dump", "restored": true, "kept": ["objectOwners", '
+                    '"owner", "comment", "privileges", "settings"], "notActingAs": "", "refused": 0}')
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED, job=JobState("Complete", None, kept_all)))
+        assert step.status["restore"]["kept"] == ["objectOwners", "owner", "comment", "privileges", "settings"]
+        assert "kept: the database's owner, privileges, comment and settings; every object keeps its owner" in \
+            step.status["message"]
+        final = apply(apply(status, step), advance(spec(), apply(status, step), World(
+            now=NOW, deployments={"web": running(2), "worker": running(1)})))
+        assert final["phase"] == Phase.FAILED and "every object keeps its owner" in final["message"]
+
+        partial = ("psql:/tmp/x/apply.sql:30: ERROR:  permission denied to set parameter \"search_path\"\n"
+                   'DJANGOOPS_RESTORE {"path": "/backups/web/run.dump", "restored": true, "kept": ["comment"], '
+                   '"notActingAs": "reports", "refused": 1}')
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED, job=JobState("Complete", None, partial)))
+        assert step.status["phase"] == Phase.SCALING_UP
+        assert step.status["restore"]["refusedStatements"] == ['permission denied to set parameter "search_path"']
+        assert "its objects now belong to the database URL's role, which cannot act as reports" in \
+            step.status["message"]
+        assert 'not re-applied: permission denied to set parameter "search_path"' in step.status["message"]
+
     def test_a_failed_migration_names_the_migration_and_the_error_not_the_whole_traceback(self) -> None:
         log = ("Operations to perform:\n  Apply all migrations: blog, drill_fail_atomic\nRunning migrations:\n"
                "Traceback (most recent call last):\n  File \"/app/manage.py\", line 22, in <module>\n"
