@@ -403,6 +403,7 @@ def test_status_fields(root: Schema) -> None:
         "replicas",
         "images",
         "backup",
+        "restore",
         "rowCounts",
         "jobs",
         "startedAt",
