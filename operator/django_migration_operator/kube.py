@@ -61,19 +61,16 @@ class Kube:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, run.namespace, PLURAL, run.name,
                                                           {"status": status})
 
-    def list_runs(self, namespace: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                                               PLURAL)["items"]
-        return items
-
     def post_event(self, run: RunRef, reason: str, message: str, warning: bool) -> None:
-        now = datetime.now(UTC)
+        # eventTime with microseconds and no lastTimestamp: kubectl describe sorts by lastTimestamp when it is set,
+        # to the second, which shuffles a run's events of one second; eventTime keeps them in the run's order.
+        # An eventTime requires action and the reporting fields (the apiserver's validation of "new" events).
         self.core.create_namespaced_event(run.namespace, client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{run.name}."),
             involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind=KIND,
                                                      name=run.name, namespace=run.namespace, uid=run.uid),
-            reason=reason, message=message[:1024], type="Warning" if warning else "Normal",
-            first_timestamp=now, last_timestamp=now, count=1,
+            reason=reason, action=reason, message=message[:1024], type="Warning" if warning else "Normal",
+            event_time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             source=client.V1EventSource(component="django-migration-operator"),
             reporting_component="djangoops.dev/django-migration-operator", reporting_instance="operator"))
 
