@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 FIELD_MANAGER = "django-migration-operator"
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
 LOG_TAIL_LINES = 400
+# An event's name is <run>.<16 hex digits>, at most 253 characters.
+_EVENT_PREFIX_LENGTH = 253 - 17
 
 
 @dataclass(frozen=True)
@@ -62,15 +65,16 @@ class Kube:
                                                           {"status": status})
 
     def post_event(self, run: RunRef, reason: str, message: str, warning: bool) -> None:
-        # eventTime with microseconds and no lastTimestamp: kubectl describe sorts by lastTimestamp when it is set,
-        # to the second, which shuffles a run's events of one second; eventTime keeps them in the run's order.
-        # An eventTime requires action and the reporting fields (the apiserver's validation of "new" events).
+        now = datetime.now(UTC)
+        # Named as Kubernetes' own event recorder names them, <object>.<UnixNano in hex>: kubectl describe sorts by
+        # lastTimestamp, whole seconds, and keeps the API's order (by name) among events of one second, so a
+        # run's events of one second still read in the order they were posted.
         self.core.create_namespaced_event(run.namespace, client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{run.name}."),
+            metadata=client.V1ObjectMeta(name=f"{run.name[:_EVENT_PREFIX_LENGTH]}.{time.time_ns():x}"),
             involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind=KIND,
                                                      name=run.name, namespace=run.namespace, uid=run.uid),
-            reason=reason, action=reason, message=message[:1024], type="Warning" if warning else "Normal",
-            event_time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            reason=reason, message=message[:1024], type="Warning" if warning else "Normal",
+            first_timestamp=now, last_timestamp=now, count=1,
             source=client.V1EventSource(component="django-migration-operator"),
             reporting_component="djangoops.dev/django-migration-operator", reporting_instance="operator"))
 
