@@ -30,6 +30,7 @@ from django_migration_operator.workflow import (
     TERMINAL,
     AcquireLease,
     CreateJob,
+    DeleteJob,
     Phase,
     ReleaseLease,
     Scale,
@@ -245,6 +246,9 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             manifest = _job_manifest(kube, ref, body, spec, action.step)
             logger.info("creating Job %s", manifest["metadata"]["name"])
             kube.create_job(manifest)
+        elif isinstance(action, DeleteJob):
+            logger.info("deleting Job %s: its pod did not start", jobs.job_name(ref, action.step))
+            kube.delete_job(ref.namespace, jobs.job_name(ref, action.step))
         elif isinstance(action, AcquireLease):
             database_id = _database_url(kube, ref, spec).identity
             lease = kube.lease_holder(database_id)

@@ -161,7 +161,12 @@ class Kube:
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
         if finished is None:
             finished = _ended_by_itself(pods)
-        return JobState(finished=finished, reason=reason, log=self._last_pod_log(namespace, pods) if finished else "")
+        return JobState(finished=finished, reason=reason, log=self._last_pod_log(namespace, pods) if finished else "",
+                        created=job.metadata.creation_timestamp, not_started=None if finished else _not_started(pods))
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Deletes the Job and, before it goes, its pod (foreground); an absent Job is already deleted."""
+        _unless_absent(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
 
     def _last_pod_log(self, namespace: str, pods: list[client.V1Pod]) -> str:
         if not pods:
@@ -222,10 +227,10 @@ class Kube:
                     raise
 
 
-def _unless_absent(read: Callable[..., Any], *arguments: Any) -> Any:
-    """`read(*arguments)`, or None when the API answers 404: how every read tells a missing object apart."""
+def _unless_absent(call: Callable[..., Any], *arguments: Any, **options: Any) -> Any:
+    """`call(*arguments, **options)`, or None when the API answers 404: how every call tells a missing object apart."""
     try:
-        return read(*arguments)
+        return call(*arguments, **options)
     except ApiException as error:
         if error.status == 404:
             return None
@@ -280,6 +285,20 @@ def _ended_by_itself(pods: list[client.V1Pod]) -> str | None:
         if pod.metadata.deletion_timestamp is None and pod.status.phase in ("Succeeded", "Failed"):
             return "Complete" if pod.status.phase == "Succeeded" else "Failed"
     return None
+
+
+def _not_started(pods: list[client.V1Pod]) -> str | None:
+    """Why the Job's pod has not started yet, in the words of the scheduler or the kubelet; None once it runs."""
+    live = [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+    if not live:
+        return "the Job controller has created no pod"
+    pod = live[0]
+    if pod.status.phase != "Pending":
+        return None
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(": ")
+    return _pod_problem(pod) or "Pending"
 
 
 def _pod_problem(pod: client.V1Pod) -> str | None:

@@ -50,6 +50,7 @@ class Spec:
     on_failure: str
     approval: str
     job_template: dict[str, Any] = field(default_factory=dict)
+    start_timeout_seconds: int = 300  # how long a step's pod may take to start before the step fails
 
     @property
     def deployments(self) -> tuple[str, ...]:
@@ -87,6 +88,7 @@ class Spec:
             on_failure=spec.get("onFailure", "Restore"),
             approval=spec.get("approval", "Automatic"),
             job_template=dict(spec.get("jobTemplate", {})),
+            start_timeout_seconds=int(spec.get("jobTemplate", {}).get("startTimeoutSeconds", 300)),
         )
 
 

@@ -54,6 +54,8 @@ TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 # Phases in which an Offline run's app is meant to be stopped: a Deployment scaled up meanwhile is scaled down again.
 APP_STOPPED = frozenset({Phase.BACKING_UP, Phase.MIGRATING, Phase.VERIFYING, Phase.RESTORING})
 LOG_TAIL_LINES = 20
+# The reason of a step whose pod never started (jobTemplate.startTimeoutSeconds ran out): its Job was deleted.
+NOT_STARTED = "NotStarted"
 
 
 # --- what the driver observes -------------------------------------------------------------------------------
@@ -73,8 +75,10 @@ class DeploymentState:
 @dataclass(frozen=True)
 class JobState:
     finished: str | None  # None while it runs, "Complete" or "Failed"
-    reason: str | None  # the Job's failure reason (DeadlineExceeded, BackoffLimitExceeded)
+    reason: str | None  # the Job's failure reason (DeadlineExceeded, BackoffLimitExceeded, NOT_STARTED)
     log: str  # the output of its pod
+    created: datetime | None = None  # when the Job was created
+    not_started: str | None = None  # why its pod has not started yet (Unschedulable: ...); None once it runs
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,13 @@ class SetImages:
 
 
 @dataclass(frozen=True)
+class DeleteJob:
+    """Deletes the step's Job and its pod (foreground: the Job goes only once its pod is gone)."""
+
+    step: str
+
+
+@dataclass(frozen=True)
 class AcquireLease:
     pass
 
@@ -124,7 +135,7 @@ class ReleaseLease:
     pass
 
 
-Action = CreateJob | Scale | SetImages | AcquireLease | ReleaseLease
+Action = CreateJob | DeleteJob | Scale | SetImages | AcquireLease | ReleaseLease
 
 
 @dataclass(frozen=True)
@@ -190,13 +201,12 @@ def _queue_or_plan(status: Status, world: World, chosen: Status) -> Step:
 
 
 def _planning(spec: Spec, status: Status, world: World) -> Step:
-    waiting = _job_step(status, world, "plan")
-    if waiting:
-        return waiting
-    assert world.job is not None
-    result = parse_plan_output(world.job.log)
-    if world.job.finished == "Failed" or result.error:
-        detail = result.error or _tail(world.job.log)
+    job = _job_step(spec, status, world, "plan")
+    if isinstance(job, Step):
+        return job
+    result = parse_plan_output(job.log)
+    if job.finished == "Failed" or result.error:
+        detail = result.error or _tail(job.log)
         return _finish(status, world, Phase.FAILED, result.reason or "PlanFailed",
                        f"planning failed, nothing was changed: {detail}")
     migrations = classify_plan(result.migrations, spec.migration_classes)
@@ -270,16 +280,15 @@ def _backing_up(spec: Spec, status: Status, world: World) -> Step:
     guard = _guard(spec, status, world)
     if guard:
         return guard
-    waiting = _job_step(status, world, "backup", extra={**_counts_before(status, world),
-                                                        "backup": {"startedAt": _iso(world.now)}})
-    if waiting:
-        return waiting
-    assert world.job is not None
-    backup = jobs.parse_marker(world.job.log, jobs.BACKUP_MARKER) if world.job.finished == "Complete" else None
+    job = _job_step(spec, status, world, "backup", extra={**_counts_before(status, world),
+                                                          "backup": {"startedAt": _iso(world.now)}})
+    if isinstance(job, Step):
+        return job
+    backup = jobs.parse_marker(job.log, jobs.BACKUP_MARKER) if job.finished == "Complete" else None
     if not backup or not backup.get("verified"):
-        why = "timed out: backup.timeoutSeconds" if world.job.reason == "DeadlineExceeded" else \
-            world.job.reason or "pg_dump or its verification failed"
-        reason = f"the backup failed ({why}): {_tail(world.job.log)}; no migration was attempted"
+        why = "timed out: backup.timeoutSeconds" if job.reason == "DeadlineExceeded" else \
+            job.reason or "pg_dump or its verification failed"
+        reason = f"the backup failed ({why}): {_tail(job.log)}; no migration was attempted"
         if _online(status):
             message = f"{reason}. The app kept serving and the database is as it was"
             return _finish(status, world, Phase.FAILED, "BackupFailed", message, extra={
@@ -300,18 +309,17 @@ def _migrating(spec: Spec, status: Status, world: World) -> Step:
     guard = _guard(spec, status, world)
     if guard:
         return guard
-    waiting = _job_step(status, world, "migrate", extra=_counts_before(status, world))
-    if waiting:
-        return waiting
-    assert world.job is not None
-    output = _tail(world.job.log)
-    if world.job.finished == "Failed":
-        reason = _migration_failure(world.job, output)
+    job = _job_step(spec, status, world, "migrate", extra=_counts_before(status, world))
+    if isinstance(job, Step):
+        return job
+    output = _tail(job.log)
+    if job.finished == "Failed":
+        reason = _migration_failure(job, output)
         failed = {"migrateOutput": output,
                   "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))}
         if online:
             message = (f"{reason}. PostgreSQL rolled the failing migration back and the app kept serving the "
-                       f"release it ran: nothing was stopped or restored{_applied_before(world.job.log)}")
+                       f"release it ran: nothing was stopped or restored{_applied_before(job.log)}")
             return _finish({**status, **failed}, world, Phase.FAILED, "MigrationFailed", message, extra=failed)
         return _after_damage(spec, status, world, "Migrating", "MigrationFailed", reason, failed)
     if online:
@@ -352,14 +360,13 @@ def _verifying(spec: Spec, status: Status, world: World) -> Step:
 
 
 def _restoring(spec: Spec, status: Status, world: World) -> Step:
-    waiting = _job_step(status, world, "restore")
-    if waiting:
-        return waiting
-    assert world.job is not None
+    job = _job_step(spec, status, world, "restore")
+    if isinstance(job, Step):
+        return job
     failure = status.get("failure", {})
     path = status.get("backup", {}).get("path", "?")
-    if world.job.finished == "Failed":
-        message = (f"{failure.get('message', 'the run failed')}; then the restore failed too: {_tail(world.job.log)}. "
+    if job.finished == "Failed":
+        message = (f"{failure.get('message', 'the run failed')}; then the restore failed too: {_tail(job.log)}. "
                    f"The app stays stopped (old code must not run on a broken schema). The backup is {path} in "
                    f"PersistentVolumeClaim {spec.backup_claim}: restore it by hand with `pg_restore "
                    f"--single-transaction --exit-on-error --no-owner -d <database> {path}` into a recreated "
@@ -368,10 +375,10 @@ def _restoring(spec: Spec, status: Status, world: World) -> Step:
             "conditions": _conditions(status, world, RestoreFailed=("True", "RestoreFailed", message),
                                       RolledBack=("False", "RestoreFailed", message),
                                       Succeeded=("False", "RestoreFailed", message))})
-    restored = jobs.parse_marker(world.job.log, jobs.RESTORE_MARKER) or {}
+    restored = jobs.parse_marker(job.log, jobs.RESTORE_MARKER) or {}
     if restored.get("refused"):
         # psql's own words for each statement the server refused ("psql:apply.sql:12: ERROR:  permission ...").
-        restored["refusedStatements"] = [line.split("ERROR:", 1)[1].strip() for line in world.job.log.splitlines()
+        restored["refusedStatements"] = [line.split("ERROR:", 1)[1].strip() for line in job.log.splitlines()
                                          if "ERROR:" in line]
     message = f"database restored from {path} ({_restore_summary(restored)}); starting the app on the restored " \
               "database"
@@ -453,13 +460,12 @@ def _rolling_out(spec: Spec, status: Status, world: World) -> Step:
 
 
 def _contracting(spec: Spec, status: Status, world: World) -> Step:
-    waiting = _job_step(status, world, "contract")
-    if waiting:
-        return waiting
-    assert world.job is not None
-    output = _tail(world.job.log)
-    if world.job.finished == "Failed":
-        reason = _migration_failure(world.job, output)
+    job = _job_step(spec, status, world, "contract")
+    if isinstance(job, Step):
+        return job
+    output = _tail(job.log)
+    if job.finished == "Failed":
+        reason = _migration_failure(job, output)
         message = (f"{reason}. The release {spec.image} serves without the contract changes; the expand "
                    "migrations stay applied and nothing was restored (online: a restore would lose the writes "
                    "made since the backup). Fix the migration and run again: the plan then holds only what is "
@@ -490,8 +496,14 @@ _HANDLERS = {
 # --- shared pieces ------------------------------------------------------------------------------------------
 
 
-def _job_step(status: Status, world: World, step: str, extra: Status | None = None) -> Step | None:
-    """Creates the step's Job and waits for it; None once it finished (world.job then says how)."""
+def _job_step(spec: Spec, status: Status, world: World, step: str, extra: Status | None = None) -> Step | JobState:
+    """Creates the step's Job and waits for it; the Job's state once it ended, or once its pod never started."""
+    not_started = status.get("notStarted")
+    if not_started and not_started["step"] == step:
+        if world.job is not None:
+            # Gone before the step fails: a pod that starts late must never run after the run moved on.
+            return Step(actions=[DeleteJob(step)], wait=True)
+        return JobState("Failed", NOT_STARTED, not_started["message"])
     if world.job is None:
         if step in status.get("jobs", {}):
             # Recorded but absent: the operator stopped between the record and the create (reads go to the API
@@ -500,8 +512,14 @@ def _job_step(status: Status, world: World, step: str, extra: Status | None = No
         return Step(status={**(extra or {}), "jobs": {**status.get("jobs", {}), step: step}},
                     actions=[CreateJob(step)])
     if world.job.finished is None:
+        waited = (world.now - world.job.created).total_seconds() if world.job.created else 0.0
+        if world.job.not_started and waited > spec.start_timeout_seconds:
+            message = (f"its pod did not start within jobTemplate.startTimeoutSeconds ({spec.start_timeout_seconds}s): "
+                       f"{world.job.not_started}")
+            return Step(status={"notStarted": {"step": step, "message": message}}, actions=[DeleteJob(step)],
+                        wait=True)
         return Step(wait=True)
-    return None
+    return world.job
 
 
 def _online(status: Status) -> bool:

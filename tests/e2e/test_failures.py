@@ -235,6 +235,23 @@ def test_a_failing_backup_migrates_nothing_and_starts_the_app_again(new_stack: A
     assert checksum(stack) == before and spec_replicas(stack) == RECORDED
 
 
+def test_a_backup_pod_that_cannot_start_fails_within_the_start_deadline_and_starts_the_app_again(
+        new_stack: Any) -> None:
+    stack = new_stack()
+    before = checksum(stack)
+    # An image the cluster cannot pull: devcluster's kubelet knows only its image map (ErrImagePull).
+    status = run_to_end(stack, stack.migration(name="nopull", backup={"image": "postgres:99"},
+                                               jobTemplate={"startTimeoutSeconds": 10}), timeout=120)
+    assert status["phase"] == "Failed" and status["failure"]["reason"] == "BackupFailed", status.get("message")
+    assert "did not start within jobTemplate.startTimeoutSeconds (10s): ErrImagePull" in status["message"] or \
+        "did not start within jobTemplate.startTimeoutSeconds (10s): ImagePullBackOff" in status["message"]
+    assert "no migration was attempted" in status["message"] and "migrate" not in status["jobs"]
+    assert status["downtimeSeconds"] < 40, "the app must not wait much longer than the start deadline"
+    assert checksum(stack) == before and spec_replicas(stack) == RECORDED
+    jobs_left = stack.kubectl("get", "jobs", "-n", stack.namespace, "-o", "name").stdout.split()
+    assert "job.batch/nopull-backup" not in jobs_left, "the Job whose pod never started is deleted"
+
+
 def test_a_failing_restore_leaves_the_app_stopped_and_says_where_the_backup_is(
         new_stack: Any, operator: LocalOperator) -> None:
     stack = new_stack(drills="slow")

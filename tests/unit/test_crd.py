@@ -415,6 +415,7 @@ def test_status_fields(root: Schema) -> None:
         "migrateOutput",
         "contractOutput",
         "stoppedAt",
+        "notStarted",
         "failure",
     }
     assert set(node(root, "status.conditions[]")["properties"]) == {
@@ -479,6 +480,7 @@ def test_no_field_preserves_unknown_fields(root: Schema) -> None:
 
 def test_job_template_declares_core_fields(root: Schema) -> None:
     assert list(node(root, "spec.jobTemplate")["properties"]) == [
+        "startTimeoutSeconds",
         "resources",
         "nodeSelector",
         "tolerations",

@@ -15,6 +15,7 @@ from django_migration_operator.resource import Spec
 from django_migration_operator.workflow import (
     AcquireLease,
     CreateJob,
+    DeleteJob,
     DeploymentState,
     JobState,
     Phase,
@@ -367,6 +368,49 @@ def on(image: str, replicas: int, **more: str) -> DeploymentState:
 
 RELEASE = {"app": {"deployment": "web", "stop": ["worker", "beat"], "image": "shop:2"}}
 RECORDED_IMAGES = {"web": {"django": "shop:1"}, "worker": {"celery": "shop:1"}}
+
+
+class TestStartDeadline:
+    """A step's pod that cannot start fails the step within jobTemplate.startTimeoutSeconds, Job deleted first."""
+
+    PULLING = "ImagePullBackOff: Back-off pulling image \"postgres:99\""
+
+    def pending(self, seconds: float) -> JobState:
+        return JobState(None, None, "", created=NOW - timedelta(seconds=seconds), not_started=self.PULLING)
+
+    def test_a_pod_may_take_its_time_to_start_within_the_deadline(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
+        step = advance(spec(jobTemplate={"startTimeoutSeconds": 60}), status,
+                       World(now=NOW, deployments=STOPPED, job=self.pending(59)))
+        assert step == Step(wait=True)
+        running_job = JobState(None, None, "", created=NOW - timedelta(hours=1))  # started: the step's own deadline
+        assert advance(spec(), status, World(now=NOW, deployments=STOPPED, job=running_job)) == Step(wait=True)
+
+    def test_a_backup_pod_that_never_starts_fails_the_backup_and_starts_the_app_again(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
+        late = spec(jobTemplate={"startTimeoutSeconds": 60})
+        step = advance(late, status, World(now=NOW, deployments=STOPPED, job=self.pending(61)))
+        assert step.actions == [DeleteJob("backup")] and "phase" not in step.status
+        assert step.status["notStarted"]["step"] == "backup"
+        status = apply(status, step)
+        # Still there (its pod is being deleted): deleted again, never created again, the step not failed yet.
+        step = advance(late, status, World(now=NOW, deployments=STOPPED, job=self.pending(62)))
+        assert step.actions == [DeleteJob("backup")] and step.wait
+        step = advance(late, status, World(now=NOW, deployments=STOPPED))
+        assert step.status["phase"] == Phase.SCALING_UP and step.status["failure"]["reason"] == "BackupFailed"
+        assert "did not start within jobTemplate.startTimeoutSeconds (60s): ImagePullBackOff" in step.status["message"]
+
+    def test_a_migrate_pod_that_never_starts_goes_down_the_migrations_failure_path(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"},
+                  "notStarted": {"step": "migrate", "message": "its pod did not start within ...: Unschedulable"}}
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED))
+        # Restored all the same: the pod may have started in the moment before it was deleted.
+        assert step.status["phase"] == Phase.RESTORING and "Unschedulable" in step.status["message"]
+
+    def test_a_record_of_another_step_does_not_stop_this_one(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"migrate": "migrate", "restore": "restore"},
+                  "notStarted": {"step": "migrate", "message": "..."}}
+        assert advance(spec(), status, World(now=NOW, deployments=STOPPED)).actions == [CreateJob("restore")]
 
 
 class TestRelease:

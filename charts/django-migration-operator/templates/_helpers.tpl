@@ -76,10 +76,11 @@ tests/unit/test_chart.py derives the same list from those files and fails when t
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# The plan, backup, migrate and restore Jobs; they go with the run through their owner reference.
+# The plan, backup, migrate and restore Jobs; they go with the run through their owner reference. Deleted only
+# when a step's pod did not start in time (jobTemplate.startTimeoutSeconds), so that it never starts late.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, delete]
 # The backup claim (spec.backup.volumeClaim), read by name before anything stops: it must exist.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
