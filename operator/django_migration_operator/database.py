@@ -70,6 +70,13 @@ def server_major(database: DatabaseUrl) -> int:
     return int(str(row[0])) if row else 0
 
 
+def database_size(database: DatabaseUrl) -> int:
+    """pg_database_size in bytes: tables, indexes and catalogs on disk."""
+    with _connect(database) as connection:
+        row = connection.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(str(row[0])) if row else 0
+
+
 def missing_tables(database: DatabaseUrl, tables: tuple[str, ...]) -> list[str]:
     with _connect(database) as connection:
         return [t for t in tables if connection.execute("SELECT to_regclass(%s)", (t,)).fetchone() == (None,)]

@@ -42,6 +42,9 @@ from django_migration_operator.workflow import (
 )
 
 SAFETY_NET_SECONDS = 15.0
+# A dump is smaller than the database on disk (no indexes, no dead rows, compressed): a claim is refused only when
+# it is clearly too small, under a tenth of pg_database_size. keep dumps add up beyond that: only the volume tells.
+CLAIM_SIZE_RATIO = 10
 JOB_OF_PHASE = {Phase.PLANNING: "plan", Phase.BACKING_UP: "backup", Phase.MIGRATING: "migrate",
                 Phase.RESTORING: "restore", Phase.CONTRACTING: "contract"}
 
@@ -177,6 +180,7 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
 def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
     """What the schema cannot know: do the Deployments, the container, the Secret and the database exist?"""
     problems = []
+    backup_claim = None
     for name in spec.deployments:
         deployment = kube.read_deployment(ref.namespace, name)
         field = "app.deployment" if name == spec.deployment else "app.stop"
@@ -192,7 +196,8 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
         # Checked here, not when the backup pod waits for it with the app already stopped. A Pending claim may be
         # waiting for its first consumer (WaitForFirstConsumer): the backup pod is that consumer.
         claim = f"backup.volumeClaim: PersistentVolumeClaim '{spec.backup_claim}'"
-        phase = kube.claim_phase(ref.namespace, spec.backup_claim)
+        backup_claim = kube.claim(ref.namespace, spec.backup_claim)
+        phase = backup_claim.phase if backup_claim else None
         if phase is None:
             problems.append(f"{claim} not found in namespace {ref.namespace}; create it, or name the claim the "
                             "dumps go to")
@@ -213,6 +218,14 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
         problems.append(f"{secret}: cannot connect to database '{url.name}': {unreachable}; "
                         "fix the URL in the Secret or make the database reachable")
         return problems
+    capacity = backup_claim.capacity_bytes if spec.backup_enabled and backup_claim else None
+    if capacity is not None:
+        size = database.database_size(url)
+        if capacity * CLAIM_SIZE_RATIO < size:
+            problems.append(f"backup.volumeClaim: PersistentVolumeClaim '{spec.backup_claim}' holds "
+                            f"{_mebibytes(capacity)}, too small for a dump of database '{url.name}' "
+                            f"({_mebibytes(size)} on disk); a claim of half that ({_mebibytes(size // 2)}) holds a few dumps: "
+                            "resize it, or name a bigger one")
     if spec.backup_enabled and spec.on_failure == "Restore":
         refused = database.restore_problem(url)
         if refused:
@@ -222,6 +235,10 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
         problems.append(f"verify.rowCounts: table '{table}' does not exist in database '{url.name}'; "
                         "remove it or name an existing table")
     return problems
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size} bytes"
 
 
 def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: Step,

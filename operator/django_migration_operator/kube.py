@@ -16,6 +16,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, RUN_NAMESPACE_LABEL, VERSION, RunRef
 from django_migration_operator.workflow import DeploymentState, JobState
@@ -28,6 +29,12 @@ FIELD_MANAGER = "django-migration-operator"
 LOG_TAIL_LINES = 400
 # An event's name is <run>.<16 hex digits>, at most 253 characters.
 _EVENT_PREFIX_LENGTH = 253 - 17
+
+
+@dataclass(frozen=True)
+class ClaimState:
+    phase: str  # Pending, Bound or Lost
+    capacity_bytes: int | None  # the bound volume's capacity, else the claim's request; None when neither says
 
 
 @dataclass(frozen=True)
@@ -123,13 +130,17 @@ class Kube:
 
     # --- the backup claim ---------------------------------------------------------------------------------
 
-    def claim_phase(self, namespace: str, name: str) -> str | None:
-        """The PersistentVolumeClaim's status.phase (Pending, Bound, Lost); None when there is no such claim."""
+    def claim(self, namespace: str, name: str) -> ClaimState | None:
+        """The PersistentVolumeClaim's phase and capacity; None when there is no such claim."""
         claim = _unless_absent(self.core.read_namespaced_persistent_volume_claim, name, namespace)
         if claim is None:
             return None
-        phase: str = (claim.status.phase if claim.status else None) or "Pending"
-        return phase
+        status = claim.status
+        # The bound volume's capacity, or what the claim asks for while it waits for one.
+        size = ((status.capacity if status else None) or {}).get("storage") or \
+            ((claim.spec.resources.requests if claim.spec.resources else None) or {}).get("storage")
+        return ClaimState(phase=(status.phase if status else None) or "Pending",
+                          capacity_bytes=int(parse_quantity(size)) if size else None)
 
     # --- Secrets ------------------------------------------------------------------------------------------
 

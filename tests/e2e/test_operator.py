@@ -200,6 +200,8 @@ def _secret(stack: BlogStack, name: str, data: dict[str, str]) -> None:
                         "unknown"),
     ("tools-too-old", "backup.image: postgres:9 carries pg_dump 9, older than the server"),
     ("claim-missing", "backup.volumeClaim: PersistentVolumeClaim 'nowhere' not found"),
+    ("claim-too-small", "backup.volumeClaim: PersistentVolumeClaim 'tiny-backups' holds 65536 bytes, too small for "
+                        "a dump of database"),
 ])
 def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack, case: str, expected: str) -> None:
     stack = shared_stack
@@ -228,6 +230,10 @@ def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack,
         spec["backup"]["image"] = "postgres:9"
     elif case == "claim-missing":
         spec["backup"]["volumeClaim"] = "nowhere"
+    elif case == "claim-too-small":
+        stack.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "tiny-backups"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Ki"}}}})
+        spec["backup"]["volumeClaim"] = "tiny-backups"
 
     status = run_to_end(stack, manifest, timeout=60)
 
