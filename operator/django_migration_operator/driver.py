@@ -224,8 +224,8 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
         if capacity * CLAIM_SIZE_RATIO < size:
             problems.append(f"backup.volumeClaim: PersistentVolumeClaim '{spec.backup_claim}' holds "
                             f"{_mebibytes(capacity)}, too small for a dump of database '{url.name}' "
-                            f"({_mebibytes(size)} on disk); a claim of half that ({_mebibytes(size // 2)}) holds a few dumps: "
-                            "resize it, or name a bigger one")
+                            f"({_mebibytes(size)} on disk); a claim of half that ({_mebibytes(size // 2)}) holds a "
+                            "few dumps: resize it, or name a bigger one")
     if spec.backup_enabled and spec.on_failure == "Restore":
         refused = database.restore_problem(url)
         if refused:
