@@ -53,6 +53,7 @@ from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
 from django_migration_operator.jobs import BACKUP_MOUNT
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, STEP_LABEL, VERSION
+from django_migration_operator.workflow import PHASES, TERMINAL
 
 RUN_NAME = "blog-release-2"
 FAILURE_DRILL = "fail_atomic"  # examples/blog/drills: an atomic migration that raises after its CreateModel
@@ -60,8 +61,7 @@ BACKUP_CLAIM = "blog-backups"  # BlogStack's claim
 BLOG_DIR = REPO_ROOT / "examples" / "blog"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 APP_COMPONENT_LABEL = "app.kubernetes.io/component"
-TERMINAL = ("Succeeded", "Failed")
-JOB_PHASES = ("Planning", "BackingUp", "Migrating", "Restoring")  # the phases that wait for a Job
+JOB_PHASES = tuple(phase for phase, facts in PHASES.items() if facts.job)  # the phases that wait for a Job
 WATCH_SERVER_TIMEOUT = 60
 PROBE_PATH = "/posts/count"
 PROBE_INTERVAL = 0.05

@@ -26,7 +26,7 @@ from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.workflow import (
-    APP_STOPPED,
+    PHASES,
     TERMINAL,
     AcquireLease,
     CreateJob,
@@ -39,14 +39,13 @@ from django_migration_operator.workflow import (
     World,
     advance,
     online_migrations,
+    phase_of,
 )
 
 SAFETY_NET_SECONDS = 15.0
 # A dump is smaller than the database on disk (no indexes, no dead rows, compressed): a claim is refused only when
 # it is clearly too small, under a tenth of pg_database_size. keep dumps add up beyond that: only the volume tells.
 CLAIM_SIZE_RATIO = 10
-JOB_OF_PHASE = {Phase.PLANNING: "plan", Phase.BACKING_UP: "backup", Phase.MIGRATING: "migrate",
-                Phase.RESTORING: "restore", Phase.CONTRACTING: "contract"}
 
 
 class Wakeups:
@@ -82,10 +81,6 @@ class Stop(Enum):
     DELETED = "deleted"  # the run was deleted: end it first if the app was touched, its finalizer holds it
 
 
-# Before ScalingDown nothing of the app or the database was touched: a deleted run may simply go.
-UNTOUCHED = frozenset({Phase.PENDING, Phase.QUEUED, Phase.PLANNING, Phase.AWAITING_APPROVAL})
-
-
 async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logger | logging.LoggerAdapter[Any],
                 stopping: Callable[[], Stop | None]) -> None:
     """Drives the run until it ends, or until `stopping()` says to leave it.
@@ -103,10 +98,10 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
             if body is None:
                 return
             status: dict[str, Any] = body.get("status") or {}
-            phase = Phase(status.get("phase") or Phase.PENDING)
+            phase = phase_of(status)
             if phase in TERMINAL:
                 return
-            if stopping() is Stop.DELETED and phase in UNTOUCHED:
+            if stopping() is Stop.DELETED and not PHASES[phase].touched:
                 await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
                 return
             spec = Spec.from_body(body.get("spec", {}))
@@ -145,33 +140,32 @@ def _measure(entered: tuple[str, float] | None, status: dict[str, Any]) -> tuple
 
 def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> World:
     """Reads what the current phase decides on, and nothing else."""
-    phase = Phase(status.get("phase") or Phase.PENDING)
+    phase = phase_of(status)
+    facts = PHASES[phase]
     now = datetime.now(UTC)
     if phase == Phase.PENDING:
         problems = validate(kube, ref, spec)
         if problems:
             return World(now=now, problems=tuple(problems))
     url = _database_url(kube, ref, spec)
-    if phase in (Phase.PENDING, Phase.QUEUED):
+    if facts.reads_lease:
         lease = kube.lease_holder(url.identity)
         holder = lease.holder if lease else None
         return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key,
                      server_major=database.server_major(url) if phase == Phase.PENDING else None)
     deployments = {}
-    if phase in (Phase.SCALING_DOWN, Phase.SCALING_UP, Phase.ROLLING_OUT, *APP_STOPPED):
+    if facts.reads_app:
         for name in spec.deployments:
             state = kube.deployment_state(ref.namespace, name)
             if state is not None:
                 deployments[name] = state
-    job = None
-    if phase in JOB_OF_PHASE:
-        job = kube.job_state(ref.namespace, jobs.job_name(ref, JOB_OF_PHASE[phase]))
+    job = kube.job_state(ref.namespace, jobs.job_name(ref, facts.job)) if facts.job else None
     row_counts = applied = checks = None
-    if phase == Phase.VERIFYING:
+    if facts.verifies:
         row_counts = database.row_counts(url, spec.row_count_tables)
         applied = database.applied_migrations(url)
         checks = database.run_checks(url, {c.name: c.sql for c in spec.checks})
-    elif phase in (Phase.BACKING_UP, Phase.MIGRATING) and "rowCounts" not in status:
+    elif facts.counts_rows and "rowCounts" not in status:
         row_counts = database.row_counts(url, spec.row_count_tables)
     return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,
                  check_results=checks)

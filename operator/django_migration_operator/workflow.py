@@ -20,6 +20,7 @@ Online (nothing stops; docs/strategies.md):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -50,9 +51,6 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
-TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
-# Phases in which an Offline run's app is meant to be stopped: a Deployment scaled up meanwhile is scaled down again.
-APP_STOPPED = frozenset({Phase.BACKING_UP, Phase.MIGRATING, Phase.VERIFYING, Phase.RESTORING})
 LOG_TAIL_LINES = 20
 # The reason of a step whose pod never started (jobTemplate.startTimeoutSeconds ran out): its Job was deleted.
 NOT_STARTED = "NotStarted"
@@ -157,9 +155,15 @@ class Step:
 
 
 def advance(spec: Spec, status: Status, world: World) -> Step:
-    phase = Phase(status.get("phase") or Phase.PENDING)
-    handler = _HANDLERS.get(phase)
-    return handler(spec, status, world) if handler else Step(wait=True)
+    facts = PHASES[phase_of(status)]
+    if facts.handler is None:
+        return Step(wait=True)
+    guard = _guard(spec, status, world) if facts.app_stopped else None
+    return guard or facts.handler(spec, status, world)
+
+
+def phase_of(status: Status) -> Phase:
+    return Phase(status.get("phase") or Phase.PENDING)
 
 
 def _pending(spec: Spec, status: Status, world: World) -> Step:
@@ -277,9 +281,6 @@ def _scaling_down(spec: Spec, status: Status, world: World) -> Step:
 
 
 def _backing_up(spec: Spec, status: Status, world: World) -> Step:
-    guard = _guard(spec, status, world)
-    if guard:
-        return guard
     job = _job_step(spec, status, world, "backup", extra={**_counts_before(status, world),
                                                           "backup": {"startedAt": _iso(world.now)}})
     if isinstance(job, Step):
@@ -306,9 +307,6 @@ def _migrating(spec: Spec, status: Status, world: World) -> Step:
     online = _online(status)
     if online and not online_migrations(status, MigrationClass.EXPAND):
         return _roll_out(spec, "no expand migration")
-    guard = _guard(spec, status, world)
-    if guard:
-        return guard
     job = _job_step(spec, status, world, "migrate", extra=_counts_before(status, world))
     if isinstance(job, Step):
         return job
@@ -477,20 +475,41 @@ def _contracting(spec: Spec, status: Status, world: World) -> Step:
                          {"contractOutput": output})
 
 
-_HANDLERS = {
-    Phase.PENDING: _pending,
-    Phase.QUEUED: _queued,
-    Phase.PLANNING: _planning,
-    Phase.AWAITING_APPROVAL: _awaiting_approval,
-    Phase.SCALING_DOWN: _scaling_down,
-    Phase.BACKING_UP: _backing_up,
-    Phase.MIGRATING: _migrating,
-    Phase.VERIFYING: _verifying,
-    Phase.RESTORING: _restoring,
-    Phase.SCALING_UP: _scaling_up,
-    Phase.ROLLING_OUT: _rolling_out,
-    Phase.CONTRACTING: _contracting,
+Handler = Callable[[Spec, Status, World], Step]
+
+
+@dataclass(frozen=True)
+class PhaseFacts:
+    """Everything the operator knows about a phase, in one place: what it runs, reads, and means for the app."""
+
+    handler: Handler | None  # None: terminal, the run ended
+    job: str | None = None  # the step whose Job this phase creates and waits for
+    app_stopped: bool = False  # Offline: the app must stay at zero replicas (a Deployment scaled up is undone)
+    touched: bool = True  # the app or the database may have changed: a deleted run is driven to its end first
+    reads_app: bool = False  # observes the app's Deployments
+    reads_lease: bool = False  # observes the database's Lease (and, while Pending, checks the input)
+    counts_rows: bool = False  # counts rows before its Job may change them (spec.verify.rowCounts)
+    verifies: bool = False  # reads django_migrations, the row counts and the checks
+    health: str = "Progressing"  # the Argo CD health of a run in this phase (charts/.../argocd/health.lua)
+
+
+PHASES: dict[Phase, PhaseFacts] = {
+    Phase.PENDING: PhaseFacts(_pending, touched=False, reads_lease=True),
+    Phase.QUEUED: PhaseFacts(_queued, touched=False, reads_lease=True),
+    Phase.PLANNING: PhaseFacts(_planning, job="plan", touched=False),
+    Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended"),
+    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True),
+    Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, reads_app=True, counts_rows=True),
+    Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, reads_app=True, counts_rows=True),
+    Phase.VERIFYING: PhaseFacts(_verifying, app_stopped=True, reads_app=True, verifies=True),
+    Phase.RESTORING: PhaseFacts(_restoring, job="restore", app_stopped=True, reads_app=True),
+    Phase.SCALING_UP: PhaseFacts(_scaling_up, reads_app=True),
+    Phase.ROLLING_OUT: PhaseFacts(_rolling_out, reads_app=True),
+    Phase.CONTRACTING: PhaseFacts(_contracting, job="contract"),
+    Phase.SUCCEEDED: PhaseFacts(None, health="Healthy"),
+    Phase.FAILED: PhaseFacts(None, health="Degraded"),
 }
+TERMINAL = frozenset(phase for phase, facts in PHASES.items() if facts.handler is None)
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------

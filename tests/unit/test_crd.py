@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from django_migration_operator.workflow import PHASES
+
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "djangomigrations.djangoops.dev.yaml"
 
 Schema = dict[str, Any]
@@ -232,25 +234,7 @@ def test_backup_image_documents_production_image(root: Schema) -> None:
         ("spec.onFailure", ["Restore", "Keep"]),
         ("spec.approval", ["Automatic", "Manual"]),
         ("status.conditions[].status", ["True", "False", "Unknown"]),
-        (
-            "status.phase",
-            [
-                "Pending",
-                "Queued",
-                "Planning",
-                "AwaitingApproval",
-                "ScalingDown",
-                "BackingUp",
-                "Migrating",
-                "Verifying",
-                "Restoring",
-                "ScalingUp",
-                "RollingOut",
-                "Contracting",
-                "Succeeded",
-                "Failed",
-            ],
-        ),
+        ("status.phase", [phase.value for phase in PHASES]),
     ],
 )
 def test_enums(root: Schema, path: str, values: list[str]) -> None:

@@ -13,6 +13,7 @@ from django_migration_operator.jobs import BACKUP_MARKER
 from django_migration_operator.plan import PLAN_MARKER
 from django_migration_operator.resource import Spec
 from django_migration_operator.workflow import (
+    PHASES,
     AcquireLease,
     CreateJob,
     DeleteJob,
@@ -351,8 +352,10 @@ class TestFailures:
         assert step.status["phase"] == Phase.FAILED and "app stays stopped" in step.status["message"]
         assert not any(isinstance(a, Scale) for a in step.actions)
 
-    def test_a_deployment_scaled_up_during_the_run_is_scaled_down_with_a_warning(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+    @pytest.mark.parametrize("phase", [phase for phase, facts in PHASES.items() if facts.app_stopped])
+    def test_a_deployment_scaled_up_during_the_run_is_scaled_down_with_a_warning(self, phase: Phase) -> None:
+        # In every phase the table says the app is stopped: old code must not meet a database being changed.
+        status = {**FAILURE_BASE, "phase": phase, "jobs": {"migrate": "migrate"}}
         scaled = DeploymentState(replicas=3, pods=3, available=3, rolled_out=True, scaled_by="argocd-controller")
         step = advance(spec(), status, World(now=NOW, deployments={"web": scaled, "worker": running(0)}))
         assert step.actions == [Scale("web", 0)]
@@ -368,6 +371,15 @@ def on(image: str, replicas: int, **more: str) -> DeploymentState:
 
 RELEASE = {"app": {"deployment": "web", "stop": ["worker", "beat"], "image": "shop:2"}}
 RECORDED_IMAGES = {"web": {"django": "shop:1"}, "worker": {"celery": "shop:1"}}
+
+
+def test_the_phase_table_covers_every_phase_and_names_real_steps() -> None:
+    assert list(PHASES) == list(Phase)
+    assert {facts.job for facts in PHASES.values() if facts.job} == {"plan", "backup", "migrate", "contract",
+                                                                      "restore"}
+    # The app is stopped only after the run touched it, and a terminal phase does nothing.
+    assert all(facts.touched for facts in PHASES.values() if facts.app_stopped)
+    assert all(facts.health in ("Healthy", "Degraded") for facts in PHASES.values() if facts.handler is None)
 
 
 class TestStartDeadline:
