@@ -94,7 +94,7 @@ def summary(stack: BlogStack, status: dict[str, Any]) -> None:
               f"({migration.get('reason')})")
     backup = status.get("backup", {})
     print(f"      backup      {backup.get('path')} ({backup.get('sizeBytes', 0)} bytes, "
-          f"{backup.get('format')}, verified: {backup.get('verified')})")
+          f"{backup.get('format')} {backup.get('compression', '')}, verified: {backup.get('verified')})")
     for table, counts in status.get("rowCounts", {}).items():
         before = f"{counts['before']} before" if "before" in counts else "not counted before (the app kept writing)"
         print(f"      rows        {table}: {before}, {counts.get('after')} after")

@@ -424,6 +424,7 @@ def test_status_fields(root: Schema) -> None:
         "path",
         "sizeBytes",
         "format",
+        "compression",
         "verified",
         "startedAt",
         "completedAt",

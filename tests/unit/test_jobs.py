@@ -308,7 +308,7 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     assert sorted(p.name for p in folder.iterdir()) == ["release-2.dump", "release-3.dump"]
     newest = folder / "release-3.dump"
     assert markers[-1] == {"path": str(newest), "sizeBytes": newest.stat().st_size, "format": "custom",
-                           "verified": True}
+                           "compression": expected_compression(bin_dir), "verified": True}
 
     # What a migration does, with a connection left open, as by an app pod that did not stop.
     with psycopg.connect(url, autocommit=True) as connection:
@@ -329,6 +329,69 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
                                   ).fetchone() == ("C", "C")
+
+
+def tools_major(bin_dir: str) -> int:
+    version = subprocess.run([f"{bin_dir}/pg_dump", "--version"], capture_output=True, text=True, check=True).stdout
+    found = re.match(r"pg_dump \(PostgreSQL\) (\d+)", version)
+    assert found, version
+    return int(found[1])
+
+
+def expected_compression(bin_dir: str) -> str:
+    """What the backup script chooses for these tools: zstd level 1 from PostgreSQL 16 on, gzip level 1 before."""
+    return "zstd:1" if tools_major(bin_dir) >= 16 else "gzip:1"
+
+
+def test_the_backup_is_compressed_at_the_chosen_level(postgres: tuple[str, str], tmp_path: Path) -> None:
+    server_url, bin_dir = postgres
+    url = server_url.rsplit("/", 1)[0] + "/compressed"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE compressed")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE post (id int PRIMARY KEY, body text NOT NULL)")
+        connection.execute("INSERT INTO post SELECT i, 'body of post ' || i FROM generate_series(1, 20000) i")
+    done = run_tools_job(BUILDERS["backup"](make_spec()), url, tmp_path, bin_dir)
+    assert done.returncode == 0, done.stderr
+    dump = tmp_path / "web" / "blog-release-42.dump"
+    header = subprocess.run([f"{bin_dir}/pg_restore", "--list", str(dump)], capture_output=True, text=True,
+                            check=True).stdout
+    # The archive's header names what pg_dump used: the gzip level up to PostgreSQL 15, the method from 16 on
+    # (whose archives no longer record the level).
+    compression = re.search(r"^;\s+Compression: (\S+)$", header, re.MULTILINE)
+    assert compression, header
+    assert compression[1] == ("zstd" if tools_major(bin_dir) >= 16 else "1")
+    uncompressed = tmp_path / "plain.dump"
+    subprocess.run([f"{bin_dir}/pg_dump", "--format=custom", "--compress=0", f"--file={uncompressed}", url],
+                   check=True)
+    assert dump.stat().st_size < uncompressed.stat().st_size / 4
+
+
+@pytest.mark.parametrize(("version", "compress", "compression"), [
+    ("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", "1", "gzip:1"),
+    ("pg_dump (PostgreSQL) 9.6.24", "1", "gzip:1"),
+    ("pg_dump (PostgreSQL) 16.4 (Debian 16.4-1.pgdg120+2)", "zstd:1", "zstd:1"),
+    ("pg_dump (PostgreSQL) 17devel", "zstd:1", "zstd:1"),
+    ("pg_dump (PostgreSQL) 18.1", "zstd:1", "zstd:1"),
+])
+def test_the_compression_follows_the_tools_major_version(tmp_path: Path, version: str, compress: str,
+                                                         compression: str) -> None:
+    """Only PostgreSQL 15's tools are here: tools that answer as another version show the script's choice."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "calls"
+    (tools / "pg_dump").write_text(f"""#!/bin/sh
+if [ "$1" = --version ]; then echo '{version}'; exit 0; fi
+echo "$@" >> {calls}
+for argument; do case $argument in --file=*) echo archive > "${{argument#--file=}}";; esac; done
+""")
+    (tools / "pg_restore").write_text("#!/bin/sh\nexit 0\n")
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    done = run_tools_job(BUILDERS["backup"](make_spec()), "postgres://nowhere/db", tmp_path, str(tools))
+    assert done.returncode == 0, done.stderr
+    assert f"--format=custom --create --compress={compress} " in calls.read_text()
+    assert jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER)["compression"] == compression
 
 
 def test_a_failed_backup_leaves_nothing(postgres: tuple[str, str], tmp_path: Path) -> None:

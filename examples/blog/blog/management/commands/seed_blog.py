@@ -1,5 +1,6 @@
 """`manage.py seed_blog --posts N`: top the blog up to N deterministic posts."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -8,6 +9,17 @@ from django.db import connection, transaction
 
 # Seeded posts are dated in the past, so posts written through the API list before them.
 SEED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def seed_rows(first: int, last: int, category_ids: list[int | None]) -> Iterator[tuple[Any, ...]]:
+    """Posts `first`..`last` (title, body, category_id, created_at), generated as COPY consumes them."""
+    for number in range(first, last + 1):
+        yield (
+            f"Seed post {number:05d}",
+            f"Deterministic body of seed post {number}.",
+            category_ids[number % len(category_ids)],
+            SEED_EPOCH + timedelta(minutes=number),
+        )
 
 
 class Command(BaseCommand):
@@ -32,17 +44,13 @@ class Command(BaseCommand):
             category_ids.append(None)
             cursor.execute("SELECT count(*) FROM blog_post")
             existing: int = cursor.fetchone()[0]
-            rows = [
-                (
-                    f"Seed post {number:05d}",
-                    f"Deterministic body of seed post {number}.",
-                    category_ids[number % len(category_ids)],
-                    SEED_EPOCH + timedelta(minutes=number),
-                )
-                for number in range(existing + 1, wanted + 1)
-            ]
-            cursor.executemany(
-                "INSERT INTO blog_post (title, body, category_id, created_at) VALUES (%s, %s, %s, %s)",
-                rows,
-            )
-        self.stdout.write(f"seed_blog: {existing} posts existed, inserted {len(rows)}, total {existing + len(rows)}")
+            inserted = max(wanted - existing, 0)
+            if inserted:
+                # COPY, not INSERTs: one statement streams every row (a million in seconds, where executemany
+                # took half a minute), and the rows come from a generator, so memory stays flat at any N.
+                # The ids come from the column's identity in stream order, as the INSERTs' did.
+                # connection.cursor() is Django's wrapper; .cursor is the psycopg 3 cursor, which has copy().
+                with cursor.cursor.copy("COPY blog_post (title, body, category_id, created_at) FROM STDIN") as copy:
+                    for row in seed_rows(existing + 1, wanted, category_ids):
+                        copy.write_row(row)
+        self.stdout.write(f"seed_blog: {existing} posts existed, inserted {inserted}, total {existing + inserted}")
