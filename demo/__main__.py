@@ -39,8 +39,9 @@ def main() -> int:
     try:
         print(f"      log: {operator.log_path}")
         operator.wait_ready()
-        step("4/5", "kubectl apply: DjangoMigration blog-release-2 (image blog:2.0, strategy Auto)")
-        stack.apply(stack.migration())
+        step("4/5", "kubectl apply: DjangoMigration blog-release-2 (image blog:2.0, strategy Auto, rehearsed on a "
+                    "copy first)")
+        stack.apply(stack.migration(rehearsal={"enabled": True}))
         offline = follow(stack, "blog-release-2")
         summary(stack, offline)
         online: dict[str, Any] = {}
@@ -98,6 +99,11 @@ def summary(stack: BlogStack, status: dict[str, Any]) -> None:
     for table, counts in status.get("rowCounts", {}).items():
         before = f"{counts['before']} before" if "before" in counts else "not counted before (the app kept writing)"
         print(f"      rows        {table}: {before}, {counts.get('after')} after")
+    rehearsal = status.get("rehearsal")
+    if rehearsal:
+        print(f"      rehearsal   {rehearsal.get('outcome')} on a scratch copy: dump {rehearsal.get('dumpSeconds')}s, "
+              f"migrate {rehearsal.get('migrateSeconds')}s, predicted downtime "
+              f"{rehearsal.get('predictedDowntimeSeconds')}s")
     print(f"      downtime    {status.get('downtimeSeconds')}s (app stopped to app available again)")
     deployments = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)
     replicas = ", ".join(f"{d['metadata']['name']} {d['status'].get('availableReplicas', 0)}/{d['spec']['replicas']}"

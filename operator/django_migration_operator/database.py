@@ -7,7 +7,7 @@ built from psycopg's text with the URL's password removed, so a secret never rea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -37,6 +37,10 @@ class DatabaseUrl:
             return "names no database (postgres://user:password@host:port/DATABASE)"
         return None
 
+    def with_name(self, name: str) -> DatabaseUrl:
+        """The same server, credentials and options, another database."""
+        return DatabaseUrl(urlunsplit(urlsplit(self.url)._replace(path="/" + quote(name))))
+
     def redact(self, text: str) -> str:
         password = urlsplit(self.url).password
         for secret in filter(None, {password, unquote(password or "")}):
@@ -53,13 +57,13 @@ def connection_problem(database: DatabaseUrl) -> str | None:
     return None
 
 
-def restore_problem(database: DatabaseUrl) -> str | None:
-    """Why a restore (drop and recreate the database) would be refused, found before anything is touched."""
+def createdb_problem(database: DatabaseUrl) -> str | None:
+    """Why the URL's role could not create a database (a restore recreates it, a rehearsal makes a copy)."""
     with _connect(database) as connection:
         row = connection.execute("SELECT rolsuper OR rolcreatedb, current_user FROM pg_roles "
                                  "WHERE rolname = current_user").fetchone()
     if row and not row[0]:
-        return f"role {row[1]} may not create databases (it needs CREATEDB), so a restore could not recreate it"
+        return f"role {row[1]} may not create databases (it needs CREATEDB)"
     return None
 
 
@@ -75,6 +79,17 @@ def database_size(database: DatabaseUrl) -> int:
     with _connect(database) as connection:
         row = connection.execute("SELECT pg_database_size(current_database())").fetchone()
     return int(str(row[0])) if row else 0
+
+
+def database_exists(database: DatabaseUrl, name: str) -> bool:
+    with _connect(database.with_name("postgres")) as connection:
+        return connection.execute("SELECT FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def drop_database(database: DatabaseUrl, name: str) -> None:
+    """DROP DATABASE IF EXISTS name WITH (FORCE), from the server's maintenance database."""
+    with _connect(database.with_name("postgres")) as connection:
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def missing_tables(database: DatabaseUrl, tables: tuple[str, ...]) -> list[str]:

@@ -31,6 +31,7 @@ from django_migration_operator.workflow import (
     AcquireLease,
     CreateJob,
     DeleteJob,
+    DropScratch,
     Phase,
     ReleaseLease,
     Scale,
@@ -102,6 +103,10 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
             if phase in TERMINAL:
                 return
             if stopping() is Stop.DELETED and not PHASES[phase].touched:
+                if PHASES[phase].rehearses:
+                    spec = Spec.from_body(body.get("spec", {}))
+                    await asyncio.to_thread(database.drop_database, _database_url(kube, ref, spec),
+                                            jobs.scratch_name(ref))
                 await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
                 return
             spec = Spec.from_body(body.get("spec", {}))
@@ -161,6 +166,16 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
                 deployments[name] = state
     job = kube.job_state(ref.namespace, jobs.job_name(ref, facts.job)) if facts.job else None
     row_counts = applied = checks = None
+    if facts.rehearses:
+        scratch = jobs.scratch_name(ref)
+        exists = database.database_exists(url, scratch)
+        if exists and job and job.finished == "Complete" and "outcome" not in (status.get("rehearsal") or {}):
+            copy = url.with_name(scratch)  # verified as production would be, on the copy
+            row_counts = database.row_counts(copy, spec.row_count_tables)
+            applied = database.applied_migrations(copy)
+            checks = database.run_checks(copy, {c.name: c.sql for c in spec.checks})
+        return World(now=now, job=job, scratch_exists=exists, row_counts=row_counts, applied=applied,
+                     check_results=checks)
     if facts.verifies:
         row_counts = database.row_counts(url, spec.row_count_tables)
         applied = database.applied_migrations(url)
@@ -220,11 +235,13 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
                             f"{_mebibytes(capacity)}, too small for a dump of database '{url.name}' "
                             f"({_mebibytes(size)} on disk); a claim of half that ({_mebibytes(size // 2)}) holds a "
                             "few dumps: resize it, or name a bigger one")
-    if spec.backup_enabled and spec.on_failure == "Restore":
-        refused = database.restore_problem(url)
-        if refused:
-            problems.append(f"onFailure: Restore is impossible: {refused}; grant CREATEDB to that role, or set "
-                            "onFailure: Keep")
+    refused = database.createdb_problem(url) if spec.rehearsal or spec.backup_enabled else None
+    if refused and spec.backup_enabled and spec.on_failure == "Restore":
+        problems.append(f"onFailure: Restore is impossible: {refused}, so a restore could not recreate it; grant "
+                        "CREATEDB to that role, or set onFailure: Keep")
+    if refused and spec.rehearsal:
+        problems.append(f"rehearsal.enabled: a rehearsal needs a scratch database, but {refused}; grant CREATEDB to "
+                        "that role, or set rehearsal.enabled: false")
     for table in database.missing_tables(url, spec.row_count_tables):
         problems.append(f"verify.rowCounts: table '{table}' does not exist in database '{url.name}'; "
                         "remove it or name an existing table")
@@ -260,6 +277,9 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
         elif isinstance(action, DeleteJob):
             logger.info("deleting Job %s: its pod did not start", jobs.job_name(ref, action.step))
             kube.delete_job(ref.namespace, jobs.job_name(ref, action.step))
+        elif isinstance(action, DropScratch):
+            logger.info("dropping the rehearsal's scratch database %s", jobs.scratch_name(ref))
+            database.drop_database(_database_url(kube, ref, spec), jobs.scratch_name(ref))
         elif isinstance(action, AcquireLease):
             database_id = _database_url(kube, ref, spec).identity
             lease = kube.lease_holder(database_id)
@@ -276,24 +296,31 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
 
 def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: str) -> dict[str, Any]:
     status = body.get("status") or {}
-    if step in ("plan", "migrate", "contract"):
+    if step in ("plan", "rehearse", "migrate", "contract"):
         deployment = kube.read_deployment(ref.namespace, spec.deployment)
         if deployment is None:
             raise RuntimeError(f"app.deployment: Deployment '{spec.deployment}' disappeared during the run")
         template = deployment["spec"]["template"]
         if step == "plan":
             return jobs.plan_job(ref, spec, template)
+        if step == "rehearse":
+            url = _database_url(kube, ref, spec)
+            return jobs.rehearse_job(ref, spec, template, url.name, _tools_image(status, spec, url))
         if status.get("strategy") == "Online":
             wanted = MigrationClass.EXPAND if step == "migrate" else MigrationClass.CONTRACT
             return jobs.online_migrate_job(ref, spec, template, step, online_migrations(status, wanted))
         return jobs.migrate_job(ref, spec, template)
     url = _database_url(kube, ref, spec)
-    # Recorded while Pending; a run started by an operator from before that record asks the server now.
-    image = status.get("toolsImage") or jobs.tools_image(spec, database.server_major(url))
+    image = _tools_image(status, spec, url)
     if step == "backup":
         return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref), image)
     return jobs.restore_job(ref, spec, status.get("backup", {}).get("path") or jobs.backup_path(spec, ref),
                             url.name, image)
+
+
+def _tools_image(status: dict[str, Any], spec: Spec, url: DatabaseUrl) -> str:
+    # Recorded while Pending; a run started by an operator from before that record asks the server now.
+    return str(status.get("toolsImage") or jobs.tools_image(spec, database.server_major(url)))
 
 
 def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:

@@ -18,6 +18,7 @@ from django_migration_operator.plan import (
     online_migrate_command,
     parse_marker,
     plan_command,
+    rehearse_command,
     timed_command,
 )
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
@@ -27,6 +28,7 @@ __all__ = ["BACKUP_MARKER", "BACKUP_MOUNT", "PLAN_DEADLINE_SECONDS", "RESTORE_MA
 
 BACKUP_MARKER = "DJANGOOPS_BACKUP "
 RESTORE_MARKER = "DJANGOOPS_RESTORE "
+REHEARSAL_COPY_MARKER = "DJANGOOPS_REHEARSAL_COPY "
 BACKUP_MOUNT = "/backups"
 # Planning only reads the migration graph and django_migrations: minutes mean something is stuck.
 PLAN_DEADLINE_SECONDS = 600
@@ -41,6 +43,7 @@ _POSTGRES_TAG = re.compile(r"^(?:.*/)?[^/:@]*postgres[^/:@]*:(?P<major>\d+)(?:[.
 _MAX_NAME_LENGTH = 63  # a DNS label; the Job controller also copies the name into a label value
 _NAME_HASH_LENGTH = 10
 _BACKUP_VOLUME = "backups"
+_REHEARSAL_VOLUME = "djangoops-rehearsal"
 
 # What the Job's container takes from the app container: what Django needs to reach the database (env, files,
 # user, working directory). Probes, ports, lifecycle hooks belong to a server, and `args` would be appended to
@@ -48,12 +51,8 @@ _BACKUP_VOLUME = "backups"
 _INHERITED_CONTAINER_FIELDS = ("env", "envFrom", "volumeMounts", "volumeDevices", "workingDir", "securityContext",
                                "resources", "imagePullPolicy")
 
-# The backup and restore scripts never `set -x`: their command lines carry DATABASE_URL and its password.
-_BACKUP_SCRIPT = r"""set -eu
-folder=${BACKUP_PATH%/*}
-mkdir -p "$folder"
-# Dump to a side file: an interrupted dump never looks like a finished one, and a failed one is removed.
-trap 'rm -f "$BACKUP_PATH.partial"' EXIT
+# Shared by the backup and the rehearsal's copy, so that the rehearsal times the dump the backup will take.
+_CHOOSE_COMPRESSION = r"""
 # The compression decides the dump's time (the app is stopped) and size: pg_dump's default gzip level takes several
 # times the plain dump on big tables. From PostgreSQL 16 on, pg_dump has zstd: at level 1 it costs as much CPU as
 # gzip 1 on the demo's posts and 2.5x less on less compressible data, and is smaller on both (lz4 is cheaper still
@@ -63,6 +62,14 @@ major=$(pg_dump --version)
 major=${major#*) }
 major=${major%%[!0-9]*}
 if [ "${major:-0}" -ge 16 ]; then compress=zstd:1 compression=zstd:1; else compress=1 compression=gzip:1; fi
+"""
+
+# The backup and restore scripts never `set -x`: their command lines carry DATABASE_URL and its password.
+_BACKUP_SCRIPT = r"""set -eu
+folder=${BACKUP_PATH%/*}
+mkdir -p "$folder"
+# Dump to a side file: an interrupted dump never looks like a finished one, and a failed one is removed.
+trap 'rm -f "$BACKUP_PATH.partial"' EXIT""" + _CHOOSE_COMPRESSION + r"""
 # --create also records the database's own owner, privileges, comment and settings: the restore re-applies them.
 pg_dump --format=custom --create --compress="$compress" --file="$BACKUP_PATH.partial" --dbname="$DATABASE_URL"
 # An archive that pg_restore cannot read is no backup: fail here, before any migration starts.
@@ -148,6 +155,87 @@ kept=${kept#, }
 """ + f"""printf '%s{{"path": "%s", "restored": true, "kept": [%s], "notActingAs": "%s", "refused": %s}}\\n' \\
 {shlex.quote(RESTORE_MARKER)} "$BACKUP_PATH" "$kept" "$foreign" "$refused"
 """
+
+
+# The rehearsal's copy, in the tools image before the app's migrate container: a scratch database created like the
+# source (encoding, locale), filled by pg_dump | pg_restore while the app serves. CREATE DATABASE ... TEMPLATE would
+# be faster but refuses a source with open connections: it would need the app stopped, the one thing a rehearsal
+# must not do. The dump is taken as the backup takes it (same format), and timed: it predicts the backup's share
+# of the downtime. The row counts of the fresh copy are what the rehearsal's verification compares with.
+_REHEARSAL_COPY_SCRIPT = r"""set -eu
+url_without_query=${DATABASE_URL%%\?*}
+query=${DATABASE_URL#"$url_without_query"}
+ADMIN_URL="${url_without_query%/*}/postgres$query"
+SCRATCH_URL="${url_without_query%/*}/$SCRATCH_NAME$query"
+psql "$ADMIN_URL" --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v scratch="$SCRATCH_NAME" -v source="$SOURCE_NAME" <<'SQL'
+SELECT pg_encoding_to_char(encoding) AS db_encoding, datcollate AS db_collate, datctype AS db_ctype
+  FROM pg_database WHERE datname = :'source' \gset
+DROP DATABASE IF EXISTS :"scratch" WITH (FORCE);
+CREATE DATABASE :"scratch" TEMPLATE template0 ENCODING :'db_encoding' LC_COLLATE :'db_collate' LC_CTYPE :'db_ctype';
+SQL
+dump=$REHEARSAL_DUMP""" + _CHOOSE_COMPRESSION + r"""
+started=$(date +%s.%N)
+pg_dump --format=custom --create --compress="$compress" --file="$dump" --dbname="$DATABASE_URL"
+dumped=$(date +%s.%N)
+pg_restore --single-transaction --exit-on-error --no-owner --dbname="$SCRATCH_URL" "$dump"
+restored=$(date +%s.%N)
+size=$(($(wc -c < "$dump")))
+rm -f "$dump"
+counts=""
+for table in $ROW_COUNT_TABLES; do
+  count=$(psql "$SCRATCH_URL" --no-psqlrc --tuples-only --no-align -v ON_ERROR_STOP=1 -v table="$table" <<'SQL'
+SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %s', to_regclass(:'table')),
+        false, true, '')))[1]::text;
+SQL
+)
+  counts="$counts, \"$table\": $count"
+done
+seconds() { awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }
+""" + f"""printf '%s{{"dumpSeconds": %s, "restoreSeconds": %s, "sizeBytes": %s, "rowCounts": {{%s}}}}\\n' \\
+{shlex.quote(REHEARSAL_COPY_MARKER)} "$(seconds "$started" "$dumped")" "$(seconds "$dumped" "$restored")" "$size" \\
+"${{counts#, }}"
+"""
+
+
+def scratch_name(run: RunRef) -> str:
+    """The rehearsal's scratch database: named after the run, unique per namespace/name, a plain identifier."""
+    digest = hashlib.sha256(run.key.encode()).hexdigest()[:8]
+    prefix = "djangoops_rehearsal_"
+    room = _MAX_NAME_LENGTH - len(prefix) - len(digest) - 1  # PostgreSQL's names have 63 bytes, as DNS labels
+    readable = re.sub(r"[^a-z0-9]+", "_", run.name.lower())[:room].strip("_")
+    return f"{prefix}{readable}_{digest}"
+
+
+def rehearse_job(run: RunRef, spec: Spec, pod_template: dict[str, Any], source_name: str,
+                 tools_image: str) -> dict[str, Any]:
+    """The rehearsal: the copy (tools image, an initContainer), then the app's migrate against it, pointed at the
+    scratch database and checked to be there (plan.rehearse_command). Prints both markers."""
+    scratch = scratch_name(run)
+    if scratch == source_name:
+        raise ValueError(f"the scratch database {scratch} is the database itself; rename the run")
+    url: dict[str, Any] = {"secretKeyRef": {"name": spec.url_secret, "key": spec.url_key}}
+    parameters: list[dict[str, Any]] = [
+        {"name": "DJANGOOPS_DATABASE", "value": spec.alias},
+        {"name": "DJANGOOPS_APP", "value": spec.migrate_app or ""},
+        {"name": "DJANGOOPS_TARGET", "value": spec.migrate_target or ""},
+        {"name": "DJANGOOPS_SCRATCH", "value": scratch},
+        {"name": "DJANGOOPS_URL_ENV", "value": spec.rehearsal_url_env},
+        {"name": "DJANGOOPS_SOURCE_URL", "valueFrom": url},
+    ]
+    annotations, container, pod_spec = _app_pod(spec, pod_template, rehearse_command(spec.timeout_seconds),
+                                                parameters)
+    copy_container = {
+        "name": "copy", "image": tools_image, "command": ["sh", "-c", _REHEARSAL_COPY_SCRIPT],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "env": [{"name": "DATABASE_URL", "valueFrom": url}, {"name": "PGCONNECT_TIMEOUT", "value": "10"},
+                {"name": "SCRATCH_NAME", "value": scratch}, {"name": "SOURCE_NAME", "value": source_name},
+                {"name": "ROW_COUNT_TABLES", "value": " ".join(spec.row_count_tables)},
+                {"name": "REHEARSAL_DUMP", "value": "/rehearsal/copy.dump"}],
+        "volumeMounts": [{"name": _REHEARSAL_VOLUME, "mountPath": "/rehearsal"}],
+    }
+    pod_spec["initContainers"] = [copy_container, *pod_spec.get("initContainers", [])]
+    pod_spec["volumes"] = [*pod_spec.get("volumes", []), {"name": _REHEARSAL_VOLUME, "emptyDir": {}}]
+    return _job(run, spec, "rehearse", container, pod_spec, annotations, _backstop(spec))
 
 
 def job_name(run: RunRef, step: str) -> str:

@@ -180,14 +180,20 @@ class Kube:
         _unless_absent(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
 
     def _last_pod_log(self, namespace: str, pods: list[client.V1Pod]) -> str:
+        """The output of the Job's pod: each initContainer's that ran (the rehearsal's copy), then its container's."""
         if not pods:
             return ""
         pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
-        try:
-            log: str = self.core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=LOG_TAIL_LINES)
-        except ApiException as error:  # a pod that never started has no log: its status says why
-            return _pod_problem(pod) or f"(no log: {error.reason})"
-        return log or _pod_problem(pod) or ""
+        ran = [status.name for status in pod.status.init_container_statuses or []
+               if status.state and (status.state.running or status.state.terminated)]
+        logs, missing = [], ""
+        for container in [*ran, pod.spec.containers[0].name]:
+            try:
+                logs.append(self.core.read_namespaced_pod_log(pod.metadata.name, namespace, container=container,
+                                                              tail_lines=LOG_TAIL_LINES))
+            except ApiException as error:  # a container that never started has no log: its status says why
+                missing = f"(no log: {error.reason})"
+        return "\n".join(log.rstrip("\n") for log in logs if log) or _pod_problem(pod) or missing
 
     # --- the one-run-per-database Lease -------------------------------------------------------------------
 
@@ -304,8 +310,9 @@ def _not_started(pods: list[client.V1Pod]) -> str | None:
     if not live:
         return "the Job controller has created no pod"
     pod = live[0]
-    if pod.status.phase != "Pending":
-        return None
+    statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
+    if pod.status.phase != "Pending" or any(s.state and (s.state.running or s.state.terminated) for s in statuses):
+        return None  # a container ran: the pod started, and the step's own deadline bounds it from here
     for condition in pod.status.conditions or []:
         if condition.type == "PodScheduled" and condition.status == "False":
             return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(": ")
@@ -313,8 +320,9 @@ def _not_started(pods: list[client.V1Pod]) -> str | None:
 
 
 def _pod_problem(pod: client.V1Pod) -> str | None:
-    for status in (pod.status.container_statuses or []):
+    """The first container that waits for a reason of its own (PodInitializing only says an initContainer runs)."""
+    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
         waiting = status.state.waiting if status.state else None
-        if waiting and waiting.reason:
+        if waiting and waiting.reason and waiting.reason != "PodInitializing":
             return f"{waiting.reason}: {waiting.message or ''}".strip()
     return None

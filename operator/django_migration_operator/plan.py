@@ -331,6 +331,52 @@ def migrate_command(alias: str, app: str | None, target: str | None) -> list[str
             "--database", alias, "--noinput"]
 
 
+REHEARSAL_MARKER = "DJANGOOPS_REHEARSAL "
+
+# The rehearsal's migrate container: before Django starts, the variable the app reads its database URL from is set
+# to the scratch copy's URL (the operator's URL with the scratch database's name), then the timed migrate runs.
+_POINT_AT_SCRATCH = """
+import os, sys, time
+from urllib.parse import urlsplit, urlunsplit
+os.environ["DJANGOOPS_STARTED"] = repr(time.time())  # the migration's time includes Django's start, as migrate's
+source = urlsplit(os.environ["DJANGOOPS_SOURCE_URL"])
+os.environ[os.environ["DJANGOOPS_URL_ENV"]] = urlunsplit(source._replace(path="/" + os.environ["DJANGOOPS_SCRATCH"]))
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+# And inside Django, the check that makes it safe: the database Django connects to is the scratch copy, or nothing
+# is migrated (an app whose settings do not read that variable would migrate production).
+_REHEARSE_FUNCTION = """
+def djangoops_rehearse():
+    import json
+    import os
+    import time
+
+    from django.core.management import call_command
+    from django.db import connections
+
+    alias = os.environ.get("DJANGOOPS_DATABASE") or "default"
+    scratch = os.environ["DJANGOOPS_SCRATCH"]
+    name = connections[alias].settings_dict.get("NAME")
+    if name != scratch:
+        raise SystemExit(
+            f"the rehearsal refused to migrate: database {alias!r} of the app is {name!r}, not the scratch copy "
+            f"{scratch!r}, so its settings do not read {os.environ['DJANGOOPS_URL_ENV']}; nothing was migrated. "
+            "Set rehearsal.urlEnv to the variable the app's settings read its database URL from")
+    arguments = [a for a in (os.environ.get("DJANGOOPS_APP"), os.environ.get("DJANGOOPS_TARGET")) if a]
+    call_command("migrate", *arguments, database=alias, interactive=False)
+    seconds = time.time() - float(os.environ["DJANGOOPS_STARTED"])
+    print(""" + repr(REHEARSAL_MARKER) + """ + json.dumps({"migrateSeconds": round(seconds, 2)}), flush=True)
+"""
+REHEARSE_SCRIPT = _REHEARSE_FUNCTION + "\ndjangoops_rehearse()\n"
+
+
+def rehearse_command(seconds: int) -> list[str]:
+    """The rehearsal's migrate command: pointed at the scratch copy, checked, migrated, timed, under the timeout."""
+    return ["python", "-c", _POINT_AT_SCRATCH,
+            *timed_command(["python", "manage.py", "shell", "-c", REHEARSE_SCRIPT], seconds)]
+
+
 def parse_marker(log: str, marker: str) -> dict[str, Any] | None:
     """The JSON object on the last line of `log` that starts with `marker`, None when no line does.
 

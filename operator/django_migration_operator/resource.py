@@ -51,6 +51,8 @@ class Spec:
     approval: str
     job_template: dict[str, Any] = field(default_factory=dict)
     start_timeout_seconds: int = 300  # how long a step's pod may take to start before the step fails
+    rehearsal: bool = False  # migrate a scratch copy first, while the app serves
+    rehearsal_url_env: str = "DATABASE_URL"  # the variable the app's settings read the database URL from
 
     @property
     def deployments(self) -> tuple[str, ...]:
@@ -89,6 +91,8 @@ class Spec:
             approval=spec.get("approval", "Automatic"),
             job_template=dict(spec.get("jobTemplate", {})),
             start_timeout_seconds=int(spec.get("jobTemplate", {}).get("startTimeoutSeconds", 300)),
+            rehearsal=bool(spec.get("rehearsal", {}).get("enabled", False)),
+            rehearsal_url_env=spec.get("rehearsal", {}).get("urlEnv", "DATABASE_URL"),
         )
 
 

@@ -28,7 +28,14 @@ from typing import Any
 
 from django_migration_operator import jobs
 from django_migration_operator.classify import MigrationClass, choose_strategy, classify_plan
-from django_migration_operator.plan import TIMEOUT_MARKER, PlannedMigration, irreversible_steps, parse_plan_output
+from django_migration_operator.plan import (
+    REHEARSAL_MARKER,
+    TIMEOUT_MARKER,
+    PlannedMigration,
+    irreversible_steps,
+    parse_marker,
+    parse_plan_output,
+)
 from django_migration_operator.resource import Spec
 
 Status = dict[str, Any]
@@ -38,6 +45,7 @@ class Phase(StrEnum):
     PENDING = "Pending"
     QUEUED = "Queued"
     PLANNING = "Planning"
+    REHEARSING = "Rehearsing"
     AWAITING_APPROVAL = "AwaitingApproval"
     SCALING_DOWN = "ScalingDown"
     BACKING_UP = "BackingUp"
@@ -54,6 +62,9 @@ class Phase(StrEnum):
 LOG_TAIL_LINES = 20
 # The reason of a step whose pod never started (jobTemplate.startTimeoutSeconds ran out): its Job was deleted.
 NOT_STARTED = "NotStarted"
+# What a rehearsal's prediction adds to the dump and the migration: stopping the app's pods, starting the Jobs' and
+# the app's again (about 3 s on devcluster, bench/timings.py).
+PREDICTED_OVERHEAD_SECONDS = 3.0
 
 
 # --- what the driver observes -------------------------------------------------------------------------------
@@ -91,6 +102,7 @@ class World:
     row_counts: dict[str, int] | None = None  # counted now
     applied: frozenset[tuple[str, str]] | None = None  # (app, name) rows of django_migrations
     check_results: dict[str, str] | None = None  # check name -> the value its SQL returned
+    scratch_exists: bool = False  # the rehearsal's scratch database is there
 
 
 # --- what the driver does -------------------------------------------------------------------------------
@@ -124,6 +136,11 @@ class DeleteJob:
 
 
 @dataclass(frozen=True)
+class DropScratch:
+    """Drops the rehearsal's scratch database (IF EXISTS)."""
+
+
+@dataclass(frozen=True)
 class AcquireLease:
     pass
 
@@ -133,7 +150,7 @@ class ReleaseLease:
     pass
 
 
-Action = CreateJob | DeleteJob | Scale | SetImages | AcquireLease | ReleaseLease
+Action = CreateJob | DeleteJob | DropScratch | Scale | SetImages | AcquireLease | ReleaseLease
 
 
 @dataclass(frozen=True)
@@ -169,7 +186,7 @@ def phase_of(status: Status) -> Phase:
 def _pending(spec: Spec, status: Status, world: World) -> Step:
     problems = list(world.problems)
     chosen: Status = {}
-    if not problems and spec.backup_enabled and world.server_major:
+    if not problems and (spec.backup_enabled or spec.rehearsal) and world.server_major:
         # Chosen once, with the server's version, and kept: the backup and the restore run the same tools.
         chosen = {"toolsImage": jobs.tools_image(spec, world.server_major)}
         refused = jobs.tools_problem(chosen["toolsImage"], world.server_major)
@@ -232,15 +249,68 @@ def _planning(spec: Spec, status: Status, world: World) -> Step:
                        f"strategy: Online cannot apply this plan while the app serves: {'; '.join(choice.refused)}. "
                        "Nothing was changed: the app and the database are as they were. Set strategy: Offline, or "
                        "Auto, which stops the app for such a plan", extra=planned)
-    summary = _plan_summary(migrations)
     chosen = Event("StrategyChosen", f"{choice.strategy}: {choice.reason}")
-    if spec.approval == "Manual":
-        message = f"plan ready ({summary}; {choice.strategy}); waiting for approval: set spec.approval to " \
-                  "Automatic to go on"
-        return Step(status={**planned, "phase": Phase.AWAITING_APPROVAL, "message": message},
-                    events=[chosen, Event("AwaitingApproval", message)])
-    step = _start(spec, {**status, **planned}, summary)
+    if spec.rehearsal:
+        message = f"plan: {_plan_summary(migrations)}; rehearsing on a copy of the database while the app serves"
+        return Step(status={**planned, "phase": Phase.REHEARSING, "message": message},
+                    events=[chosen, Event("Rehearsing", message)])
+    step = _plan_ready(spec, {**status, **planned}, "")
     return Step(status={**planned, **step.status}, events=[chosen, *step.events])
+
+
+def _plan_ready(spec: Spec, status: Status, rehearsed: str) -> Step:
+    """The plan is known (and rehearsed): wait for approval, or start."""
+    plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
+    summary = _plan_summary(plan) + rehearsed
+    if spec.approval == "Manual":
+        message = f"plan ready ({summary}; {status.get('strategy')}); waiting for approval: set spec.approval to " \
+                  "Automatic to go on"
+        return Step(status={"phase": Phase.AWAITING_APPROVAL, "message": message},
+                    events=[Event("AwaitingApproval", message)])
+    return _start(spec, status, summary)
+
+
+def _rehearsing(spec: Spec, status: Status, world: World) -> Step:
+    """The plan applied to a scratch copy first: timed, verified, dropped. Production is never touched."""
+    rehearsal: Status = status.get("rehearsal") or {}
+    if "outcome" not in rehearsal:
+        job = _job_step(spec, status, world, "rehearse")
+        if isinstance(job, Step):
+            return job
+        # Judged while the copy still exists, recorded, then the copy goes: a restart drops it again.
+        return Step(status={"rehearsal": {**rehearsal, **_judge_rehearsal(spec, status, world, job)}},
+                    actions=[DropScratch()])
+    if world.scratch_exists:
+        return Step(actions=[DropScratch()])
+    if rehearsal["outcome"] == "Failed":
+        message = (f"the rehearsal on a copy of the database failed: {rehearsal['message']}. Production was never "
+                   "touched and the app never stopped; the copy was dropped")
+        return _finish(status, world, Phase.FAILED, "RehearsalFailed", message, extra={
+            "failure": {"step": Phase.REHEARSING, "reason": "RehearsalFailed", "message": rehearsal["message"]}})
+    rehearsed = (f"; rehearsed on a copy: dump {rehearsal.get('dumpSeconds', 0):.1f}s, migrate "
+                 f"{rehearsal.get('migrateSeconds', 0):.1f}s, predicted downtime "
+                 f"{rehearsal.get('predictedDowntimeSeconds', 0):.0f}s")
+    return _plan_ready(spec, status, rehearsed)
+
+
+def _judge_rehearsal(spec: Spec, status: Status, world: World, job: JobState) -> Status:
+    """The rehearsal's durations and outcome, from its two markers and the copy's verification."""
+    copied = jobs.parse_marker(job.log, jobs.REHEARSAL_COPY_MARKER)
+    migrated = parse_marker(job.log, REHEARSAL_MARKER) or {}
+    measured = {**(copied or {}), **migrated}
+    timings = {key: value for key, value in measured.items() if key.endswith(("Seconds", "Bytes"))}
+    if job.finished == "Failed" or not migrated:
+        output = _tail(job.log)
+        what = _migration_failure(job, output) if copied else f"copying the database failed: {output}"
+        return {**timings, "outcome": "Failed", "message": what}
+    assert copied is not None
+    failures = _verification_failures(spec, status, world, copied.get("rowCounts", {}))
+    if failures:
+        return {**timings, "outcome": "Failed", "message": "verification failed on the copy: " + "; ".join(failures)}
+    offline = 0.0 if _online(status) else timings.get("dumpSeconds", 0) + timings.get("migrateSeconds", 0) + \
+        PREDICTED_OVERHEAD_SECONDS
+    return {**timings, "outcome": "Succeeded", "predictedDowntimeSeconds": round(offline, 1),
+            "message": "migrated and verified on the copy"}
 
 
 def _awaiting_approval(spec: Spec, status: Status, world: World) -> Step:
@@ -332,7 +402,8 @@ def _migrating(spec: Spec, status: Status, world: World) -> Step:
 def _verifying(spec: Spec, status: Status, world: World) -> Step:
     if world.applied is None or world.row_counts is None or world.check_results is None:
         return Step(wait=True)
-    failures = _verification_failures(spec, status, world)
+    before = {table: counts["before"] for table, counts in status.get("rowCounts", {}).items() if "before" in counts}
+    failures = _verification_failures(spec, status, world, before)
     counts = {t: {**status.get("rowCounts", {}).get(t, {}), "after": n} for t, n in world.row_counts.items()}
     if failures:
         reason = "verification failed: " + "; ".join(failures)
@@ -490,6 +561,7 @@ class PhaseFacts:
     reads_lease: bool = False  # observes the database's Lease (and, while Pending, checks the input)
     counts_rows: bool = False  # counts rows before its Job may change them (spec.verify.rowCounts)
     verifies: bool = False  # reads django_migrations, the row counts and the checks
+    rehearses: bool = False  # a scratch copy may exist: observed, verified once migrated, dropped if deleted
     health: str = "Progressing"  # the Argo CD health of a run in this phase (charts/.../argocd/health.lua)
 
 
@@ -497,6 +569,7 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.PENDING: PhaseFacts(_pending, touched=False, reads_lease=True),
     Phase.QUEUED: PhaseFacts(_queued, touched=False, reads_lease=True),
     Phase.PLANNING: PhaseFacts(_planning, job="plan", touched=False),
+    Phase.REHEARSING: PhaseFacts(_rehearsing, job="rehearse", touched=False, rehearses=True),
     Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended"),
     Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True),
     Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, reads_app=True, counts_rows=True),
@@ -626,7 +699,7 @@ def _image_summary(images: dict[str, dict[str, str]]) -> str:
     return f" on {', '.join(names)}" if names else ""
 
 
-def _verification_failures(spec: Spec, status: Status, world: World) -> list[str]:
+def _verification_failures(spec: Spec, status: Status, world: World, counts_before: dict[str, int]) -> list[str]:
     assert world.applied is not None and world.row_counts is not None and world.check_results is not None
     failures = []
     for entry in status.get("plan", []):
@@ -635,7 +708,7 @@ def _verification_failures(spec: Spec, status: Status, world: World) -> list[str
             expected = "unapplied" if entry.get("backwards") else "applied"
             failures.append(f"django_migrations: {entry['app']}.{entry['name']} is not {expected}")
     for table, after in world.row_counts.items():
-        before = status.get("rowCounts", {}).get(table, {}).get("before")
+        before = counts_before.get(table)
         if before is not None and after < before:
             failures.append(f"table {table} lost rows: {before} before, {after} after")
     for check in spec.checks:

@@ -252,6 +252,56 @@ def test_a_backup_pod_that_cannot_start_fails_within_the_start_deadline_and_star
     assert "job.batch/nopull-backup" not in jobs_left, "the Job whose pod never started is deleted"
 
 
+# --- rehearsal on a scratch copy ---------------------------------------------------------------------------
+
+
+def scratch_databases(stack: BlogStack) -> list[str]:
+    with psycopg.connect(stack.cluster.database_url()) as admin:
+        return [name for (name,) in admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'djangoops_rehearsal_%'").fetchall()]
+
+
+def test_a_rehearsal_of_a_failing_migration_fails_at_rehearsing_and_touches_nothing(new_stack: Any) -> None:
+    stack = new_stack(drills="fail_atomic")
+    before, generations = checksum(stack), replicas(stack)
+    status = run_to_end(stack, stack.migration(name="rehearsed", rehearsal={"enabled": True}))
+    assert status["phase"] == "Failed" and status["failure"]["step"] == "Rehearsing", status.get("message")
+    assert status["failure"]["reason"] == "RehearsalFailed"
+    assert "drill: atomic migration fails" in status["message"]
+    assert "Production was never touched and the app never stopped" in status["message"]
+    assert "replicas" not in status and replicas(stack) == generations, "the app was never scaled"
+    assert checksum(stack) == before
+    assert set(status["jobs"]) == {"plan", "rehearse"} and scratch_databases(stack) == []
+
+
+def test_a_rehearsal_never_migrates_production_when_the_app_does_not_follow_the_url(new_stack: Any) -> None:
+    stack = new_stack()
+    before = applied_migrations(stack)
+    # The app reads DATABASE_URL; pointing another variable at the copy leaves Django on production.
+    status = run_to_end(stack, stack.migration(name="misdirected", rehearsal={"enabled": True, "urlEnv": "OTHER_URL"}))
+    assert status["phase"] == "Failed" and status["failure"]["reason"] == "RehearsalFailed", status.get("message")
+    assert "the rehearsal refused to migrate" in status["message"] and "rehearsal.urlEnv" in status["message"]
+    assert applied_migrations(stack) == before, "production must not be migrated"
+    assert scratch_databases(stack) == []
+
+
+def test_a_rehearsal_that_succeeds_shows_the_predicted_downtime_before_approval(new_stack: Any) -> None:
+    stack = new_stack()
+    stack.apply(stack.migration(name="predicted", rehearsal={"enabled": True}, approval="Manual"))
+    status = wait_for_phase(stack, "predicted", "AwaitingApproval", timeout=180)
+    rehearsal = status["rehearsal"]
+    assert rehearsal["outcome"] == "Succeeded", rehearsal
+    assert rehearsal["dumpSeconds"] >= 0 and rehearsal["migrateSeconds"] > 0 and rehearsal["sizeBytes"] > 0
+    assert rehearsal["predictedDowntimeSeconds"] >= rehearsal["dumpSeconds"] + rehearsal["migrateSeconds"]
+    assert f"predicted downtime {rehearsal['predictedDowntimeSeconds']:.0f}s" in status["message"]
+    assert scratch_databases(stack) == [] and "replicas" not in status
+    stack.kubectl("patch", "djm", "predicted", "-n", stack.namespace, "--type=merge", "-p",
+                  json.dumps({"spec": {"approval": "Automatic"}}))
+    final = wait_for_end(stack, "predicted")
+    assert final["phase"] == "Succeeded", final.get("message")
+    print(f"\nrehearsal: predicted {rehearsal['predictedDowntimeSeconds']}s, real {final['downtimeSeconds']}s")
+
+
 def test_a_failing_restore_leaves_the_app_stopped_and_says_where_the_backup_is(
         new_stack: Any, operator: LocalOperator) -> None:
     stack = new_stack(drills="slow")

@@ -158,6 +158,7 @@ def test_spec_fields_in_spec_order(root: Schema) -> None:
         "backup",
         "verify",
         "strategy",
+        "rehearsal",
         "onFailure",
         "approval",
         "jobTemplate",
@@ -399,6 +400,7 @@ def test_status_fields(root: Schema) -> None:
         "migrateOutput",
         "contractOutput",
         "stoppedAt",
+        "rehearsal",
         "notStarted",
         "failure",
     }

@@ -18,7 +18,7 @@ from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
 from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
-from pgserver import throwaway_postgres
+from pgserver import create_database, throwaway_postgres
 
 RUN = RunRef(namespace="shop", name="blog-release-42", uid="0f5c-uid")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -552,6 +552,62 @@ def test_a_role_that_cannot_act_as_every_owner_restores_the_data_and_says_what_i
     assert after["connect"] == before["connect"] == (False, True)
     assert after["database"][0] == "shop_app" and after["database"][2] == before["database"][2]
     assert after["settings"] == [row for row in before["settings"] if row[0] == "(all)"]
+
+
+# --- the rehearsal ------------------------------------------------------------------------------------------
+
+
+def test_the_rehearsal_copies_first_then_migrates_the_copy_with_the_release_image() -> None:
+    django = {"name": "django", "image": "shop:1", "env": [{"name": "DEBUG", "value": "0"}]}
+    template = {"spec": {"containers": [django], "initContainers": [{"name": "vault", "image": "vault:1"}],
+                         "volumes": [{"name": "config"}]}}
+    job = jobs.rehearse_job(RUN, make_spec(app={"deployment": "web", "image": "shop:2"}), template, "shop",
+                            LOCAL_TOOLS)
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["copy", "vault"]  # the copy before the app's own
+    assert pod["initContainers"][0]["image"] == LOCAL_TOOLS
+    assert {v["name"] for v in pod["volumes"]} == {"config", "djangoops-rehearsal"}
+    [migrate] = pod["containers"]
+    assert migrate["image"] == "shop:2" and job["metadata"]["labels"][STEP_LABEL] == "rehearse"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in migrate["env"]}
+    assert env["DJANGOOPS_SCRATCH"] == jobs.scratch_name(RUN) != "shop"
+    assert env["DJANGOOPS_URL_ENV"] == "DATABASE_URL"
+    assert env["DJANGOOPS_SOURCE_URL"] == {"secretKeyRef": {"name": "shop-db", "key": "DATABASE_URL"}}
+    assert "settings_dict" in " ".join(migrate["command"])  # the check that Django points at the copy
+
+
+def test_the_scratch_name_is_a_plain_identifier_named_after_the_run() -> None:
+    name = jobs.scratch_name(RunRef("shop", "Blog.Release-42" + "x" * 80, "uid"))
+    assert re.fullmatch(r"djangoops_rehearsal_blog_release_42x+_[0-9a-f]{8}", name) and len(name) <= 63
+    assert jobs.scratch_name(RunRef("a", "r", "u")) != jobs.scratch_name(RunRef("b", "r", "u"))
+
+
+def test_the_rehearsals_copy_fills_a_scratch_database_and_counts_its_rows(postgres: tuple[str, str],
+                                                                          tmp_path: Path) -> None:
+    server_url, bin_dir = postgres
+    url = create_database(server_url, "rehearsed")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+        connection.execute("INSERT INTO orders SELECT generate_series(1, 300)")
+    spec = make_spec(verify={"rowCounts": ["orders"]})
+    job = jobs.rehearse_job(RUN, spec, {"spec": {"containers": [{"name": "django", "image": "shop:1"}]}},
+                            "rehearsed", LOCAL_TOOLS)
+    copy = job["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e["value"] for e in copy["env"] if "value" in e}
+    env |= {"DATABASE_URL": url, "REHEARSAL_DUMP": str(tmp_path / "copy.dump"),
+            "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run([expand(part, env) for part in copy["command"]], env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    marker = jobs.parse_marker(done.stdout, jobs.REHEARSAL_COPY_MARKER)
+    assert marker is not None and marker["rowCounts"] == {"orders": 300} and marker["dumpSeconds"] >= 0
+    assert not (tmp_path / "copy.dump").exists()
+    scratch = url.rsplit("/", 1)[0] + "/" + jobs.scratch_name(RUN)
+    with psycopg.connect(scratch) as connection:
+        assert connection.execute("SELECT count(*) FROM orders").fetchone() == (300,)
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(jobs.scratch_name(RUN))))
+        connection.execute("DROP DATABASE rehearsed")
 
 
 # --- the tools image -----------------------------------------------------------------------------------------

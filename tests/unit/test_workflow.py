@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,6 +18,7 @@ from django_migration_operator.workflow import (
     CreateJob,
     DeleteJob,
     DeploymentState,
+    DropScratch,
     JobState,
     Phase,
     ReleaseLease,
@@ -375,11 +376,70 @@ RECORDED_IMAGES = {"web": {"django": "shop:1"}, "worker": {"celery": "shop:1"}}
 
 def test_the_phase_table_covers_every_phase_and_names_real_steps() -> None:
     assert list(PHASES) == list(Phase)
-    assert {facts.job for facts in PHASES.values() if facts.job} == {"plan", "backup", "migrate", "contract",
-                                                                      "restore"}
+    assert {facts.job for facts in PHASES.values() if facts.job} == {"plan", "rehearse", "backup", "migrate",
+                                                                      "contract", "restore"}
     # The app is stopped only after the run touched it, and a terminal phase does nothing.
     assert all(facts.touched for facts in PHASES.values() if facts.app_stopped)
     assert all(facts.health in ("Healthy", "Degraded") for facts in PHASES.values() if facts.handler is None)
+
+
+class TestRehearsal:
+    """spec.rehearsal: the plan applied to a scratch copy while the app serves; production is never touched."""
+
+    COPIED = 'DJANGOOPS_REHEARSAL_COPY {"dumpSeconds": 1.5, "restoreSeconds": 2.0, "sizeBytes": 4096, ' \
+             '"rowCounts": {"blog_post": 200}}'
+    BASE: ClassVar[dict[str, Any]] = {
+        "phase": Phase.REHEARSING, "plan": PLAN, "planCount": 1, "strategy": "Offline",
+        "jobs": {"plan": "plan", "rehearse": "rehearse"}}
+    VERIFIED: ClassVar[dict[str, Any]] = {
+        "row_counts": {"blog_post": 200}, "applied": frozenset({("blog", "0003_add_post_status")}),
+        "check_results": {"no orphans": "0"}}
+
+    def rehearsing(self, **more: Any) -> Spec:
+        return spec(rehearsal={"enabled": True}, **more)
+
+    def test_a_plan_to_rehearse_goes_to_rehearsing_before_anything_stops(self) -> None:
+        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        step = advance(self.rehearsing(), status, World(now=NOW, job=JobState("Complete", None, plan_log(SCRIPT_PLAN))))
+        assert step.status["phase"] == Phase.REHEARSING and not step.actions
+        step = advance(self.rehearsing(), {**status, **step.status, "jobs": {"plan": "plan"}}, World(now=NOW))
+        assert step.actions == [CreateJob("rehearse")]
+
+    def test_a_failed_rehearsal_drops_the_copy_and_fails_with_production_untouched(self) -> None:
+        log = f"{self.COPIED}\n  Applying blog.0003_add_post_status...\nRuntimeError: drill: atomic migration fails"
+        step = advance(self.rehearsing(), self.BASE, World(now=NOW, scratch_exists=True,
+                                                          job=JobState("Failed", "BackoffLimitExceeded", log)))
+        assert step.actions == [DropScratch()] and "phase" not in step.status
+        assert step.status["rehearsal"]["outcome"] == "Failed" and step.status["rehearsal"]["dumpSeconds"] == 1.5
+        status = apply(self.BASE, step)
+        assert advance(self.rehearsing(), status, World(now=NOW, scratch_exists=True)).actions == [DropScratch()]
+        final = apply(status, advance(self.rehearsing(), status, World(now=NOW)))
+        assert final["phase"] == Phase.FAILED and conditions(final)["Succeeded"] == "False"
+        assert "RuntimeError: drill: atomic migration fails" in final["message"]
+        assert "Production was never touched and the app never stopped" in final["message"]
+
+    def test_a_rehearsal_that_loses_rows_on_the_copy_fails(self) -> None:
+        log = f"{self.COPIED}\nDJANGOOPS_REHEARSAL {{\"migrateSeconds\": 0.5}}"
+        world = World(now=NOW, scratch_exists=True, job=JobState("Complete", None, log),
+                      **{**self.VERIFIED, "row_counts": {"blog_post": 150}})
+        step = advance(self.rehearsing(), self.BASE, world)
+        assert step.status["rehearsal"]["outcome"] == "Failed"
+        assert "table blog_post lost rows: 200 before, 150 after" in step.status["rehearsal"]["message"]
+
+    def test_a_rehearsal_that_succeeds_predicts_the_downtime_before_approval(self) -> None:
+        log = f"{self.COPIED}\nDJANGOOPS_REHEARSAL {{\"migrateSeconds\": 0.5}}"
+        manual = self.rehearsing(approval="Manual")
+        step = advance(manual, self.BASE, World(now=NOW, scratch_exists=True, job=JobState("Complete", None, log),
+                                                **self.VERIFIED))
+        rehearsal = step.status["rehearsal"]
+        assert rehearsal["outcome"] == "Succeeded" and step.actions == [DropScratch()]
+        assert rehearsal["predictedDowntimeSeconds"] == 1.5 + 0.5 + 3.0 and rehearsal["migrateSeconds"] == 0.5
+        step = advance(manual, apply(self.BASE, step), World(now=NOW))
+        assert step.status["phase"] == Phase.AWAITING_APPROVAL
+        assert "predicted downtime 5s" in step.status["message"]
+        online = advance(spec(rehearsal={"enabled": True}), {**self.BASE, "strategy": "Online"},
+                         World(now=NOW, scratch_exists=True, job=JobState("Complete", None, log), **self.VERIFIED))
+        assert online.status["rehearsal"]["predictedDowntimeSeconds"] == 0
 
 
 class TestStartDeadline:
