@@ -25,6 +25,7 @@ from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.window import Window
 from django_migration_operator.workflow import (
     PHASES,
     TERMINAL,
@@ -120,7 +121,8 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
                 return
             if step.wait:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout=SAFETY_NET_SECONDS)
+                    await asyncio.wait_for(wakeup.wait(), timeout=min(SAFETY_NET_SECONDS,
+                                                                      step.wake_after or SAFETY_NET_SECONDS))
     finally:
         metrics.RUNS_IN_PROGRESS.dec()
         wakeups.forget(ref.namespace, ref.name)
@@ -189,6 +191,11 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> Worl
 def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
     """What the schema cannot know: do the Deployments, the container, the Secret and the database exist?"""
     problems = []
+    if spec.window:
+        try:
+            Window.from_spec(spec.window)
+        except ValueError as error:
+            problems.append(str(error))
     backup_claim = None
     for name in spec.deployments:
         deployment = kube.read_deployment(ref.namespace, name)

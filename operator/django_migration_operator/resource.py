@@ -53,6 +53,7 @@ class Spec:
     start_timeout_seconds: int = 300  # how long a step's pod may take to start before the step fails
     rehearsal: bool = False  # migrate a scratch copy first, while the app serves
     rehearsal_url_env: str = "DATABASE_URL"  # the variable the app's settings read the database URL from
+    window: dict[str, Any] = field(default_factory=dict)  # the maintenance window (window.py); {}: any time
 
     @property
     def deployments(self) -> tuple[str, ...]:
@@ -93,6 +94,7 @@ class Spec:
             start_timeout_seconds=int(spec.get("jobTemplate", {}).get("startTimeoutSeconds", 300)),
             rehearsal=bool(spec.get("rehearsal", {}).get("enabled", False)),
             rehearsal_url_env=spec.get("rehearsal", {}).get("urlEnv", "DATABASE_URL"),
+            window=dict(spec.get("window", {})),
         )
 
 

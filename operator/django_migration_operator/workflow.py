@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +37,7 @@ from django_migration_operator.plan import (
     parse_plan_output,
 )
 from django_migration_operator.resource import Spec
+from django_migration_operator.window import Window
 
 Status = dict[str, Any]
 
@@ -47,6 +48,7 @@ class Phase(StrEnum):
     PLANNING = "Planning"
     REHEARSING = "Rehearsing"
     AWAITING_APPROVAL = "AwaitingApproval"
+    SCHEDULED = "Scheduled"
     SCALING_DOWN = "ScalingDown"
     BACKING_UP = "BackingUp"
     MIGRATING = "Migrating"
@@ -166,6 +168,7 @@ class Step:
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     wait: bool = False  # nothing more to do until the world changes (a Job ends, pods go)
+    wake_after: float | None = None  # seconds: look again then at the latest, though nothing changed
 
 
 # --- the machine ------------------------------------------------------------------------------------------
@@ -254,11 +257,11 @@ def _planning(spec: Spec, status: Status, world: World) -> Step:
         message = f"plan: {_plan_summary(migrations)}; rehearsing on a copy of the database while the app serves"
         return Step(status={**planned, "phase": Phase.REHEARSING, "message": message},
                     events=[chosen, Event("Rehearsing", message)])
-    step = _plan_ready(spec, {**status, **planned}, "")
+    step = _plan_ready(spec, {**status, **planned}, world, "")
     return Step(status={**planned, **step.status}, events=[chosen, *step.events])
 
 
-def _plan_ready(spec: Spec, status: Status, rehearsed: str) -> Step:
+def _plan_ready(spec: Spec, status: Status, world: World, rehearsed: str) -> Step:
     """The plan is known (and rehearsed): wait for approval, or start."""
     plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
     summary = _plan_summary(plan) + rehearsed
@@ -267,7 +270,7 @@ def _plan_ready(spec: Spec, status: Status, rehearsed: str) -> Step:
                   "Automatic to go on"
         return Step(status={"phase": Phase.AWAITING_APPROVAL, "message": message},
                     events=[Event("AwaitingApproval", message)])
-    return _start(spec, status, summary)
+    return _start(spec, status, world, summary)
 
 
 def _rehearsing(spec: Spec, status: Status, world: World) -> Step:
@@ -290,7 +293,7 @@ def _rehearsing(spec: Spec, status: Status, world: World) -> Step:
     rehearsed = (f"; rehearsed on a copy: dump {rehearsal.get('dumpSeconds', 0):.1f}s, migrate "
                  f"{rehearsal.get('migrateSeconds', 0):.1f}s, predicted downtime "
                  f"{rehearsal.get('predictedDowntimeSeconds', 0):.0f}s")
-    return _plan_ready(spec, status, rehearsed)
+    return _plan_ready(spec, status, world, rehearsed)
 
 
 def _judge_rehearsal(spec: Spec, status: Status, world: World, job: JobState) -> Status:
@@ -317,11 +320,23 @@ def _awaiting_approval(spec: Spec, status: Status, world: World) -> Step:
     if spec.approval == "Manual":
         return Step(wait=True)
     plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
-    return _start(spec, status, _plan_summary(plan))
+    return _start(spec, status, world, _plan_summary(plan))
 
 
-def _start(spec: Spec, status: Status, summary: str) -> Step:
-    """Offline stops the app first; online backs up while it serves (or migrates, without a backup)."""
+def _scheduled(spec: Spec, status: Status, world: World) -> Step:
+    plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
+    return _start(spec, status, world, _plan_summary(plan))
+
+
+def _start(spec: Spec, status: Status, world: World, summary: str) -> Step:
+    """Offline stops the app first; online backs up while it serves (or migrates, without a backup).
+
+    Not before the maintenance window opens, with room for the predicted downtime; once started, a run is never
+    cut short by the window's end.
+    """
+    waiting = _until_the_window(spec, status, world) if spec.window else None
+    if waiting:
+        return waiting
     if not _online(status):
         message = f"plan: {summary}; stopping the app"
         return Step(status={"phase": Phase.SCALING_DOWN, "message": message}, events=[Event("ScalingDown", message)])
@@ -331,6 +346,47 @@ def _start(spec: Spec, status: Status, summary: str) -> Step:
     message = f"plan: {summary}; online, backup disabled (backup.enabled: false): migrating without a backup"
     return Step(status={"phase": Phase.MIGRATING, "message": message},
                 events=[Event("Migrating", message, warning=True)])
+
+
+def _until_the_window(spec: Spec, status: Status, world: World) -> Step | None:
+    """None when the window is open with room for the predicted downtime; else wait in Scheduled, or fail."""
+    window = Window.from_spec(spec.window)
+    predicted = float((status.get("rehearsal") or {}).get("predictedDowntimeSeconds") or 0)
+    found = window.opening(world.now, timedelta(seconds=predicted))
+    if found is None:
+        if predicted > window.duration.total_seconds():
+            why = (f"the predicted downtime ({predicted:.0f}s, status.rehearsal) is longer than the maintenance "
+                   f"window (window.duration: {spec.window.get('duration')})")
+        elif window.recurs:
+            why = "the maintenance window's schedule never opens (window.schedule)"
+        else:
+            left = f", or too little of it is left for the predicted downtime ({predicted:.0f}s)" if predicted else ""
+            why = f"the maintenance window (window.start) is over{left}"
+        return _finish(status, world, Phase.FAILED, "OutsideWindow",
+                       f"{why}, and no later window will do. Nothing was changed: the app and the database are as "
+                       "they were. Apply a new run with a window that fits")
+    opens, closes = found
+    if opens <= world.now:
+        return None
+    local = opens.astimezone(window.zone)
+    room = f", the first with room for the predicted downtime ({predicted:.0f}s)" if predicted else ""
+    message = (f"waiting for the maintenance window: it opens {local.isoformat()} ({window.zone.key}), in "
+               f"{_duration(opens - world.now)}{room}; the run starts then")
+    wake = (opens - world.now).total_seconds()
+    if status.get("phase") == Phase.SCHEDULED and (status.get("window") or {}).get("opensAt") == _iso(opens):
+        return Step(wait=True, wake_after=wake)
+    return Step(status={"phase": Phase.SCHEDULED, "message": message,
+                        "window": {"opensAt": _iso(opens), "closesAt": _iso(closes)}},
+                events=[Event("Scheduled", message)], wait=True, wake_after=wake)
+
+
+def _duration(span: timedelta) -> str:
+    minutes, seconds = divmod(int(span.total_seconds()), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
+             f"{seconds}s" if seconds and not days and not hours else ""]
+    return "".join(parts) or "0s"
 
 
 def _scaling_down(spec: Spec, status: Status, world: World) -> Step:
@@ -571,6 +627,7 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.PLANNING: PhaseFacts(_planning, job="plan", touched=False),
     Phase.REHEARSING: PhaseFacts(_rehearsing, job="rehearse", touched=False, rehearses=True),
     Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended"),
+    Phase.SCHEDULED: PhaseFacts(_scheduled, touched=False),
     Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True),
     Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, reads_app=True, counts_rows=True),
     Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, reads_app=True, counts_rows=True),

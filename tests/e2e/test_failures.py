@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +301,20 @@ def test_a_rehearsal_that_succeeds_shows_the_predicted_downtime_before_approval(
     final = wait_for_end(stack, "predicted")
     assert final["phase"] == "Succeeded", final.get("message")
     print(f"\nrehearsal: predicted {rehearsal['predictedDowntimeSeconds']}s, real {final['downtimeSeconds']}s")
+
+
+def test_a_run_waits_in_scheduled_until_its_window_opens_then_runs(new_stack: Any) -> None:
+    stack = new_stack()
+    opens = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
+    stack.apply(stack.migration(name="windowed", window={"start": opens.isoformat(), "duration": "10m"}))
+    scheduled = wait_for_phase(stack, "windowed", "Scheduled", timeout=60)
+    assert "waiting for the maintenance window" in scheduled["message"], scheduled["message"]
+    assert scheduled["window"]["opensAt"].startswith(opens.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert "replicas" not in scheduled, "nothing stops before the window opens"
+    final = wait_for_end(stack, "windowed")
+    assert final["phase"] == "Succeeded", final.get("message")
+    stopped = datetime.fromisoformat(final["stoppedAt"].replace("Z", "+00:00"))
+    assert opens <= stopped < opens + timedelta(seconds=30), (opens, stopped)
 
 
 def test_a_failing_restore_leaves_the_app_stopped_and_says_where_the_backup_is(

@@ -442,6 +442,38 @@ class TestRehearsal:
         assert online.status["rehearsal"]["predictedDowntimeSeconds"] == 0
 
 
+class TestWindow:
+    """spec.window: the run waits in Scheduled until the window opens with room for the predicted downtime."""
+
+    READY: ClassVar[dict[str, Any]] = {"phase": Phase.AWAITING_APPROVAL, "plan": PLAN, "planCount": 1,
+                                       "strategy": "Offline"}
+    ONCE: ClassVar[dict[str, str]] = {"start": "2026-11-24T13:00:00Z", "duration": "1h"}
+
+    def test_a_run_before_its_window_waits_in_scheduled_and_says_when_it_starts(self) -> None:
+        step = advance(spec(window=self.ONCE), self.READY, World(now=NOW))
+        assert step.status["phase"] == Phase.SCHEDULED and not step.actions
+        assert "opens 2026-11-24T13:00:00+00:00 (UTC), in 1h" in step.status["message"]
+        assert step.wait and step.wake_after == 3600 and step.events[0].reason == "Scheduled"
+        status = apply(self.READY, step)
+        again = advance(spec(window=self.ONCE), status, World(now=NOW + timedelta(minutes=30)))
+        assert again == Step(wait=True, wake_after=1800), "no new event while it waits"
+        opened = advance(spec(window=self.ONCE), status, World(now=NOW + timedelta(hours=1, seconds=1)))
+        assert opened.status["phase"] == Phase.SCALING_DOWN
+
+    def test_a_predicted_downtime_that_does_not_fit_waits_for_the_next_window_or_fails(self) -> None:
+        weekly = {"schedule": "0 12 * * *", "duration": "1h"}  # daily at noon UTC; NOW is noon
+        late = World(now=NOW + timedelta(minutes=50))
+        rehearsed = {**self.READY, "rehearsal": {"outcome": "Succeeded", "predictedDowntimeSeconds": 900}}
+        step = advance(spec(window=weekly), rehearsed, late)
+        assert step.status["phase"] == Phase.SCHEDULED and step.status["window"]["opensAt"].startswith("2026-11-25T12")
+        assert "the first with room for the predicted downtime (900s)" in step.status["message"]
+        once = {"start": "2026-11-24T12:00:00Z", "duration": "1h"}
+        final = apply(rehearsed, advance(spec(window=once), rehearsed, late))
+        assert final["phase"] == Phase.FAILED and conditions(final)["Succeeded"] == "False"
+        assert "the maintenance window (window.start) is over" in final["message"]
+        assert "Nothing was changed" in final["message"]
+
+
 class TestStartDeadline:
     """A step's pod that cannot start fails the step within jobTemplate.startTimeoutSeconds, Job deleted first."""
 
