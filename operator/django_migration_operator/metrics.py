@@ -20,3 +20,9 @@ DOWNTIME_SECONDS = Histogram("djangoops_downtime_seconds",
                              "Seconds the app was stopped, per run that stopped it (status.downtimeSeconds).",
                              buckets=_STEP_BUCKETS)
 
+NOTIFICATIONS_FAILED = Counter("djangoops_notifications_failed",
+                               "Webhook notifications (spec.notify) that failed or timed out, by webhook name.",
+                               ["webhook"])
+# Set by the driver from the run's deadline; an alert (the chart's PrometheusRule) fires on 1.
+RUN_OVERDUE = Gauge("djangoops_run_overdue", "1 while a run has gone on for longer than its deadline, 0 otherwise.",
+                    ["namespace", "name"])

@@ -4,7 +4,8 @@
 namespaces), and the rendered objects are asserted: the RBAC rules against what the operator's code calls
 (kube.py and the kopf handlers, read from the source so that a new API call without its rule fails here), the
 restricted securityContext, the Recreate strategy, the liveness probe, the metrics Service and ServiceMonitor,
-the values schema, NOTES.txt; and the CRD the chart installs is byte for byte crds/djangomigrations.djangoops.dev.yaml.
+the PrometheusRule's alerts (against the metrics metrics.py defines), the values schema, NOTES.txt; and the CRD
+the chart installs is byte for byte crds/djangomigrations.djangoops.dev.yaml.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from devcluster.build import binaries
 from devcluster.config import KUBERNETES_VERSION
-from django_migration_operator import resource
+from django_migration_operator import metrics, resource
 from django_migration_operator.resource import GROUP, PLURAL, RunRef
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,7 +175,8 @@ def test_helm_lint_is_clean(helm: Path, strict: bool) -> None:
     assert not findings, findings
 
 
-@pytest.mark.parametrize("values", [["watchNamespaces={shop}"], ["metrics.serviceMonitor.enabled=true"]])
+@pytest.mark.parametrize("values", [["watchNamespaces={shop}"], ["metrics.serviceMonitor.enabled=true"],
+                                    ["metrics.prometheusRule.enabled=true"]])
 def test_helm_lint_is_clean_in_the_other_modes(helm: Path, values: list[str]) -> None:
     args = [arg for value in values for arg in ("--set", value)]
     result = run_helm(helm, "lint", "--strict", str(CHART), *args)
@@ -350,6 +353,102 @@ def test_service_monitor_is_off_by_default_and_selects_the_metrics_service(helm:
     assert orphan.returncode != 0 and "needs metrics.service.enabled" in orphan.stderr
 
 
+def exposed_series() -> dict[str, set[str]]:
+    """Each series name the operator exposes (metrics.py), with its labels: what an alert may refer to."""
+    series: dict[str, set[str]] = {}
+    for metric in vars(metrics).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        (family,) = metric.describe()
+        labels = set(metric._labelnames)
+        # prometheus_client appends _total to a counter's samples, and a histogram is three series.
+        suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}[family.type]
+        for suffix in suffixes:
+            series[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return series
+
+
+def assert_promql_looks_valid(expr: str, series: dict[str, set[str]]) -> set[str]:
+    """Balanced brackets and quotes, known series with their own labels, Prometheus durations; the series used."""
+    stack: list[str] = []
+    for char in re.sub(r'"[^"]*"', '""', expr):
+        if char in "([{":
+            stack.append(char)
+        elif char in ")]}":
+            assert stack and stack.pop() + char in ("()", "[]", "{}"), f"unbalanced {char!r} in {expr}"
+    assert not stack and expr.count('"') % 2 == 0, expr
+    used = set(re.findall(r"\bdjangoops_\w+", expr))
+    assert used, f"no operator metric in {expr}"
+    for name, matchers in re.findall(r"\b(djangoops_\w+)(?:\{([^}]*)\})?", expr):
+        assert name in series, f"{name} is not a metric of metrics.py: {sorted(series)}"
+        for label, value in re.findall(r'(\w+)\s*(?:=|!=|=~|!~)\s*"([^"]*)"', matchers):
+            assert label in series[name], f"{name} has no label {label}"
+            assert value, f"{name}{{{label}}} matches an empty value"
+    for duration in re.findall(r"\[([^\]]*)\]|offset\s+(\w+)", expr):
+        assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", "".join(duration)), f"{duration} is no duration"
+    return used
+
+
+def test_prometheus_rule_is_off_by_default(helm: Path) -> None:
+    assert not [m for m in render(helm) if m["kind"] == "PrometheusRule"]
+    assert not [m for m in render(helm, "metrics.serviceMonitor.enabled=true") if m["kind"] == "PrometheusRule"]
+
+
+def test_prometheus_rule_alerts_on_the_operators_metrics(helm: Path) -> None:
+    rule = only(render(helm, "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.labels.release=prom"),
+                "PrometheusRule", FULLNAME)
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/part-of"] == "django-migration-operator"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert list(alerts) == ["DjangoMigrationFailed", "DjangoMigrationRestoreFailed", "DjangoMigrationOverdue"]
+    series = exposed_series()
+    for alert in alerts.values():
+        assert alert.keys() <= {"alert", "expr", "for", "labels", "annotations"}
+        assert assert_promql_looks_valid(alert["expr"], series)
+        assert alert["annotations"].keys() == {"summary", "description"}
+        assert "docs/runbook.md" in alert["annotations"]["description"]
+        # Prometheus expands $labels in annotations: each one an alert refers to must be on its series.
+        labels = {label for name in re.findall(r"\bdjangoops_\w+", alert["expr"]) for label in series[name]}
+        for text in alert["annotations"].values():
+            assert "{{" not in text.replace("{{ $labels.", "").replace("{{ or $labels.", ""), text
+            for label in re.findall(r"\$labels\.(\w+)", text):
+                # exported_namespace: the metric's own namespace once a ServiceMonitor's target label took it.
+                assert label in labels or (label == "exported_namespace" and "namespace" in labels), label
+
+    failed, restore, overdue = alerts.values()
+    assert failed["labels"] == {"severity": "warning"} and "for" not in failed
+    assert 'increase(djangoops_runs_finished_total{phase="Failed"' in failed["expr"]
+    assert "[10m]) > 0" in failed["expr"]
+    assert 'reason!="RestoreFailed"' in failed["expr"], "a failed restore pages once, as the critical alert"
+    assert '"End states"' in failed["annotations"]["description"]
+    assert restore["labels"] == {"severity": "critical"}
+    assert 'increase(djangoops_runs_finished_total{phase="Failed", reason="RestoreFailed"}[10m]) > 0' in restore["expr"]
+    assert '"Restore by hand"' in restore["annotations"]["description"]
+    assert "stopped" in restore["annotations"]["summary"]
+    assert overdue["labels"] == {"severity": "warning"}
+    assert overdue["expr"].strip() == "djangoops_run_overdue == 1" and overdue["for"] == "5m"
+    assert '"A run that waits"' in overdue["annotations"]["description"]
+    assert ("kubectl -n {{ or $labels.exported_namespace $labels.namespace }} describe djm {{ $labels.name }}"
+            in overdue["annotations"]["description"])
+
+    slower = only(render(helm, "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.overdueFor=15m"),
+                  "PrometheusRule")
+    assert slower["spec"]["groups"][0]["rules"][2]["for"] == "15m"
+
+
+def test_the_counter_alerts_see_a_counters_first_increment(helm: Path) -> None:
+    """prometheus_client creates a labelled counter at its first inc(), at 1: increase() alone never sees it."""
+    rule = only(render(helm, "metrics.prometheusRule.enabled=true"), "PrometheusRule")
+    for alert in rule["spec"]["groups"][0]["rules"][:2]:
+        selector = re.search(r"increase\((djangoops_\w+\{[^}]*\})\[10m\]\)", alert["expr"])
+        assert selector, alert["expr"]
+        assert re.search(rf"or \(\s*{re.escape(selector.group(1))}\s+unless\s+{re.escape(selector.group(1))}"
+                         r" offset 10m\)", alert["expr"]), alert["expr"]
+
+
 # --- values schema and NOTES ----------------------------------------------------------------------------------
 
 
@@ -358,6 +457,8 @@ def test_service_monitor_is_off_by_default_and_selects_the_metrics_service(helm:
     ("watchNamespaces={Not_A_Namespace}", "does not match pattern"),
     ("image.pullPolicy=Sometimes", "value must be one of"),
     ("liveness.port=70000", "maximum"),
+    ("metrics.prometheusRule.overdueFor=5min", "does not match pattern"),
+    ("metrics.prometheusRule.enable=true", "additional properties 'enable' not allowed"),
 ])
 def test_values_schema_refuses_bad_values(helm: Path, value: str, complaint: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", KUBERNETES_VERSION, "--set", value,
