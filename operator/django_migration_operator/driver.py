@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, jobs, metrics
+from django_migration_operator import database, jobs, metrics, notify
 from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
@@ -45,6 +45,8 @@ from django_migration_operator.workflow import (
 )
 
 SAFETY_NET_SECONDS = 15.0
+# Past the sum of a run's deadlines (plan, rehearsal and migration, backup, pods' starts), this much more is stuck.
+OVERDUE_SLACK_SECONDS = 600
 # A dump is smaller than the database on disk (no indexes, no dead rows, compressed): a claim is refused only when
 # it is clearly too small, under a tenth of pg_database_size. keep dumps add up beyond that: only the volume tells.
 CLAIM_SIZE_RATIO = 10
@@ -111,6 +113,7 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
                 await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
                 return
             spec = Spec.from_body(body.get("spec", {}))
+            metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
             world = await asyncio.to_thread(observe, kube, ref, spec, status)
             step = advance(spec, status, world)
             if "phase" in step.status:
@@ -125,10 +128,24 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
                                                                       step.wake_after or SAFETY_NET_SECONDS))
     finally:
         metrics.RUNS_IN_PROGRESS.dec()
+        with contextlib.suppress(KeyError):
+            metrics.RUN_OVERDUE.remove(ref.namespace, ref.name)
         wakeups.forget(ref.namespace, ref.name)
         # A queued run, in any namespace, may go now. Here, not after the last step: kopf may cancel this driver as
         # soon as the run is terminal, and a spurious wake-up only makes a run look again.
         wakeups.wake_all()
+
+
+def _overdue(spec: Spec, status: dict[str, Any], now: datetime) -> int:
+    """1 when the run has gone on past every deadline it has (not counting waits for a Lease, a person or a
+    window), which only a stuck run does: the PrometheusRule's DjangoMigrationOverdue alert."""
+    if phase_of(status) in (Phase.PENDING, Phase.QUEUED, Phase.AWAITING_APPROVAL, Phase.SCHEDULED):
+        return 0
+    since = status.get("stoppedAt") or status.get("startedAt")
+    budget = (jobs.PLAN_DEADLINE_SECONDS + 2 * spec.timeout_seconds + spec.backup_timeout_seconds
+              + 3 * spec.start_timeout_seconds + OVERDUE_SLACK_SECONDS)
+    started = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else now
+    return int((now - started).total_seconds() > budget)
 
 
 def _measure(entered: tuple[str, float] | None, status: dict[str, Any]) -> tuple[str, float]:
@@ -219,6 +236,10 @@ def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
                             "dumps go to")
         elif phase == "Lost":
             problems.append(f"{claim} is Lost (its volume is gone); recreate the claim or name another one")
+    for hook in spec.notify:
+        if kube.read_secret_key(ref.namespace, hook.secret, hook.key) is None:
+            problems.append(f"notify[{hook.name}].urlSecret: Secret '{hook.secret}' or its key '{hook.key}' not "
+                            f"found in namespace {ref.namespace}; create it, or remove the webhook")
     secret = f"database.urlSecret: Secret '{spec.url_secret}'"
     value = kube.read_secret_key(ref.namespace, spec.url_secret, spec.url_key)
     if value is None:
@@ -299,6 +320,32 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             kube.release_lease(ref)
     for event in step.events:
         kube.post_event(ref, event.reason, event.message, event.warning)
+    notice = PHASES[Phase(step.status["phase"])].notice if "phase" in step.status else None
+    if notice and spec.notify:
+        status = {**(body.get("status") or {}), **step.status}
+        reason = next((c["reason"] for c in step.status.get("conditions", []) if c["type"] == "Succeeded"), None)
+        _notify(kube, ref, spec, notify.Notice(
+            namespace=ref.namespace, name=ref.name, kind=notice, phase=str(status["phase"]),
+            message=str(status.get("message", "")), downtime_seconds=status.get("downtimeSeconds"),
+            reason=reason if notice in (notify.SUCCEEDED, notify.FAILED) else None,
+            predicted_downtime_seconds=(status.get("rehearsal") or {}).get("predictedDowntimeSeconds")), logger)
+
+
+def _notify(kube: Kube, ref: RunRef, spec: Spec, notice: notify.Notice,
+            logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    """Posts the notice to each webhook in turn, each bounded by its timeout; one that fails gets an event (and,
+    from notify.post, the metric), never a say in the run."""
+    for hook in spec.notify:
+        url = kube.read_secret_key(ref.namespace, hook.secret, hook.key)
+        if url:
+            error = notify.post(notify.Webhook(hook.name, url, hook.format), notice, hook.timeout_seconds)
+        else:
+            error = f"Secret '{hook.secret}' or its key '{hook.key}' not found"
+            metrics.NOTIFICATIONS_FAILED.labels(hook.name).inc()
+        if error:
+            logger.warning("notification %s to webhook %s failed: %s", notice.kind, hook.name, error)
+            kube.post_event(ref, "NotificationFailed", f"notify[{hook.name}]: the {notice.kind} message was not "
+                            f"delivered: {error}; the run goes on", warning=True)
 
 
 def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: str) -> dict[str, Any]:

@@ -27,6 +27,17 @@ class Check:
 
 
 @dataclass(frozen=True)
+class WebhookRef:
+    """spec.notify[]: a webhook whose URL is in a Secret of the run's namespace."""
+
+    name: str
+    secret: str
+    key: str
+    format: str  # Slack or JSON
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
 class Spec:
     deployment: str
     container: str | None
@@ -54,6 +65,7 @@ class Spec:
     rehearsal: bool = False  # migrate a scratch copy first, while the app serves
     rehearsal_url_env: str = "DATABASE_URL"  # the variable the app's settings read the database URL from
     window: dict[str, Any] = field(default_factory=dict)  # the maintenance window (window.py); {}: any time
+    notify: tuple[WebhookRef, ...] = ()  # webhooks told of the phases that matter to people
 
     @property
     def deployments(self) -> tuple[str, ...]:
@@ -95,6 +107,9 @@ class Spec:
             rehearsal=bool(spec.get("rehearsal", {}).get("enabled", False)),
             rehearsal_url_env=spec.get("rehearsal", {}).get("urlEnv", "DATABASE_URL"),
             window=dict(spec.get("window", {})),
+            notify=tuple(WebhookRef(hook["name"], hook["urlSecret"]["name"], hook["urlSecret"]["key"],
+                                    hook.get("format", "JSON"), int(hook.get("timeoutSeconds", 5)))
+                         for hook in spec.get("notify", [])),
         )
 
 

@@ -619,6 +619,7 @@ class PhaseFacts:
     verifies: bool = False  # reads django_migrations, the row counts and the checks
     rehearses: bool = False  # a scratch copy may exist: observed, verified once migrated, dropped if deleted
     health: str = "Progressing"  # the Argo CD health of a run in this phase (charts/.../argocd/health.lua)
+    notice: str | None = None  # what spec.notify's webhooks are told when a run enters this phase
 
 
 PHASES: dict[Phase, PhaseFacts] = {
@@ -626,9 +627,10 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.QUEUED: PhaseFacts(_queued, touched=False, reads_lease=True),
     Phase.PLANNING: PhaseFacts(_planning, job="plan", touched=False),
     Phase.REHEARSING: PhaseFacts(_rehearsing, job="rehearse", touched=False, rehearses=True),
-    Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended"),
-    Phase.SCHEDULED: PhaseFacts(_scheduled, touched=False),
-    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True),
+    Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended",
+                                        notice="AwaitingApproval"),
+    Phase.SCHEDULED: PhaseFacts(_scheduled, touched=False, notice="Scheduled"),
+    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, notice="Stopping"),
     Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, reads_app=True, counts_rows=True),
     Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, reads_app=True, counts_rows=True),
     Phase.VERIFYING: PhaseFacts(_verifying, app_stopped=True, reads_app=True, verifies=True),
@@ -636,8 +638,8 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.SCALING_UP: PhaseFacts(_scaling_up, reads_app=True),
     Phase.ROLLING_OUT: PhaseFacts(_rolling_out, reads_app=True),
     Phase.CONTRACTING: PhaseFacts(_contracting, job="contract"),
-    Phase.SUCCEEDED: PhaseFacts(None, health="Healthy"),
-    Phase.FAILED: PhaseFacts(None, health="Degraded"),
+    Phase.SUCCEEDED: PhaseFacts(None, health="Healthy", notice="Succeeded"),
+    Phase.FAILED: PhaseFacts(None, health="Degraded", notice="Failed"),
 }
 TERMINAL = frozenset(phase for phase, facts in PHASES.items() if facts.handler is None)
 

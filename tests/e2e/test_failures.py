@@ -6,7 +6,10 @@ it after. The failure drills of the demo app (examples/blog/drills) make real mi
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -315,6 +318,73 @@ def test_a_run_waits_in_scheduled_until_its_window_opens_then_runs(new_stack: An
     assert final["phase"] == "Succeeded", final.get("message")
     stopped = datetime.fromisoformat(final["stoppedAt"].replace("Z", "+00:00"))
     assert opens <= stopped < opens + timedelta(seconds=30), (opens, stopped)
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1: records each JSON body it gets, answers `status`, or never answers."""
+
+    def __init__(self, status: int | None) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                payload = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.bodies.append(json.loads(payload))
+                if status is None:
+                    time.sleep(4)  # longer than the webhook's timeout
+                    return
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T0KEN"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhooks_get_every_message_of_a_run_in_order_and_a_failing_one_never_holds_it(new_stack: Any) -> None:
+    stack = new_stack()
+    receivers = {"team": Receiver(200), "broken": Receiver(500), "silent": Receiver(None)}
+    try:
+        for name, receiver in receivers.items():
+            stack.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"hook-{name}"},
+                         "stringData": {"url": receiver.url}})
+        hooks = [{"name": name, "urlSecret": {"name": f"hook-{name}", "key": "url"}, "timeoutSeconds": 1}
+                 for name in receivers]
+        opens = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=25)
+        stack.apply(stack.migration(name="told", notify=hooks, approval="Manual",
+                                    window={"start": opens.isoformat(), "duration": "10m"}))
+        wait_for_phase(stack, "told", "AwaitingApproval", timeout=120)
+        stack.kubectl("patch", "djm", "told", "-n", stack.namespace, "--type=merge", "-p",
+                      json.dumps({"spec": {"approval": "Automatic"}}))
+        final = wait_for_end(stack, "told")
+    finally:
+        for receiver in receivers.values():
+            receiver.close()
+    assert final["phase"] == "Succeeded", final.get("message")
+    bodies = receivers["team"].bodies
+    assert [b["kind"] for b in bodies] == ["AwaitingApproval", "Scheduled", "Stopping", "Succeeded"]
+    assert all(b["run"] == {"namespace": stack.namespace, "name": "told"} for b in bodies)
+    assert bodies[-1]["downtimeSeconds"] == final["downtimeSeconds"] and bodies[-1]["message"] == final["message"]
+    assert bodies[-1]["command"] == f"kubectl -n {stack.namespace} describe djm told"
+    # The failing receivers were asked every time, and each failure is an event; the run went on regardless.
+    assert len(receivers["broken"].bodies) == len(receivers["silent"].bodies) == 4
+    # The last message goes out after the status says Succeeded: its failures are posted a moment later.
+    failed = wait_for(lambda: (found := [e["message"] for e in events(stack, "told")
+                                         if e["reason"] == "NotificationFailed"]) and len(found) >= 8 and found,
+                      "a NotificationFailed event per message of each failing webhook", timeout=20)
+    assert len(failed) == 8 and all("T0KEN" not in message and "127.0.0.1" not in message for message in failed)
+    assert any("HTTP 500" in message for message in failed) and any("timed out" in message for message in failed)
+    # A silent webhook costs at most its timeout per message: the app's downtime stays that of a run without one.
+    assert final["downtimeSeconds"] < 20
 
 
 def test_a_failing_restore_leaves_the_app_stopped_and_says_where_the_backup_is(

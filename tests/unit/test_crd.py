@@ -160,6 +160,7 @@ def test_spec_fields_in_spec_order(root: Schema) -> None:
         "strategy",
         "rehearsal",
         "window",
+        "notify",
         "onFailure",
         "approval",
         "jobTemplate",
