@@ -345,7 +345,7 @@ class RunResult:
 
 
 def operator_run(stack: BlogStack, api: client.ApiClient, operators: list[LocalOperator],
-                 timeout: float) -> RunResult:
+                 timeout: float, rehearse: bool = False) -> RunResult:
     observer = Observer(api, stack.namespace, RUN_NAME)
     observer.start()
     operator = LocalOperator(stack.cluster, f"operator-{stack.namespace}", namespaces=(stack.namespace,))
@@ -361,7 +361,7 @@ def operator_run(stack: BlogStack, api: client.ApiClient, operators: list[LocalO
     time.sleep(1)
     progress(f"kubectl apply DjangoMigration {RUN_NAME} (operator log: {operator.log_path})")
     applied = time.monotonic()
-    stack.apply(stack.migration(RUN_NAME))
+    stack.apply(stack.migration(RUN_NAME, rehearsal={"enabled": rehearse}))
     apply_returned = time.monotonic()
     observer.wait_for(lambda seen: bool(seen.phases) and seen.phases[-1][1] in TERMINAL, f"{RUN_NAME} to end",
                       timeout=timeout)
@@ -796,6 +796,23 @@ def header(report: Report, stack: BlogStack, posts: int) -> None:
                 f"namespace {stack.namespace}")
 
 
+def report_rehearsal(report: Report, run: RunResult) -> None:
+    """Table 5: the rehearsal's predicted downtime against the run's real one (issue 11: within 25%)."""
+    rehearsal = run.seen.status.get("rehearsal") or {}
+    real = float(run.seen.status.get("downtimeSeconds") or 0.0)
+    predicted = float(rehearsal.get("predictedDowntimeSeconds") or 0.0)
+    error = (predicted - real) / real if real else 0.0
+    rows = [
+        ["rehearsal: pg_dump on the copy", sec(rehearsal.get("dumpSeconds")), ""],
+        ["rehearsal: migrate on the copy (Django start included)", sec(rehearsal.get("migrateSeconds")), ""],
+        ["rehearsal: predicted downtime", sec(predicted), "dump + migrate + 3 s for pods"],
+        ["status.downtimeSeconds of the run", sec(real), ""],
+        ["prediction error (predicted - real) / real", f"{error:+.0%}",
+         "goal: within 25%: " + ("holds" if abs(error) <= 0.25 else "MISSED")],
+    ]
+    report.table("5. Rehearsal: predicted against real downtime", ["", "seconds", "detail"], rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.timings", description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=2000, help="posts in the database (default 2000)")
@@ -805,6 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--path", choices=("success", "failure"), default="success",
                         help="success: the demo migration (default); failure: the same with a migration that fails "
                              f"(drill {FAILURE_DRILL}), restored from the backup")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="rehearse the run on a scratch copy first and compare its predicted downtime")
     args = parser.parse_args(argv)
     failure = args.path == "failure"
 
@@ -817,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.deploy(posts=args.posts, say=progress)
         header(report, stack, args.posts)
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        run = operator_run(stack, api, operators, args.timeout)
+        run = operator_run(stack, api, operators, args.timeout, args.rehearse)
         backup_path = str((run.seen.status.get("backup") or {}).get("path") or "")
         operator_dump = (cluster.layout.volume_claims / stack.namespace / BACKUP_CLAIM
                          / backup_path.removeprefix(BACKUP_MOUNT).lstrip("/")) if backup_path else None
@@ -826,6 +845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         durations, _ = report_run(report, run)
         (report_rollback if failure else report_downtime)(report, run, durations, measured)
         report_backup(report, run, durations, measured)
+        if args.rehearse:
+            report_rehearsal(report, run)
         if run.seen.watch_errors:
             report.line()
             report.line("watch errors (resumed): " + "; ".join(run.seen.watch_errors))
