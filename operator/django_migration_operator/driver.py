@@ -356,7 +356,10 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
             raise RuntimeError(f"app.deployment: Deployment '{spec.deployment}' disappeared during the run")
         template = deployment["spec"]["template"]
         if step == "plan":
-            return jobs.plan_job(ref, spec, template)
+            url = _database_url(kube, ref, spec)
+            tools = (_tools_image(status, spec, url), database.server_major(url)) if spec.backup_enabled or \
+                spec.rehearsal else None
+            return jobs.plan_job(ref, spec, template, tools)
         if step == "rehearse":
             url = _database_url(kube, ref, spec)
             return jobs.rehearse_job(ref, spec, template, url.name, _tools_image(status, spec, url))

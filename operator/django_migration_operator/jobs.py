@@ -13,6 +13,7 @@ import shlex
 from typing import Any
 
 from django_migration_operator.plan import (
+    PLAN_MARKER,
     TIMEOUT_GRACE_SECONDS,
     migrate_command,
     online_migrate_command,
@@ -51,17 +52,19 @@ _REHEARSAL_VOLUME = "djangoops-rehearsal"
 _INHERITED_CONTAINER_FIELDS = ("env", "envFrom", "volumeMounts", "volumeDevices", "workingDir", "securityContext",
                                "resources", "imagePullPolicy")
 
+# The tools' major version, from `pg_dump --version` ("pg_dump (PostgreSQL) 16.4 (Debian ...)", "17devel").
+_TOOLS_MAJOR = r"""major=$(pg_dump --version)
+major=${major#*) }
+major=${major%%[!0-9]*}
+"""
 # Shared by the backup and the rehearsal's copy, so that the rehearsal times the dump the backup will take.
 _CHOOSE_COMPRESSION = r"""
 # The compression decides the dump's time (the app is stopped) and size: pg_dump's default gzip level takes several
 # times the plain dump on big tables. From PostgreSQL 16 on, pg_dump has zstd: at level 1 it costs as much CPU as
 # gzip 1 on the demo's posts and 2.5x less on less compressible data, and is smaller on both (lz4 is cheaper still
 # but compresses too little). Older pg_dump only has gzip: level 1. See bench/README.md (dump_formats).
-# The tools' major version is read from `pg_dump --version` ("pg_dump (PostgreSQL) 16.4 (Debian ...)", "17devel").
-major=$(pg_dump --version)
-major=${major#*) }
-major=${major%%[!0-9]*}
-if [ "${major:-0}" -ge 16 ]; then compress=zstd:1 compression=zstd:1; else compress=1 compression=gzip:1; fi
+""" + _TOOLS_MAJOR + r"""if [ "${major:-0}" -ge 16 ]; then compress=zstd:1 compression=zstd:1
+else compress=1 compression=gzip:1; fi
 """
 
 # The backup and restore scripts never `set -x`: their command lines carry DATABASE_URL and its password.
@@ -254,13 +257,36 @@ def backup_path(spec: Spec, run: RunRef) -> str:
     return f"{BACKUP_MOUNT}/{spec.deployment}/{run.name}.dump"
 
 
-def plan_job(run: RunRef, spec: Spec, pod_template: dict[str, Any]) -> dict[str, Any]:
-    """The Job that prints the plan (see plan.py), from the app Deployment's pod template."""
+# The plan's first container tries the tools image while nothing is stopped yet: an image the cluster cannot pull
+# fails Planning (within jobTemplate.startTimeoutSeconds), and pg_dump older than the server, which refuses it,
+# fails it with the plan's own error line, also for an image whose tag does not tell its version.
+_TOOLS_CHECK_SCRIPT = r"""set -eu
+""" + _TOOLS_MAJOR + r"""if [ "${major:-0}" -lt "$SERVER_MAJOR" ]; then
+  why="backup.image: $TOOLS_IMAGE carries pg_dump ${major:-?}, older than the server (PostgreSQL $SERVER_MAJOR),"
+  why="$why and pg_dump refuses a newer server; set backup.image to postgres:$SERVER_MAJOR or newer, or remove it"
+  why="$why and the operator chooses postgres:$SERVER_MAJOR. Nothing was changed"
+  printf '%s{"error": "%s", "reason": "ToolsTooOld"}\n' "$PLAN_MARKER" "$why"
+  exit 1
+fi
+"""
+
+
+def plan_job(run: RunRef, spec: Spec, pod_template: dict[str, Any],
+             tools: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The Job that prints the plan (see plan.py), from the app Deployment's pod template; with `tools` (the tools
+    image and the server's major version), first the check that the image runs and its pg_dump fits the server."""
     # Always set, even empty: a variable of the same name in the Deployment must not leak into the plan.
     parameters = [{"name": "DJANGOOPS_DATABASE", "value": spec.alias},
                   {"name": "DJANGOOPS_APP", "value": spec.migrate_app or ""},
                   {"name": "DJANGOOPS_TARGET", "value": spec.migrate_target or ""}]
     annotations, container, pod_spec = _app_pod(spec, pod_template, plan_command(), parameters)
+    if tools:
+        image, server_major = tools
+        check = {"name": "tools", "image": image, "command": ["sh", "-c", _TOOLS_CHECK_SCRIPT],
+                 "terminationMessagePolicy": "FallbackToLogsOnError",
+                 "env": [{"name": "SERVER_MAJOR", "value": str(server_major)}, {"name": "TOOLS_IMAGE", "value": image},
+                         {"name": "PLAN_MARKER", "value": PLAN_MARKER}]}
+        pod_spec["initContainers"] = [check, *pod_spec.get("initContainers", [])]
     return _job(run, spec, "plan", container, pod_spec, annotations, PLAN_DEADLINE_SECONDS)
 
 

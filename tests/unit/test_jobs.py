@@ -16,7 +16,7 @@ from psycopg import sql
 
 from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
-from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS
+from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS, parse_plan_output
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
 from pgserver import create_database, throwaway_postgres
 
@@ -552,6 +552,30 @@ def test_a_role_that_cannot_act_as_every_owner_restores_the_data_and_says_what_i
     assert after["connect"] == before["connect"] == (False, True)
     assert after["database"][0] == "shop_app" and after["database"][2] == before["database"][2]
     assert after["settings"] == [row for row in before["settings"] if row[0] == "(all)"]
+
+
+def test_the_plan_tries_the_tools_image_first_and_refuses_a_pg_dump_older_than_the_server(
+        postgres: tuple[str, str]) -> None:
+    _, bin_dir = postgres
+    major = int(subprocess.run([f"{bin_dir}/pg_dump", "--version"], capture_output=True, text=True,
+                               check=True).stdout.split()[2].split(".")[0])
+    app_only = {"spec": {"containers": [{"name": "django", "image": "shop:1"}]}}
+    assert "initContainers" not in jobs.plan_job(RUN, make_spec(), app_only, None)["spec"]["template"]["spec"]
+    template = {"spec": {**app_only["spec"], "initContainers": [{"name": "wait-for-db", "image": "busybox"}]}}
+    job = jobs.plan_job(RUN, make_spec(), template, ("registry.local/pgtools:stable", major + 1))
+    check, app_init = job["spec"]["template"]["spec"]["initContainers"]
+    assert (check["name"], check["image"]) == ("tools", "registry.local/pgtools:stable")
+    assert app_init["name"] == "wait-for-db"  # the app's own initContainers run after the check
+    env = {e["name"]: e["value"] for e in check["env"]} | {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    refused = subprocess.run(check["command"], env=env, capture_output=True, text=True, check=False, timeout=30)
+    assert refused.returncode != 0
+    result = parse_plan_output(refused.stdout)  # read as the plan's own error: the run fails at Planning
+    assert result.reason == "ToolsTooOld" and result.error is not None
+    assert (f"backup.image: registry.local/pgtools:stable carries pg_dump {major}, older than the server "
+            f"(PostgreSQL {major + 1})") in result.error
+    fits = subprocess.run(check["command"], env={**env, "SERVER_MAJOR": str(major)}, capture_output=True, text=True,
+                          check=False, timeout=30)
+    assert fits.returncode == 0 and fits.stdout == ""
 
 
 # --- the rehearsal ------------------------------------------------------------------------------------------
