@@ -28,7 +28,6 @@ import platform
 import resource
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bench.timings import Report, median, progress, spread
 from devcluster.config import REPO_ROOT
 from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
@@ -55,10 +55,6 @@ DATABASE = "blog"
 TIME_GOAL = 1.10
 SIZE_GOAL = 0.25
 RESTORE_GOAL = 1.10
-
-
-def progress(message: str) -> None:
-    print(f"[dump_formats {datetime.now(UTC).strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the server ---------------------------------------------------------------------------------------------
@@ -170,10 +166,6 @@ def size_of(path: Path) -> int:
 
 def tools_env(server: Server) -> dict[str, str]:
     return {**os.environ, "PATH": f"{server.bin_dir}:{os.environ['PATH']}", "PGCONNECT_TIMEOUT": "10"}
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
 
 
 # --- the variants --------------------------------------------------------------------------------------------
@@ -326,37 +318,6 @@ def measure_compressors(plain: Path, workdir: Path, repeat: int) -> list[Compres
 # --- the report ----------------------------------------------------------------------------------------------
 
 
-class Report:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def line(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.lines.append(text)
-
-    def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
-              notes: Sequence[str] = ()) -> None:
-        widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-
-        def render(row: Sequence[str]) -> str:
-            return "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
-                             for i, cell in enumerate(row)).rstrip()
-
-        self.line()
-        self.line(title)
-        self.line("-" * len(title))
-        self.line(render(headers))
-        self.line(render(["-" * w for w in widths]))
-        for row in rows:
-            self.line(render(row))
-        for note in notes:
-            self.line(f"  {note}")
-
-
-def runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.2f}" for v in values)
-
-
 def holds(value: float, goal: float) -> str:
     return "yes" if value <= goal else "NO"
 
@@ -370,18 +331,18 @@ def report(out: Report, dumps: list[Dump], compressors: list[Compressor], parall
     out.table(
         "1. Dumps (wall and pg_dump CPU seconds: median and fastest of the runs; size of the last run)",
         ["dump", "wall (s)", "min (s)", "runs", "x plain", "x plain (min)", "CPU (s)", "size (bytes)", "% of plain"],
-        [[d.name, f"{median(d.walls):.2f}", f"{min(d.walls):.2f}", runs(d.walls),
+        [[d.name, f"{median(d.walls):.2f}", f"{min(d.walls):.2f}", spread(d.walls),
           f"{median(d.walls) / plain_wall:.2f}", f"{min(d.walls) / min(plain.walls):.2f}", f"{median(d.cpus):.2f}",
           f"{d.sizes[-1]:,}", f"{100 * d.sizes[-1] / plain_size:.1f}%"] for d in measured],
         [*(f"{d.name}: {d.note}" for d in dumps if d.note),
          "CPU: user + system of pg_dump (and, for the script, of pg_restore --list and the shell); the server's "
          "own work is not in it"])
-    rows = [[d.name, f"{median(d.restores):.2f}", f"{min(d.restores):.2f}", runs(d.restores),
+    rows = [[d.name, f"{median(d.restores):.2f}", f"{min(d.restores):.2f}", spread(d.restores),
              f"{median(d.restores) / plain_restore:.2f}", f"{min(d.restores) / min(plain.restores):.2f}",
              f"{median(d.lists):.3f}" if d.lists else "-"] for d in measured]
     if parallel:
         rows.append(["-Fc -Z1, pg_restore -j2 (no single transaction)", f"{median(parallel):.2f}",
-                     f"{min(parallel):.2f}", runs(parallel), f"{median(parallel) / plain_restore:.2f}",
+                     f"{min(parallel):.2f}", spread(parallel), f"{median(parallel) / plain_restore:.2f}",
                      f"{min(parallel) / min(plain.restores):.2f}", "-"])
     out.table(
         "2. Restores into a fresh database (median and fastest of the runs)",

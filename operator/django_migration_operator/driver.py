@@ -105,14 +105,13 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
             phase = phase_of(status)
             if phase in TERMINAL:
                 return
+            spec = Spec.from_body(body.get("spec", {}))
             if stopping() is Stop.DELETED and not PHASES[phase].touched:
                 if PHASES[phase].rehearses:
-                    spec = Spec.from_body(body.get("spec", {}))
                     await asyncio.to_thread(database.drop_database, _database_url(kube, ref, spec),
                                             jobs.scratch_name(ref))
                 await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
                 return
-            spec = Spec.from_body(body.get("spec", {}))
             metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
             world = await asyncio.to_thread(observe, kube, ref, spec, status)
             step = advance(spec, status, world)

@@ -52,6 +52,12 @@ _REHEARSAL_VOLUME = "djangoops-rehearsal"
 _INHERITED_CONTAINER_FIELDS = ("env", "envFrom", "volumeMounts", "volumeDevices", "workingDir", "securityContext",
                                "resources", "imagePullPolicy")
 
+# The server's maintenance database: the same URL with the path replaced by /postgres, query kept. The restore
+# and the rehearsal's copy create databases from there.
+_ADMIN_URL = r"""url_without_query=${DATABASE_URL%%\?*}
+query=${DATABASE_URL#"$url_without_query"}
+ADMIN_URL="${url_without_query%/*}/postgres$query"
+"""
 # The tools' major version, from `pg_dump --version` ("pg_dump (PostgreSQL) 16.4 (Debian ...)", "17devel").
 _TOOLS_MAJOR = r"""major=$(pg_dump --version)
 major=${major#*) }
@@ -101,11 +107,7 @@ size=$(($(wc -c < "$BACKUP_PATH")))
 # archive (pg_database_owner always can); otherwise all is restored with --no-owner, owned by the URL's role, and
 # the marker names the roles it could not act as.
 _RESTORE_SCRIPT = r"""set -eu
-# The server's maintenance database: the same URL with the path replaced by /postgres, query kept.
-url_without_query=${DATABASE_URL%%\?*}
-query=${DATABASE_URL#"$url_without_query"}
-ADMIN_URL="${url_without_query%/*}/postgres$query"
-work=$(mktemp -d)
+""" + _ADMIN_URL + r"""work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pg_restore --create --list "$BACKUP_PATH" > "$work/toc"
 database_entries='(DATABASE|COMMENT - DATABASE|ACL - DATABASE|DATABASE PROPERTIES|SECURITY LABEL - DATABASE)'
@@ -166,10 +168,7 @@ kept=${kept#, }
 # must not do. The dump is taken as the backup takes it (same format), and timed: it predicts the backup's share
 # of the downtime. The row counts of the fresh copy are what the rehearsal's verification compares with.
 _REHEARSAL_COPY_SCRIPT = r"""set -eu
-url_without_query=${DATABASE_URL%%\?*}
-query=${DATABASE_URL#"$url_without_query"}
-ADMIN_URL="${url_without_query%/*}/postgres$query"
-SCRATCH_URL="${url_without_query%/*}/$SCRATCH_NAME$query"
+""" + _ADMIN_URL + r"""SCRATCH_URL="${url_without_query%/*}/$SCRATCH_NAME$query"
 psql "$ADMIN_URL" --no-psqlrc --quiet -v ON_ERROR_STOP=1 -v scratch="$SCRATCH_NAME" -v source="$SOURCE_NAME" <<'SQL'
 SELECT pg_encoding_to_char(encoding) AS db_encoding, datcollate AS db_collate, datctype AS db_ctype
   FROM pg_database WHERE datname = :'source' \gset

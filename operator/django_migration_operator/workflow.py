@@ -263,8 +263,7 @@ def _planning(spec: Spec, status: Status, world: World) -> Step:
 
 def _plan_ready(spec: Spec, status: Status, world: World, rehearsed: str) -> Step:
     """The plan is known (and rehearsed): wait for approval, or start."""
-    plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
-    summary = _plan_summary(plan) + rehearsed
+    summary = _recorded_plan_summary(status) + rehearsed
     if spec.approval == "Manual":
         message = f"plan ready ({summary}; {status.get('strategy')}); waiting for approval: set spec.approval to " \
                   "Automatic to go on"
@@ -319,13 +318,11 @@ def _judge_rehearsal(spec: Spec, status: Status, world: World, job: JobState) ->
 def _awaiting_approval(spec: Spec, status: Status, world: World) -> Step:
     if spec.approval == "Manual":
         return Step(wait=True)
-    plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
-    return _start(spec, status, world, _plan_summary(plan))
+    return _start(spec, status, world, _recorded_plan_summary(status))
 
 
 def _scheduled(spec: Spec, status: Status, world: World) -> Step:
-    plan = [PlannedMigration.from_status(m) for m in status.get("plan", [])]
-    return _start(spec, status, world, _plan_summary(plan))
+    return _start(spec, status, world, _recorded_plan_summary(status))
 
 
 def _start(spec: Spec, status: Status, world: World, summary: str) -> Step:
@@ -830,6 +827,10 @@ def _set_condition(conditions: list[dict[str, Any]], world: World, kind: str, st
 
 def _condition_status(status: Status, kind: str) -> str | None:
     return next((c["status"] for c in status.get("conditions", []) if c["type"] == kind), None)
+
+
+def _recorded_plan_summary(status: Status) -> str:
+    return _plan_summary([PlannedMigration.from_status(m) for m in status.get("plan", [])])
 
 
 def _plan_summary(plan: tuple[PlannedMigration, ...] | list[PlannedMigration]) -> str:
