@@ -149,6 +149,20 @@ class Cluster:
             self._unmount_leftovers()
         self.say("down" if names else "down (nothing was running)")
 
+    @contextmanager
+    def stopped(self, name: str) -> Iterator[None]:
+        """Stops one component (a fault trial: "postgres", "kube-apiserver") as `down` would; at the block's end,
+        `up` starts it again, and the cluster is whole whatever the block did."""
+        if name not in _START_ORDER:
+            raise ValueError(f"no component {name!r}; the components are {', '.join(_START_ORDER)}")
+        with self._lock():
+            if self._pid(name) is not None:
+                self._stop(name)
+        try:
+            yield
+        finally:
+            self.up()
+
     def status(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
         for name in _START_ORDER:

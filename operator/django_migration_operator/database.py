@@ -6,6 +6,8 @@ built from psycopg's text with the URL's password removed, so a secret never rea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -13,6 +15,13 @@ import psycopg
 from psycopg import sql
 
 CONNECT_TIMEOUT_SECONDS = 5
+
+
+class Unreachable(Exception):
+    """The server did not answer, or the connection broke mid-way: a later attempt may get through.
+
+    Its text is psycopg's first line with the password removed.
+    """
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ def connection_problem(database: DatabaseUrl) -> str | None:
         with psycopg.connect(database.url, connect_timeout=CONNECT_TIMEOUT_SECONDS) as connection:
             connection.execute("SELECT 1")
     except psycopg.Error as error:
-        return database.redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        return _describe(database, error)
     return None
 
 
@@ -126,9 +135,31 @@ def run_checks(database: DatabaseUrl, checks: dict[str, str]) -> dict[str, str]:
                     row = connection.execute(query.encode()).fetchone()
                 results[name] = "" if row is None or row[0] is None else str(row[0])
             except psycopg.Error as error:
+                if connection.broken:
+                    raise  # the server went away: not the check's answer
                 results[name] = f"error: {database.redact(str(error).strip())}"
     return results
 
 
-def _connect(database: DatabaseUrl) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(database.url, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)
+@contextmanager
+def _connect(database: DatabaseUrl) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection that raises Unreachable when the server does not answer or the connection breaks.
+
+    Any other error (a query the server refused) stays psycopg's.
+    """
+    try:
+        connection = psycopg.connect(database.url, connect_timeout=CONNECT_TIMEOUT_SECONDS, autocommit=True)
+    except psycopg.OperationalError as error:
+        raise Unreachable(_describe(database, error)) from error
+    try:
+        with connection:
+            yield connection
+    except psycopg.OperationalError as error:
+        if connection.broken:
+            raise Unreachable(_describe(database, error)) from error
+        raise
+
+
+def _describe(database: DatabaseUrl, error: psycopg.Error) -> str:
+    text = str(error).strip()
+    return database.redact(text.splitlines()[0] if text else type(error).__name__)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import database, jobs, metrics, notify
@@ -94,32 +97,25 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
     """
     wakeup = wakeups.event(ref.namespace, ref.name)
     entered: tuple[str, float] | None = None  # the phase this process saw the run enter, and when
+    outage = Outage()
     metrics.RUNS_IN_PROGRESS.inc()
     try:
         while stopping() is not Stop.LEAVE:
             wakeup.clear()
-            body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
-            if body is None:
-                return
-            status: dict[str, Any] = body.get("status") or {}
-            phase = phase_of(status)
-            if phase in TERMINAL:
-                return
-            spec = Spec.from_body(body.get("spec", {}))
-            if stopping() is Stop.DELETED and not PHASES[phase].touched:
-                if PHASES[phase].rehearses:
-                    await asyncio.to_thread(database.drop_database, _database_url(kube, ref, spec),
-                                            jobs.scratch_name(ref))
-                await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
-                return
-            metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
-            world = await asyncio.to_thread(observe, kube, ref, spec, status)
-            step = advance(spec, status, world)
-            if "phase" in step.status:
-                # Before the patch: once the run is terminal, kopf may cancel this driver at any await.
-                entered = _measure(entered, step.status)
-            await asyncio.to_thread(carry_out, kube, ref, body, spec, step, logger)
-            if step.status.get("phase") in TERMINAL:
+            try:
+                step, entered = await _turn(kube, ref, stopping, logger, entered)
+            except Exception as error:
+                problem = transient(error)
+                if problem is None:
+                    raise
+                await asyncio.to_thread(outage.report, kube, ref, problem, logger)
+                # Looked at again after the pause, or sooner when asked to stop: the step is tried again from what
+                # the world says then, as after a restart of the operator.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout=outage.pause())
+                continue
+            outage.end(logger)
+            if step is None or step.status.get("phase") in TERMINAL:
                 return
             if step.wait:
                 with contextlib.suppress(TimeoutError):
@@ -133,6 +129,106 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
         # A queued run, in any namespace, may go now. Here, not after the last step: kopf may cancel this driver as
         # soon as the run is terminal, and a spurious wake-up only makes a run look again.
         wakeups.wake_all()
+
+
+async def _turn(kube: Kube, ref: RunRef, stopping: Callable[[], Stop | None],
+                logger: logging.Logger | logging.LoggerAdapter[Any],
+                entered: tuple[str, float] | None) -> tuple[Step | None, tuple[str, float] | None]:
+    """One look at the run and the step it leads to, carried out: the step, or None when the run is over here; and
+    the phase this process saw the run enter, and when."""
+    body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
+    if body is None:
+        return None, entered
+    status: dict[str, Any] = body.get("status") or {}
+    phase = phase_of(status)
+    if phase in TERMINAL:
+        return None, entered
+    spec = Spec.from_body(body.get("spec", {}))
+    if stopping() is Stop.DELETED and not PHASES[phase].touched:
+        if PHASES[phase].rehearses:
+            await asyncio.to_thread(database.drop_database, _database_url(kube, ref, spec),
+                                    jobs.scratch_name(ref))
+        await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
+        return None, entered
+    metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
+    world = await asyncio.to_thread(observe, kube, ref, spec, status)
+    step = advance(spec, status, world)
+    # Before the patch: once the run is terminal, kopf may cancel this driver at any await. Not again when the same
+    # step is tried once more after an outage.
+    if "phase" in step.status and (entered is None or entered[0] != step.status["phase"]):
+        entered = _measure(entered, step.status)
+    await asyncio.to_thread(carry_out, kube, ref, body, spec, step, logger)
+    return step, entered
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a look at the run failed, when a later look can get past it: the reason of its event, and a sentence."""
+
+    reason: str
+    message: str
+
+
+def transient(error: Exception) -> Problem | None:
+    """The problem behind `error` when it passes by itself or by a fix outside the run; None for any other error.
+
+    The Kubernetes API or the database not answering, and rights missing for now (RBAC taken away, or not granted
+    yet), are such problems: the run waits and tries again, with the app as it is. Anything else is a bug, and
+    kopf's retry of the whole driver deals with it.
+    """
+    if isinstance(error, database.Unreachable):
+        return Problem("DatabaseUnreachable", f"the database does not answer: {error}; the run goes on once it "
+                                              "does")
+    if isinstance(error, ApiException) and error.status == 403:
+        return Problem("Forbidden", f"the operator was refused: {_api_message(error)}; give its ServiceAccount "
+                                    "that right again (the chart's RBAC grants it) and the run goes on")
+    if isinstance(error, ApiException) and error.status in (429, 500, 502, 503, 504):
+        return Problem("APIUnavailable", f"the Kubernetes API answered {error.status} {error.reason}: "
+                                         f"{_api_message(error)}; trying again")
+    if isinstance(error, urllib3.exceptions.HTTPError):
+        return Problem("APIUnavailable", f"the Kubernetes API does not answer: {type(error).__name__}; trying "
+                                         "again")
+    return None
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(error.reason)
+
+
+class Outage:
+    """One run's problem since its first failed look: said once (log and event), tried again at growing pauses."""
+
+    FIRST_PAUSE_SECONDS = 1.0
+    MAX_PAUSE_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self.problem: Problem | None = None
+        self.since = 0.0
+        self.next_pause = self.FIRST_PAUSE_SECONDS
+
+    def report(self, kube: Kube, ref: RunRef, problem: Problem,
+               logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        if problem == self.problem:
+            return
+        if self.problem is None:
+            self.since = time.monotonic()
+        self.problem = problem
+        logger.warning("%s: %s", problem.reason, problem.message)
+        # The event may not get through either (the API is down): the log has said it.
+        with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError):
+            kube.post_event(ref, problem.reason, problem.message, warning=True)
+
+    def pause(self) -> float:
+        pause, self.next_pause = self.next_pause, min(2 * self.next_pause, self.MAX_PAUSE_SECONDS)
+        return pause
+
+    def end(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        if self.problem is not None:
+            logger.info("going on after %.0f s: %s is over", time.monotonic() - self.since, self.problem.reason)
+            self.problem, self.next_pause = None, self.FIRST_PAUSE_SECONDS
 
 
 def _overdue(spec: Spec, status: dict[str, Any], now: datetime) -> int:

@@ -106,7 +106,7 @@ size=$(($(wc -c < "$BACKUP_PATH")))
 # fatal: the data is back by then. Every object keeps its owner when the URL's role may act as each owner of the
 # archive (pg_database_owner always can); otherwise all is restored with --no-owner, owned by the URL's role, and
 # the marker names the roles it could not act as.
-_RESTORE_SCRIPT = r"""set -eu
+_RESTORE_ONCE = r"""set -eu
 """ + _ADMIN_URL + r"""work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pg_restore --create --list "$BACKUP_PATH" > "$work/toc"
@@ -157,8 +157,50 @@ if has 'COMMENT - DATABASE'; then kept="$kept, \"comment\""; fi
 if has 'ACL - DATABASE'; then kept="$kept, \"privileges\""; fi
 if has 'DATABASE PROPERTIES'; then kept="$kept, \"settings\""; fi
 kept=${kept#, }
-""" + f"""printf '%s{{"path": "%s", "restored": true, "kept": [%s], "notActingAs": "%s", "refused": %s}}\\n' \\
-{shlex.quote(RESTORE_MARKER)} "$BACKUP_PATH" "$kept" "$foreign" "$refused"
+""" + f"""printf '%s{{"path": "%s", "restored": true, "kept": [%s], "notActingAs": "%s", "refused": %s, '\\
+'"attempts": %s}}\\n' {shlex.quote(RESTORE_MARKER)} "$BACKUP_PATH" "$kept" "$foreign" "$refused" "$RESTORE_ATTEMPT"
+"""
+
+# The server going away (a restart, a failover) breaks a restore off; with the app stopped and the database dropped
+# that must not end the run. So the restore runs again, from its DROP, once the server answers, up to
+# RESTORE_ATTEMPTS times within RESTORE_SERVER_WAIT_SECONDS. A restore that failed with the server answering (an
+# unreadable dump, a refused statement) fails at once. `sh -c` runs each attempt in a shell of its own: `set -e`
+# would not hold in a function called as a condition.
+RESTORE_ATTEMPTS = 5
+RESTORE_SERVER_WAIT_SECONDS = 600
+_SERVER_GONE = ("Connection refused|server closed the connection|terminating connection due to administrator command"
+                "|the database system is (shutting down|starting up|not yet accepting connections|in recovery mode)"
+                "|no connection to the server|connection to server was lost|could not receive data from server"
+                "|SSL SYSCALL error|timeout expired")
+_RESTORE_SCRIPT = r"""set -u
+once=$(cat <<'RESTORE_ONCE'
+""" + _RESTORE_ONCE + f"""RESTORE_ONCE
+)
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
+started=$(date +%s)
+attempt=1
+until RESTORE_ATTEMPT=$attempt sh -c "$once" 2> "$errors"; do
+  cat "$errors" >&2
+  if ! grep -qE {shlex.quote(_SERVER_GONE)} "$errors" && pg_isready --quiet --dbname="$DATABASE_URL"; then
+    exit 1
+  fi
+  if [ "$attempt" -ge {RESTORE_ATTEMPTS} ]; then
+    echo "restore: the server broke off {RESTORE_ATTEMPTS} attempts; giving up" >&2
+    exit 1
+  fi
+  echo "restore: attempt $attempt broke off: the server went away; waiting for it to answer" >&2
+  until pg_isready --quiet --dbname="$DATABASE_URL"; do
+    if [ $(($(date +%s) - started)) -ge {RESTORE_SERVER_WAIT_SECONDS} ]; then
+      echo "restore: the server did not answer within {RESTORE_SERVER_WAIT_SECONDS} s; giving up" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+  attempt=$((attempt + 1))
+  echo "restore: the server answers again; attempt $attempt starts from the DROP" >&2
+done
+cat "$errors" >&2
 """
 
 

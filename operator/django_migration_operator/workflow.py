@@ -521,6 +521,9 @@ def _restore_summary(restored: Status) -> str:
                      f"{restored['notActingAs']}")
     if restored.get("refused"):
         parts.append(f"not re-applied: {'; '.join(restored.get('refusedStatements') or [])}")
+    if restored.get("attempts", 1) > 1:
+        parts.append(f"the server went away during the restore: it ran {restored['attempts']} times, the last one "
+                     "whole, from its DROP")
     return "; ".join(parts) or "the data only: the backup holds none of the database's own properties"
 
 

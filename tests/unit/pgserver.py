@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -57,3 +57,31 @@ def create_database(server_url: str, name: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return server_url.rsplit("/", 1)[0] + "/" + quote(name)
+
+
+@contextmanager
+def stopped(server_url: str, bin_dir: str) -> Iterator[Callable[[], None]]:
+    """Stops the throwaway server ("fast": clients are cut off); the callable starts it again, as the block's end does.
+
+    Started with the options it ran with, read from the server before the stop.
+    """
+    with psycopg.connect(server_url) as connection:
+        data, port, sockets = (str(connection.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+                               for name in ("data_directory", "port", "unix_socket_directories"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_postgres, f"{bin_dir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], check=True,
+                   capture_output=True)
+    running = False
+
+    def start() -> None:
+        nonlocal running
+        if not running:
+            subprocess.run([*as_postgres, f"{bin_dir}/pg_ctl", "-D", data, "-l", f"{Path(data).parent}/log", "-w",
+                            "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
+                           check=True, capture_output=True)
+            running = True
+
+    try:
+        yield start
+    finally:
+        start()

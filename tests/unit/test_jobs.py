@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
 from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS, parse_plan_output
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
-from pgserver import create_database, throwaway_postgres
+from pgserver import create_database, stopped, throwaway_postgres
 
 RUN = RunRef(namespace="shop", name="blog-release-42", uid="0f5c-uid")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -324,7 +325,8 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
         with pytest.raises(psycopg.OperationalError):  # DROP DATABASE ... WITH (FORCE) ended it
             lingering.execute("SELECT 1")
     assert jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER) == {
-        "path": str(newest), "restored": True, "kept": ["objectOwners", "owner"], "notActingAs": "", "refused": 0}
+        "path": str(newest), "restored": True, "kept": ["objectOwners", "owner"], "notActingAs": "", "refused": 0,
+        "attempts": 1}
     assert snapshot(url) == before
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
@@ -438,6 +440,40 @@ def test_a_missing_dump_drops_nothing(postgres: tuple[str, str], app_database: s
     assert snapshot(app_database)["tables"] == ["kept"]
 
 
+def test_a_restore_the_server_broke_off_runs_again_once_the_server_answers(tmp_path: Path) -> None:
+    # A server of its own: this test stops it.
+    with throwaway_postgres() as (server_url, bin_dir):
+        url = create_database(server_url, "shop")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE post (id int PRIMARY KEY, title text NOT NULL)")
+            connection.execute("INSERT INTO post SELECT i, 'post ' || i FROM generate_series(1, 300) i")
+        before = snapshot(url)
+        assert run_tools_job(BUILDERS["backup"](make_spec()), url, tmp_path, bin_dir).returncode == 0
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("DELETE FROM post WHERE id > 100")
+        job = jobs.restore_job(RUN, make_spec(), jobs.backup_path(make_spec(), RUN), "shop", LOCAL_TOOLS)
+        with stopped(server_url, bin_dir) as start:
+            threading.Timer(3.0, start).start()
+            done = run_tools_job(job, url, tmp_path, bin_dir)
+        assert done.returncode == 0, done.stderr
+        assert "attempt 1 broke off: the server went away" in done.stderr
+        assert "attempt 2 starts from the DROP" in done.stderr
+        marker = jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER)
+        assert marker is not None and marker["restored"] is True and marker["attempts"] == 2
+        assert snapshot(url) == before
+
+
+def test_a_restore_that_fails_with_the_server_answering_is_not_tried_again(postgres: tuple[str, str],
+                                                                           tmp_path: Path) -> None:
+    server_url, bin_dir = postgres
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / f"{RUN.name}.dump").write_bytes(b"not an archive")
+    job = jobs.restore_job(RUN, make_spec(), jobs.backup_path(make_spec(), RUN), "app", LOCAL_TOOLS)
+    done = run_tools_job(job, server_url.rsplit("/", 1)[0] + "/app", tmp_path, bin_dir)
+    assert done.returncode != 0
+    assert "broke off" not in done.stderr and "attempt 2" not in done.stderr
+
+
 # What a restore must give back besides the data: the database's own properties, and who owns what.
 PROPERTIES_SETUP = """
 CREATE ROLE shop_owner NOLOGIN;
@@ -527,7 +563,8 @@ def test_a_restore_gives_back_the_databases_owner_privileges_comment_settings_an
     assert done.returncode == 0, done.stderr
     assert jobs.parse_marker(done.stdout, jobs.RESTORE_MARKER) == {
         "path": str(tmp_path / "web" / f"{RUN.name}.dump"), "restored": True,
-        "kept": ["objectOwners", "owner", "comment", "privileges", "settings"], "notActingAs": "", "refused": 0}
+        "kept": ["objectOwners", "owner", "comment", "privileges", "settings"], "notActingAs": "", "refused": 0,
+        "attempts": 1}
     assert database_properties(shop) == before
 
 

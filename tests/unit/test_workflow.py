@@ -298,6 +298,17 @@ class TestFailures:
         assert "its objects now belong to the database URL's role, which cannot act as reports" in \
             step.status["message"]
         assert 'not re-applied: permission denied to set parameter "search_path"' in step.status["message"]
+        assert "went away" not in step.status["message"]
+
+    def test_a_restore_that_ran_again_after_the_server_went_away_says_so(self) -> None:
+        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
+                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        log = ('restore: attempt 1 broke off: the server went away; waiting for it to answer\n'
+               'DJANGOOPS_RESTORE {"path": "/backups/web/run.dump", "restored": true, "kept": ["objectOwners"], '
+               '"notActingAs": "", "refused": 0, "attempts": 2}')
+        step = advance(spec(), status, World(now=NOW, deployments=STOPPED, job=JobState("Complete", None, log)))
+        assert step.status["phase"] == Phase.SCALING_UP and step.status["restore"]["attempts"] == 2
+        assert "the server went away during the restore: it ran 2 times" in step.status["message"]
 
     def test_a_failed_migration_names_the_migration_and_the_error_not_the_whole_traceback(self) -> None:
         log = ("Operations to perform:\n  Apply all migrations: blog, drill_fail_atomic\nRunning migrations:\n"
