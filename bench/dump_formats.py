@@ -42,7 +42,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench.timings import Report, median, progress, spread
+from bench.report import Report, median, progress, spread
 from devcluster.config import REPO_ROOT
 from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs

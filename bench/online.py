@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.timings import cleanup, progress
+from bench.report import progress
+from bench.timings import cleanup
 from demo.load import LoadGenerator
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster

@@ -17,13 +17,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from devcluster.kubelet.api import STRATEGIC_MERGE_PATCH, ApiError, KubeApi, path_of
-from devcluster.kubelet.backoff import CrashBackoff, go_duration
 from devcluster.kubelet.config import Image, KubeletConfig
 from devcluster.kubelet.environment import (
     ContainerConfigError,
@@ -33,24 +32,24 @@ from devcluster.kubelet.environment import (
 )
 from devcluster.kubelet.events import EventRecorder
 from devcluster.kubelet.ipam import PodAddresses
+from devcluster.kubelet.lifecycle import (
+    Container,
+    LogLookupError,
+    PodLifecycle,
+    ProbeVerdict,
+    SyncStep,
+    containers_to_start,
+    next_wake,
+    pod_ended,
+    records,
+    sync_step,
+)
 from devcluster.kubelet.logs import termination_message
 from devcluster.kubelet.node import hostname as node_hostname
 from devcluster.kubelet.objects import ApiObjects
 from devcluster.kubelet.probes import ProbeTarget, ProbeWorker, run_handler
 from devcluster.kubelet.runtime import ContainerProcess, LaunchSpec
-from devcluster.kubelet.status import (
-    ContainerRecord,
-    PodView,
-    Running,
-    Terminated,
-    Waiting,
-    build_pod_status,
-    now,
-    parse_time,
-    pod_phase,
-    record_from_api,
-    terminated_reason,
-)
+from devcluster.kubelet.status import PodView, Terminated, build_pod_status, now, parse_time, terminated_reason
 from devcluster.kubelet.volumes import PodVolumes, VolumeError, container_mounts
 
 log = logging.getLogger("devcluster.kubelet")
@@ -60,8 +59,6 @@ MINIMUM_GRACE_SECONDS = 2.0  # the kubelet's minimumGracePeriodInSeconds
 DEFAULT_GRACE_SECONDS = 30.0
 STATUS_RETRY_SECONDS = 1.0
 START_ERROR_EXIT_CODE = 128  # container_init's exit code when the command could not start
-STATUS_UNKNOWN_MESSAGE = "The container could not be located when the pod was terminated"
-RESTARTED_MESSAGE = "devcluster's kubelet restarted and stopped this container"
 
 
 @dataclass
@@ -90,42 +87,6 @@ def format_pod(pod: dict[str, Any]) -> str:
     return f"{metadata['name']}_{metadata['namespace']}({metadata['uid']})"
 
 
-class LogLookupError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class ContainerSlot:
-    """One container of the pod: its status record and the process of its current instance."""
-
-    spec: dict[str, Any]
-    is_init: bool
-    record: ContainerRecord
-    has_run: bool = False
-    process: ContainerProcess | None = None
-    backoff: CrashBackoff = field(default_factory=CrashBackoff)
-    restart_at: float | None = None  # monotonic time the back-off ends
-    retry_at: float | None = None  # monotonic time to retry a start that could not be configured
-    retry_delay: float = 0.5
-    probe_stop: threading.Event | None = None
-    probe_target: ProbeTarget | None = None
-    startup_done: bool = False
-    readiness_ok: bool = False
-    stop_deadline: float | None = None  # set while a stop of the current process is under way
-    term_file: Path | None = None
-    start_error_file: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.spec["name"])
-
-    def instance(self) -> int:
-        """The number of the next instance, which names its log file: restartCount once it runs."""
-        return self.record.restart_count + (1 if self.has_run else 0)
-
-
 class PodWorker(threading.Thread):
     def __init__(self, context: PodContext, pod: dict[str, Any]) -> None:
         metadata = pod["metadata"]
@@ -137,28 +98,25 @@ class PodWorker(threading.Thread):
         self.condition = threading.Condition()
         self.dirty = True
         self.removed = False
-        self.exits: list[tuple[ContainerSlot, ContainerProcess]] = []
-        self.probe_results: list[tuple[ContainerSlot, ContainerProcess, str, bool, str]] = []
+        self.exits: list[tuple[Container, ContainerProcess]] = []
+        self.probe_results: list[tuple[Container, ContainerProcess, str, bool, str]] = []
 
         config = context.config
         self.pod_dir = config.pods_dir / self.uid
         self.log_dir = config.logs_dir / f"{metadata['namespace']}_{metadata['name']}_{self.uid}"
         self.host_network = bool(pod["spec"].get("hostNetwork"))
         self.volumes = PodVolumes(self.pod_dir, config.volume_claim_root)
-        self.volumes_ready = False
         self.volume_error = ""
-        self.sandbox_ready = False
+        self.lifecycle = PodLifecycle.NEW
         self.pod_ip: str | None = None
         self.start_time: datetime | None = None
-        self.stopping_all = False  # deletion, deadline or removal: no more starts
-        self.terminal = False
-        self.final_delete_sent = False
         self.reason = ""
         self.message = ""
         self.last_written: dict[str, Any] = {}
         self.status_retry_at: float | None = None
-        self.slots = [ContainerSlot(c, True, self._new_record(c)) for c in pod["spec"].get("initContainers") or []]
-        self.slots += [ContainerSlot(c, False, self._new_record(c)) for c in pod["spec"].get("containers") or []]
+        init_specs = pod["spec"].get("initContainers") or []
+        self.slots = [Container.of(c, True, bool(init_specs)) for c in init_specs]
+        self.slots += [Container.of(c, False, bool(init_specs)) for c in pod["spec"].get("containers") or []]
         self._restore(pod.get("status") or {})
 
     # --- what other threads call -------------------------------------------------------------------
@@ -183,33 +141,21 @@ class PodWorker(threading.Thread):
         slot = next((s for s in self.slots if s.name == container), None)
         if slot is None:
             raise LogLookupError(404, f'container "{container}" not found in pod "{pod_name}"')
-        record, process, state = slot.record, slot.process, slot.record.state
-        # Instance n logs to n.log. While a container waits (back-off, config error), restartCount is still the
-        # number of its last instance, which is also its lastState; once it runs again lastState is one before.
-        if previous:
-            if record.last_state is None:
-                raise LogLookupError(400, f'previous terminated container "{container}" in pod "{pod_name}" not found')
-            index = record.restart_count if isinstance(state, Waiting) else record.restart_count - 1
-            return self.log_dir / container / f"{index}.log", lambda: True
-        if process is not None:
-            return self.log_dir / container / f"{record.restart_count}.log", process.logs_done.is_set
-        if isinstance(state, Terminated) or record.last_state is not None:
-            return self.log_dir / container / f"{record.restart_count}.log", lambda: True
-        reason = state.reason if isinstance(state, Waiting) else ""
-        if reason == "ErrImagePull":
-            reason = "image can't be pulled"
-        raise LogLookupError(400, f'container "{container}" in pod "{pod_name}" is waiting to start: {reason}')
+        index = slot.log_instance(previous, pod_name)
+        process = slot.process
+        complete = process.logs_done.is_set if process is not None and not previous else lambda: True
+        return self.log_dir / container / f"{index}.log", complete
 
     def _wake(self) -> None:
         self.dirty = True
         self.condition.notify()
 
-    def _post_exit(self, slot: ContainerSlot, process: ContainerProcess) -> None:
+    def _post_exit(self, slot: Container, process: ContainerProcess) -> None:
         with self.condition:
             self.exits.append((slot, process))
             self._wake()
 
-    def _post_probe(self, slot: ContainerSlot, process: ContainerProcess, kind: str, ok: bool, detail: str) -> None:
+    def _post_probe(self, slot: Container, process: ContainerProcess, kind: str, ok: bool, detail: str) -> None:
         with self.condition:
             self.probe_results.append((slot, process, kind, ok, detail))
             self._wake()
@@ -241,23 +187,15 @@ class PodWorker(threading.Thread):
                 self.status_retry_at = time.monotonic() + STATUS_RETRY_SECONDS
 
     def _next_wake(self) -> float | None:
-        moments = [self.status_retry_at]
-        for slot in self.slots:
-            moments += [slot.restart_at, slot.retry_at]
-        if self.sandbox_ready and not self.terminal:
-            moments.append(self.volumes.refresh_after)
-        deadline = self._active_deadline()
-        if deadline is not None and not self.stopping_all:
-            moments.append(deadline)
-        present = [m for m in moments if m is not None]
-        return min(present) if present else None
+        return next_wake(self.lifecycle, self.slots, self.status_retry_at, self.volumes.refresh_after,
+                         self._active_deadline())
 
     def _sync(
         self,
         pod: dict[str, Any],
         removed: bool,
-        exits: list[tuple[ContainerSlot, ContainerProcess]],
-        probe_results: list[tuple[ContainerSlot, ContainerProcess, str, bool, str]],
+        exits: list[tuple[Container, ContainerProcess]],
+        probe_results: list[tuple[Container, ContainerProcess, str, bool, str]],
     ) -> bool:
         """Does what is due; returns True when the worker is done (the pod is gone and so are its processes)."""
         self.status_retry_at = None
@@ -266,8 +204,11 @@ class PodWorker(threading.Thread):
         for slot, process, kind, ok, detail in probe_results:
             self._handle_probe(pod, slot, process, kind, ok, detail)
 
-        if removed:
-            self.stopping_all = True
+        deadline = self._active_deadline()
+        step = sync_step(self.lifecycle, removed, bool(pod["metadata"].get("deletionTimestamp")),
+                         deadline is not None and time.monotonic() >= deadline)
+        if step is SyncStep.FORGET:
+            self.lifecycle = max(self.lifecycle, PodLifecycle.STOPPING)
             for slot in self.slots:
                 self._stop(pod, slot, MINIMUM_GRACE_SECONDS, run_pre_stop=False)
             if self.processes():
@@ -276,64 +217,39 @@ class PodWorker(threading.Thread):
             shutil.rmtree(self.pod_dir, ignore_errors=True)
             log.info("pod %s is gone", self.key)
             return True
-
-        if pod["metadata"].get("deletionTimestamp"):
-            if not self.final_delete_sent:
-                self._terminate(pod, self._deletion_grace(pod), "")
-                if not self.processes():
-                    self._finish(pod)
-                    self._final_delete(pod)
-            return False
-
-        if self.terminal:
-            return False
-        deadline = self._active_deadline()
-        if self.stopping_all or (deadline is not None and time.monotonic() >= deadline):
+        if step is SyncStep.DELETE:
+            self._terminate(pod, self._deletion_grace(pod), "")
+            if not self.processes():
+                self._finish(pod)
+                self._final_delete(pod)
+        elif step is SyncStep.DEADLINE:
             self._terminate(pod, self._spec_grace(pod), "DeadlineExceeded")
             if not self.processes():
                 self._finish(pod)
             else:
                 self._write_status(pod)
-            return False
-
-        self._progress(pod)
-        completed = not self.processes() and pod_phase(
-            pod["spec"], [s.record for s in self.slots if s.is_init], [s.record for s in self.slots if not s.is_init],
-            pod_is_terminal=False) in ("Succeeded", "Failed")
-        if completed:
-            self.terminal = True
-            self._release()
-        self._write_status(pod)
-        if completed:
-            log.info("pod %s %s", self.key, self.last_written.get("phase"))
+        elif step is SyncStep.PROGRESS:
+            self._progress(pod)
+            completed = pod_ended(pod["spec"], self.slots)
+            if completed:
+                self.lifecycle = PodLifecycle.TERMINAL
+                self._release()
+            self._write_status(pod)
+            if completed:
+                log.info("pod %s %s", self.key, self.last_written.get("phase"))
         return False
 
     # --- starting --------------------------------------------------------------------------------
 
     def _progress(self, pod: dict[str, Any]) -> None:
-        if not self._ensure_sandbox(pod) or not self._ensure_volumes(pod):
+        if self.lifecycle is PodLifecycle.NEW:
+            self._set_up_sandbox(pod)
+        if not self._ensure_volumes(pod):
             return
-        policy = pod["spec"].get("restartPolicy") or "Always"
-        for slot in self.slots:
-            if not slot.is_init:
-                continue
-            state = slot.record.state
-            if isinstance(state, Terminated) and state.exit_code == 0:
-                continue
-            if slot.process is None and not (isinstance(state, Terminated) and policy == "Never"):
-                self._start(pod, slot)
-            return  # one init container at a time, in order
-        for slot in self.slots:
-            if slot.is_init or slot.process is not None:
-                continue
-            state = slot.record.state
-            if isinstance(state, Terminated) and not self._should_restart(pod, slot, state.exit_code):
-                continue
+        for slot in containers_to_start(self._restart_policy(pod), self.slots):
             self._start(pod, slot)
 
-    def _ensure_sandbox(self, pod: dict[str, Any]) -> bool:
-        if self.sandbox_ready:
-            return True
+    def _set_up_sandbox(self, pod: dict[str, Any]) -> None:
         if self.start_time is None:
             self.start_time = now()
         if self.host_network:
@@ -343,8 +259,7 @@ class PodWorker(threading.Thread):
         (self.pod_dir / "containers").mkdir(parents=True, exist_ok=True)
         if not self.host_network:
             (self.pod_dir / "etc-hosts").write_text(self._hosts_file(pod))
-        self.sandbox_ready = True
-        return True
+        self.lifecycle = PodLifecycle.SANDBOXED
 
     def _hosts_file(self, pod: dict[str, Any]) -> str:
         spec = pod["spec"]
@@ -359,12 +274,12 @@ class PodWorker(threading.Thread):
         return "\n".join(lines) + "\n"
 
     def _ensure_volumes(self, pod: dict[str, Any]) -> bool:
-        if self.volumes_ready and not self.volumes.due():
+        if self.lifecycle is PodLifecycle.ACTIVE and not self.volumes.due():
             return True
         try:
             self.volumes.prepare(pod, self.ctx.objects, self.pod_ip or HOST_IP, HOST_IP, self.ctx.node_allocatable)
         except (VolumeError, ApiError, OSError, ContainerConfigError) as error:
-            if self.volumes_ready:  # a refresh failed: keep the files the containers already have
+            if self.lifecycle is PodLifecycle.ACTIVE:  # a refresh failed: keep the files the containers already have
                 log.warning("pod %s: refreshing volumes failed: %s", self.key, error)
                 return True
             message = str(error)
@@ -374,25 +289,22 @@ class PodWorker(threading.Thread):
             self.volume_error = message
             self.volumes.refresh_after = time.monotonic() + 1.0
             return False
-        self.volumes_ready = True
+        self.lifecycle = PodLifecycle.ACTIVE
         self.volume_error = ""
         return True
 
-    def _start(self, pod: dict[str, Any], slot: ContainerSlot) -> None:
-        moment = time.monotonic()
-        if (slot.restart_at and moment < slot.restart_at) or (slot.retry_at and moment < slot.retry_at):
+    def _start(self, pod: dict[str, Any], slot: Container) -> None:
+        if not slot.start_due(time.monotonic()):
             return
         record = slot.record
-        previous = record.state if isinstance(record.state, Terminated) else record.last_state
         image = self.ctx.config.images.get(slot.spec.get("image", ""))
         if image is None:
             known = ", ".join(sorted(self.ctx.config.images))
             message = (f'image "{slot.spec.get("image")}" is not in devcluster\'s image map (known images: {known}); '
                        "add it to devcluster/images.yaml")
-            if not (isinstance(record.state, Waiting) and record.state.reason == "ErrImagePull"):
+            if slot.image_missing(message):
                 log.warning("pod %s: container %s: %s", self.key, slot.name, message)
                 self.ctx.events.pod_event(pod, "Warning", "Failed", f"Failed to pull image: {message}", slot.name)
-            record.state = Waiting("ErrImagePull", message)
             return
         record.image_id = image_id(image)
         try:
@@ -401,28 +313,11 @@ class PodWorker(threading.Thread):
             reason = "CreateContainerConfigError" if isinstance(error, ContainerConfigError | VolumeError) \
                 else "CreateContainerError"
             message = str(error)
-            if record.state != Waiting(reason, message):
+            if slot.start_failed(reason, message, time.monotonic()):
                 log.warning("pod %s: container %s: %s: %s", self.key, slot.name, reason, message)
                 self.ctx.events.pod_event(pod, "Warning", "Failed", f"Error: {message}", slot.name)
-            record.state = Waiting(reason, message)
-            if slot.has_run:
-                record.last_state = previous
-            slot.retry_at = time.monotonic() + slot.retry_delay
-            slot.retry_delay = min(slot.retry_delay * 2, 5.0)
             return
-        if slot.has_run:
-            record.restart_count += 1
-            record.last_state = previous
-        slot.has_run = True
-        slot.process = process
-        slot.restart_at = slot.retry_at = None
-        slot.retry_delay = 0.5
-        slot.stop_deadline = None
-        record.state = Running(process.started_at)
-        record.container_id = process.container_id
-        record.ready = record.started = False
-        slot.startup_done = "startupProbe" not in slot.spec
-        slot.readiness_ok = False
+        slot.started(process)
         log.info("pod %s: container %s started (pid %d, restart %d)", self.key, slot.name, process.pid,
                  record.restart_count)
         for reason, message in (("Pulled", f'Container image "{record.image}" already present on machine'),
@@ -430,9 +325,9 @@ class PodWorker(threading.Thread):
                                 ("Started", f"Started container {slot.name}")):
             self.ctx.events.pod_event(pod, "Normal", reason, message, slot.name)
         slot.probe_stop = threading.Event()
-        self._start_probes(slot, process, ("startup",) if not slot.startup_done else ("readiness", "liveness"))
+        self._start_probes(slot, process, slot.first_probes())
 
-    def _launch(self, pod: dict[str, Any], slot: ContainerSlot, image: Image) -> ContainerProcess:
+    def _launch(self, pod: dict[str, Any], slot: Container, image: Image) -> ContainerProcess:
         spec = slot.spec
         config = self.ctx.config
         pod_ip = self.pod_ip or HOST_IP
@@ -468,7 +363,7 @@ class PodWorker(threading.Thread):
         slot.probe_target = ProbeTarget(pod_ip, process.pid, env, working_dir, named_ports)
         return process
 
-    def _start_probes(self, slot: ContainerSlot, process: ContainerProcess, kinds: tuple[str, ...]) -> None:
+    def _start_probes(self, slot: Container, process: ContainerProcess, kinds: tuple[str, ...]) -> None:
         assert slot.probe_stop is not None and slot.probe_target is not None
         for kind in kinds:
             probe = slot.spec.get(f"{kind}Probe")
@@ -479,13 +374,12 @@ class PodWorker(threading.Thread):
 
     # --- exits, probes, restarts -------------------------------------------------------------------
 
-    def _handle_exit(self, pod: dict[str, Any], slot: ContainerSlot, process: ContainerProcess) -> None:
+    def _handle_exit(self, pod: dict[str, Any], slot: Container, process: ContainerProcess) -> None:
         if slot.process is not process:
             return
         if slot.probe_stop:
             slot.probe_stop.set()
-        slot.process = None
-        slot.stop_deadline = None
+        slot.detach()  # first: a failure reading its messages below must not leave a dead process attached
         spec = slot.spec
         error_file = slot.start_error_file
         if process.exit_code == START_ERROR_EXIT_CODE and error_file is not None and error_file.exists():
@@ -497,31 +391,21 @@ class PodWorker(threading.Thread):
         terminated = Terminated(exit_code=process.exit_code, reason=reason, finished_at=process.finished_at,
                                 container_id=process.container_id, started_at=process.started_at,
                                 message=message, signal=process.signal)
-        record = slot.record
-        record.state = terminated
-        record.ready = record.started = False
+        slot.ended(terminated)
         log.info("pod %s: container %s (pid %d) exited with code %d%s", self.key, slot.name, process.pid,
                  process.exit_code, f" (signal {process.signal})" if process.signal else "")
-        if self.stopping_all or not self._should_restart(pod, slot, process.exit_code):
+        if self.lifecycle >= PodLifecycle.STOPPING or not slot.restarts(self._restart_policy(pod), process.exit_code):
             return
         ran = (process.finished_at - process.started_at).total_seconds()
-        delay = slot.backoff.next_delay(ran)
-        slot.restart_at = time.monotonic() + delay
-        if delay > 0:
-            record.last_state = terminated
-            record.state = Waiting("CrashLoopBackOff", f"back-off {go_duration(delay)} restarting failed "
-                                                       f"container={slot.name} pod={format_pod(pod)}")
+        if slot.back_off(ran, time.monotonic(), format_pod(pod)) > 0:
             self.ctx.events.pod_event(pod, "Warning", "BackOff", f"Back-off restarting failed container "
                                                                   f"{slot.name} in pod {format_pod(pod)}", slot.name)
 
-    def _should_restart(self, pod: dict[str, Any], slot: ContainerSlot, exit_code: int) -> bool:
-        policy = pod["spec"].get("restartPolicy") or "Always"
-        if slot.is_init:
-            return exit_code != 0 and policy != "Never"
-        return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+    def _restart_policy(self, pod: dict[str, Any]) -> str:
+        return str(pod["spec"].get("restartPolicy") or "Always")
 
     def _handle_probe(
-        self, pod: dict[str, Any], slot: ContainerSlot, process: ContainerProcess, kind: str, ok: bool, detail: str
+        self, pod: dict[str, Any], slot: Container, process: ContainerProcess, kind: str, ok: bool, detail: str
     ) -> None:
         if slot.process is not process or slot.stop_deadline is not None:
             return
@@ -529,34 +413,29 @@ class PodWorker(threading.Thread):
         if not ok:
             log.info("pod %s: container %s: %s probe failed: %s", self.key, slot.name, kind, detail)
             self.ctx.events.pod_event(pod, "Warning", "Unhealthy", f"{label} probe failed: {detail}", slot.name)
-        if kind == "readiness":
-            slot.readiness_ok = ok
-        elif kind == "startup" and ok:
-            slot.startup_done = True
+        verdict = slot.probed(kind, ok)
+        if verdict is ProbeVerdict.START_PROBES:
             self._start_probes(slot, process, ("readiness", "liveness"))
-        elif not ok:  # liveness, or a startup probe out of tries: restart the container
-            probe = slot.spec.get(f"{kind}Probe") or {}
-            grace = probe.get("terminationGracePeriodSeconds")
+        elif verdict is ProbeVerdict.RESTART:
             self.ctx.events.pod_event(pod, "Normal", "Killing", f"Container {slot.name} failed {kind} probe, will be "
                                                                 "restarted", slot.name)
-            self._stop(pod, slot, float(grace) if grace is not None else self._spec_grace(pod), run_pre_stop=True)
+            grace = slot.probe_grace(kind)
+            self._stop(pod, slot, grace if grace is not None else self._spec_grace(pod), run_pre_stop=True)
 
     # --- stopping --------------------------------------------------------------------------------
 
     def _terminate(self, pod: dict[str, Any], grace: float, reason: str) -> None:
         """Stops every container (once; a shorter grace period later shortens the wait)."""
-        if not self.stopping_all:
-            self.stopping_all = True
+        if self.lifecycle < PodLifecycle.STOPPING:
+            self.lifecycle = PodLifecycle.STOPPING  # no more starts; pending back-offs and retries lapse
             if reason == "DeadlineExceeded":
                 self.reason, self.message = reason, "Pod was active on the node longer than the specified deadline"
-            for slot in self.slots:
-                slot.restart_at = slot.retry_at = None
             if self.processes():
                 log.info("pod %s: stopping its containers (grace %gs)", self.key, grace)
         for slot in self.slots:
             self._stop(pod, slot, grace, run_pre_stop=True)
 
-    def _stop(self, pod: dict[str, Any], slot: ContainerSlot, grace: float, run_pre_stop: bool) -> None:
+    def _stop(self, pod: dict[str, Any], slot: Container, grace: float, run_pre_stop: bool) -> None:
         process = slot.process
         if process is None:
             return
@@ -572,7 +451,7 @@ class PodWorker(threading.Thread):
         threading.Thread(target=self._stop_process, args=(slot, process, pre_stop), name=f"stop-{process.pid}",
                          daemon=True).start()
 
-    def _stop_process(self, slot: ContainerSlot, process: ContainerProcess, pre_stop: dict[str, Any] | None) -> None:
+    def _stop_process(self, slot: Container, process: ContainerProcess, pre_stop: dict[str, Any] | None) -> None:
         """preStop, SIGTERM to the group, SIGKILL at the deadline (which may move earlier meanwhile)."""
         if pre_stop and slot.probe_target is not None and slot.stop_deadline is not None:
             run_handler(pre_stop, slot.probe_target, max(0.0, slot.stop_deadline - time.monotonic()))
@@ -601,15 +480,10 @@ class PodWorker(threading.Thread):
 
     def _finish(self, pod: dict[str, Any]) -> None:
         """TerminatePod of the status manager: every container gets a terminal state, the pod a terminal phase."""
-        if not self.terminal:
+        if self.lifecycle < PodLifecycle.TERMINAL:
             for slot in self.slots:
-                record = slot.record
-                if isinstance(record.state, Terminated) or (slot.is_init and not slot.has_run):
-                    continue
-                record.state = Terminated(exit_code=137, reason="ContainerStatusUnknown", finished_at=now(),
-                                          container_id="", message=STATUS_UNKNOWN_MESSAGE)
-                record.ready = record.started = False
-            self.terminal = True
+                slot.mark_unknown(now())
+            self.lifecycle = PodLifecycle.TERMINAL
             self._release()
         self._write_status(pod)
         log.info("pod %s %s", self.key, self.last_written.get("phase"))
@@ -625,7 +499,7 @@ class PodWorker(threading.Thread):
         except ApiError as error:
             if error.status not in (404, 409):
                 raise
-        self.final_delete_sent = True
+        self.lifecycle = PodLifecycle.DELETED
         log.info("pod %s: deleted", self.key)
 
     def _release(self) -> None:
@@ -640,15 +514,12 @@ class PodWorker(threading.Thread):
 
     def _write_status(self, pod: dict[str, Any]) -> None:
         for slot in self.slots:
-            if slot.process is not None:
-                slot.record.started = slot.startup_done
-                ready = slot.readiness_ok if "readinessProbe" in slot.spec else True
-                slot.record.ready = slot.startup_done and ready
+            slot.report_probes()
         view = PodView(
-            pod=pod, init_records=[s.record for s in self.slots if s.is_init],
-            records=[s.record for s in self.slots if not s.is_init], host_ip=HOST_IP, pod_ip=self.pod_ip,
-            start_time=self.start_time, sandbox_ready=self.sandbox_ready and not self.terminal,
-            pod_is_terminal=self.terminal, reason=self.reason, message=self.message,
+            pod=pod, init_records=records(self.slots, init=True), records=records(self.slots, init=False),
+            host_ip=HOST_IP, pod_ip=self.pod_ip, start_time=self.start_time,
+            sandbox_ready=self.lifecycle.sandbox_ready, pod_is_terminal=self.lifecycle >= PodLifecycle.TERMINAL,
+            reason=self.reason, message=self.message,
         )
         status = build_pod_status(view, self.last_written, now())
         if status == self.last_written:
@@ -675,22 +546,11 @@ class PodWorker(threading.Thread):
                                            *(status.get("containerStatuses") or [])]}
         for slot in self.slots:
             saved = by_name.get(slot.name)
-            if saved is None:
-                continue
-            record = record_from_api(saved)
-            if isinstance(record.state, Running):  # its process was killed when this kubelet started
-                record.state = Terminated(exit_code=137, reason="Error", finished_at=now(),
-                                          container_id=record.container_id, started_at=record.state.started_at,
-                                          message=RESTARTED_MESSAGE)
-            slot.record = record
-            slot.has_run = bool(record.restart_count or record.last_state or isinstance(record.state, Terminated))
+            if saved is not None:
+                slot.restore(saved, now())
         self.start_time = self.start_time or parse_time(status.get("startTime"))
         self.pod_ip = status.get("podIP") if status.get("podIP") != HOST_IP else None
         self.last_written = {k: v for k, v in status.items() if k != "qosClass"}
-        self.terminal = status.get("phase") in ("Succeeded", "Failed")
-
-    def _new_record(self, spec: dict[str, Any]) -> ContainerRecord:
-        initializing = bool(self.pod["spec"].get("initContainers"))
-        return ContainerRecord(name=spec["name"], image=spec.get("image", ""),
-                               state=Waiting("PodInitializing" if initializing else "ContainerCreating"))
+        if status.get("phase") in ("Succeeded", "Failed"):
+            self.lifecycle = PodLifecycle.TERMINAL
 

@@ -16,8 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from devcluster.kubelet.config import KubeletConfig
+from devcluster.kubelet.lifecycle import LogLookupError
 from devcluster.kubelet.logs import LogOptions, read_log
-from devcluster.kubelet.pod_worker import LogLookupError, PodWorker
+from devcluster.kubelet.pod_worker import PodWorker
 from devcluster.kubelet.status import parse_time
 
 log = logging.getLogger("devcluster.kubelet")

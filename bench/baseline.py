@@ -1,0 +1,138 @@
+"""The same work as the run, alone, as local processes on copies of a database in the same state: pg_dump (custom
+and plain), pg_restore --list, manage.py migrate, and the restores: the physical limits the run is set against."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from devcluster.cluster import Cluster
+from devcluster.config import REPO_ROOT
+
+BLOG_DIR = REPO_ROOT / "examples" / "blog"
+
+
+# --- the same work alone, as local processes ----------------------------------------------------------------
+
+
+@dataclass
+class AloneResult:
+    dump_custom: list[float] = field(default_factory=list)
+    dump_plain: list[float] = field(default_factory=list)
+    restore_list: list[float] = field(default_factory=list)
+    migrate: list[float] = field(default_factory=list)
+    size_custom: list[int] = field(default_factory=list)
+    size_plain: list[int] = field(default_factory=list)
+    restore_custom: list[float] = field(default_factory=list)
+    restore_plain: list[float] = field(default_factory=list)
+    restore_source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def run_quiet(command: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+              stdout: Any = subprocess.DEVNULL) -> float:
+    """Runs a command and returns its wall time; a failure never shows the command line (it holds the URL)."""
+    started = time.perf_counter()
+    result = subprocess.run(list(command), env=env, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} {command[1] if len(command) > 1 else ''} failed "
+                           f"({result.returncode}): {result.stderr.decode(errors='replace')[-800:]}")
+    return elapsed
+
+
+def blog_env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BLOG_RELEASE", "BLOG_DRILLS")}
+    return {**env, "DATABASE_URL": database_url, "BLOG_RELEASE": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def manage(cluster: Cluster, database: str, *arguments: str) -> float:
+    return run_quiet([sys.executable, "manage.py", *arguments], env=blog_env(cluster.database_url(database)),
+                     cwd=BLOG_DIR)
+
+
+def create_database(cluster: Cluster, name: str, created: list[str], template: str | None = None) -> None:
+    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+        created.append(name)
+        admin.execute(f'CREATE DATABASE "{name}"{f" TEMPLATE {template}" if template else ""}'.encode())
+
+
+def drop_database(cluster: Cluster, name: str) -> None:
+    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+def scalar(cluster: Cluster, database: str, sql: str) -> Any:
+    with psycopg.connect(cluster.database_url(database)) as connection:
+        row = connection.execute(sql.encode()).fetchone()
+        return row[0] if row else None
+
+
+def alone(cluster: Cluster, base: str, posts: int, repeat: int, workdir: Path, created: list[str],
+          operator_dump: Path | None, say: Callable[[str], None]) -> AloneResult:
+    result = AloneResult()
+    template = f"{base}_state0002"
+    say(f"alone: database {template} at blog 0002 with {posts} posts (local manage.py, BLOG_RELEASE=2)")
+    create_database(cluster, template, created)
+    manage(cluster, template, "migrate", "blog", "0002_populate_categories", "--noinput")
+    manage(cluster, template, "seed_blog", "--posts", str(posts))
+    result.notes.append(f"state copied for every repetition: {template} (blog 0002, "
+                        f"{scalar(cluster, template, 'SELECT count(*) FROM blog_post')} posts)")
+    for number in range(repeat):
+        name = f"{base}_alone{number}"
+        create_database(cluster, name, created, template=template)
+        url = cluster.database_url(name)
+        custom, plain = workdir / f"alone{number}.dump", workdir / f"alone{number}.sql"
+        # Alternated, so that neither dump always profits from the other's warm cache.
+        for kind in (("custom", "plain") if number % 2 == 0 else ("plain", "custom")):
+            if kind == "custom":
+                result.dump_custom.append(run_quiet(["pg_dump", "--format=custom", f"--file={custom}",
+                                                     f"--dbname={url}"]))
+            else:
+                with plain.open("wb") as output:  # the migration guide's `pg_dump > backup.sql`
+                    result.dump_plain.append(run_quiet(["pg_dump", f"--dbname={url}"], stdout=output))
+        result.size_custom.append(custom.stat().st_size)
+        result.size_plain.append(plain.stat().st_size)
+        result.restore_list.append(run_quiet(["pg_restore", "--list", str(custom)]))
+        result.migrate.append(manage(cluster, name, "migrate", "--noinput"))
+        latest = scalar(cluster, name, "SELECT max(name) FROM django_migrations WHERE app = 'blog'")
+        if number == 0:
+            result.notes.append(f"alone migrate ends at blog {latest}")
+        drop_database(cluster, name)
+        say(f"alone {number + 1}/{repeat}: pg_dump -Fc {result.dump_custom[-1]:.2f}s, "
+                 f"plain {result.dump_plain[-1]:.2f}s, migrate {result.migrate[-1]:.2f}s")
+
+    source = operator_dump if operator_dump and operator_dump.exists() else workdir / "alone0.dump"
+    result.restore_source = (f"the operator's dump ({source.name}, {source.stat().st_size} bytes)"
+                             if source == operator_dump else f"an alone custom dump ({source.name}; the operator's "
+                             "was not found)")
+    for number in range(repeat):
+        name = f"{base}_restore{number}"
+        create_database(cluster, name, created)
+        result.restore_custom.append(run_quiet(["pg_restore", "--single-transaction", "--exit-on-error",
+                                                "--no-owner", f"--dbname={cluster.database_url(name)}",
+                                                str(source)]))
+        restored = scalar(cluster, name, "SELECT count(*) FROM blog_post")
+        drop_database(cluster, name)
+        name = f"{base}_psql{number}"
+        create_database(cluster, name, created)
+        result.restore_plain.append(run_quiet(["psql", "--no-psqlrc", "--quiet", "--single-transaction",
+                                               "--set=ON_ERROR_STOP=1", f"--dbname={cluster.database_url(name)}",
+                                               f"--file={workdir / 'alone0.sql'}"]))
+        drop_database(cluster, name)
+        if number == 0:
+            result.notes.append(f"the restored custom dump holds {restored} posts")
+        say(f"restore {number + 1}/{repeat}: pg_restore {result.restore_custom[-1]:.2f}s, "
+                 f"psql {result.restore_plain[-1]:.2f}s")
+    drop_database(cluster, template)
+    return result
+

@@ -1,0 +1,336 @@
+"""Following one run: kubernetes watches of the run, its Jobs, the app's pods and Deployments, stamped on arrival,
+and an HTTP prober that sees the downtime as a client does."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from demo.stack import BlogStack, LocalOperator
+from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, STEP_LABEL, VERSION
+from django_migration_operator.workflow import TERMINAL
+
+RUN_NAME = "blog-release-2"
+APP_NAME_LABEL = "app.kubernetes.io/name"
+APP_COMPONENT_LABEL = "app.kubernetes.io/component"
+WATCH_SERVER_TIMEOUT = 60
+PROBE_PATH = "/posts/count"
+PROBE_INTERVAL = 0.05
+
+
+# --- what the watches saw -----------------------------------------------------------------------------------
+
+
+@dataclass
+class JobRecord:
+    name: str
+    step: str
+    added: float  # first seen (the operator created it)
+    finished: float | None = None  # Complete or Failed condition first seen
+    outcome: str | None = None
+    criteria_met: float | None = None  # SuccessCriteriaMet or FailureTarget first seen (set before the above)
+
+
+@dataclass
+class PodRecord:
+    name: str
+    component: str  # web or worker for the app's pods; the step (plan, backup, ...) for a Job's pod
+    job_pod: bool
+    added: float
+    ip: str | None = None
+    ready: bool = False
+    terminating: bool = False
+    running: float | None = None  # phase Running first seen
+    ended: float | None = None  # phase Succeeded or Failed first seen
+    deleted: float | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentEvent:
+    at: float
+    name: str
+    replicas: int
+    ready: bool  # rolled out and every replica available, as the operator judges it
+
+
+@dataclass
+class Observations:
+    run_added: float | None = None
+    run_first_modified: float | None = None
+    phases: list[tuple[float, str]] = field(default_factory=list)  # (first seen, phase), one per transition
+    status: dict[str, Any] = field(default_factory=dict)
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    pods: dict[str, PodRecord] = field(default_factory=dict)
+    deployments: list[DeploymentEvent] = field(default_factory=list)
+    watch_errors: list[str] = field(default_factory=list)
+
+
+Lister = Callable[..., Any]
+
+
+class Observer:
+    """Four watches in threads (run, Jobs, pods, Deployments of one namespace), stamping events on arrival.
+
+    Each watch lists first and then watches from the list's resourceVersion, so nothing that happens after
+    `start()` returns is missed; a watch that ends (server timeout) resumes from the last resourceVersion.
+    """
+
+    def __init__(self, api: client.ApiClient, namespace: str, run: str) -> None:
+        self.namespace = namespace
+        self.run = run
+        self.seen = Observations()
+        self._api = api
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        custom = client.CustomObjectsApi(api)
+        core = client.CoreV1Api(api)
+        self._streams: list[tuple[str, Lister, tuple[Any, ...], Callable[[str, dict[str, Any], float], None]]] = [
+            ("djangomigrations", custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL),
+             self._on_run),
+            ("jobs", client.BatchV1Api(api).list_namespaced_job, (namespace,), self._on_job),
+            ("pods", core.list_namespaced_pod, (namespace,), self._on_pod),
+            ("deployments", client.AppsV1Api(api).list_namespaced_deployment, (namespace,), self._on_deployment),
+        ]
+
+    def start(self) -> None:
+        ready = threading.Barrier(len(self._streams) + 1)
+        for name, lister, args, handler in self._streams:
+            thread = threading.Thread(target=self._follow, args=(name, lister, args, handler, ready), daemon=True,
+                                      name=f"watch-{name}")
+            thread.start()
+            self._threads.append(thread)
+        ready.wait(timeout=60)  # every watch has listed once
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_for(self, predicate: Callable[[Observations], bool], what: str, timeout: float) -> None:
+        with self._lock:
+            if not self._lock.wait_for(lambda: predicate(self.seen), timeout=timeout):
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; phases seen: "
+                                   f"{[phase for _, phase in self.seen.phases]}")
+
+    def serving_web_ips(self) -> list[str]:
+        """The web pods a Service would send requests to: Ready, not terminating."""
+        with self._lock:
+            return [p.ip for p in self.seen.pods.values()
+                    if not p.job_pod and p.component == "web" and p.ip and p.ready and not p.terminating
+                    and p.deleted is None]
+
+    # --- the watch loop ---------------------------------------------------------------------------------
+
+    def _follow(self, name: str, lister: Lister, args: tuple[Any, ...],
+                handler: Callable[[str, dict[str, Any], float], None], ready: threading.Barrier) -> None:
+        resource_version: str | None = None
+        first = True
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._list(lister, args, handler)
+                    if first:
+                        first = False
+                        ready.wait()
+                stream = watch.Watch().stream(lister, *args, resource_version=resource_version,
+                                              allow_watch_bookmarks=True, timeout_seconds=WATCH_SERVER_TIMEOUT,
+                                              _request_timeout=WATCH_SERVER_TIMEOUT + 30)
+                for event in stream:
+                    now = time.monotonic()
+                    raw: dict[str, Any] = event["raw_object"]
+                    kind = event["type"]
+                    if kind == "ERROR":
+                        if raw.get("code") == 410:
+                            resource_version = None  # too old: list again
+                            break
+                        raise RuntimeError(f"watch error: {raw.get('message')}")
+                    resource_version = raw.get("metadata", {}).get("resourceVersion") or resource_version
+                    if kind != "BOOKMARK":
+                        with self._lock:
+                            handler(kind, raw, now)
+                            self._lock.notify_all()
+                    if self._stop.is_set():
+                        return
+            except ApiException as error:
+                if error.status == 410:
+                    resource_version = None
+                    continue
+                self._note_error(name, error)
+            except Exception as error:  # a broken connection: resume from the last resourceVersion
+                self._note_error(name, error)
+
+    def _note_error(self, name: str, error: Exception) -> None:
+        with self._lock:
+            self.seen.watch_errors.append(f"{name}: {type(error).__name__}: {str(error)[:200]}")
+        time.sleep(0.2)
+
+    def _list(self, lister: Lister, args: tuple[Any, ...],
+              handler: Callable[[str, dict[str, Any], float], None]) -> str:
+        result = lister(*args)
+        now = time.monotonic()
+        body: dict[str, Any] = result if isinstance(result, dict) else self._api.sanitize_for_serialization(result)
+        with self._lock:
+            for item in body.get("items") or []:
+                handler("ADDED", item, now)
+            self._lock.notify_all()
+        return str(body["metadata"]["resourceVersion"])
+
+    # --- handlers (called with the lock held) -------------------------------------------------------------
+
+    def _on_run(self, kind: str, raw: dict[str, Any], now: float) -> None:
+        if raw.get("metadata", {}).get("name") != self.run or kind == "DELETED":
+            return
+        seen = self.seen
+        if seen.run_added is None:
+            seen.run_added = now
+        elif seen.run_first_modified is None:
+            seen.run_first_modified = now
+        seen.status = dict(raw.get("status") or {})
+        phase = seen.status.get("phase") or "Pending"
+        if not seen.phases or seen.phases[-1][1] != phase:
+            seen.phases.append((now, phase))
+
+    def _on_job(self, kind: str, raw: dict[str, Any], now: float) -> None:
+        metadata = raw.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        if labels.get(RUN_LABEL) != self.run:
+            return
+        record = self.seen.jobs.setdefault(metadata["name"], JobRecord(metadata["name"], labels.get(STEP_LABEL, "?"),
+                                                                       now))
+        for condition in (raw.get("status") or {}).get("conditions") or []:
+            if (record.criteria_met is None and condition.get("status") == "True"
+                    and condition.get("type") in ("SuccessCriteriaMet", "FailureTarget")):
+                record.criteria_met = now
+            if (record.finished is None and condition.get("status") == "True"
+                    and condition.get("type") in ("Complete", "Failed")):
+                record.finished, record.outcome = now, condition["type"]
+
+    def _on_pod(self, kind: str, raw: dict[str, Any], now: float) -> None:
+        metadata, status = raw.get("metadata", {}), raw.get("status") or {}
+        labels = metadata.get("labels") or {}
+        if labels.get(RUN_LABEL) == self.run:
+            component, job_pod = labels.get(STEP_LABEL, "?"), True
+        elif labels.get(APP_NAME_LABEL) == "blog":
+            component, job_pod = labels.get(APP_COMPONENT_LABEL, "?"), False
+        else:
+            return
+        pod = self.seen.pods.setdefault(metadata["name"], PodRecord(metadata["name"], component, job_pod, now))
+        pod.ip = status.get("podIP") or pod.ip
+        pod.ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        pod.terminating = bool(metadata.get("deletionTimestamp"))
+        phase = status.get("phase")
+        if phase == "Running" and pod.running is None:
+            pod.running = now
+        if phase in ("Succeeded", "Failed") and pod.ended is None:
+            pod.ended = now
+        if kind == "DELETED" and pod.deleted is None:
+            pod.deleted = now
+
+    def _on_deployment(self, kind: str, raw: dict[str, Any], now: float) -> None:
+        if kind == "DELETED":
+            return
+        metadata, spec, status = raw["metadata"], raw.get("spec") or {}, raw.get("status") or {}
+        replicas = int(spec.get("replicas", 1))
+        # The operator's own test (kube.deployment_state and workflow._scaling_up).
+        ready = (status.get("observedGeneration", 0) >= metadata.get("generation", 0)
+                 and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas
+                 and status.get("availableReplicas", 0) >= replicas)
+        self.seen.deployments.append(DeploymentEvent(now, metadata["name"], replicas, ready))
+
+
+# --- what a client of the app saw ---------------------------------------------------------------------------
+
+
+class HttpProbe:
+    """Asks the Ready web pods for GET /posts/count every 50 ms; remembers when one answered 200."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+        self.answered: list[float] = []
+        self.attempts = 0
+        self._stop = threading.Event()
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pod IPs, never a proxy
+        self._thread = threading.Thread(target=self._run, daemon=True, name="http-probe")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.attempts += 1
+            for ip in self.observer.serving_web_ips():
+                try:
+                    with self._opener.open(f"http://{ip}:8000{PROBE_PATH}", timeout=1) as response:
+                        if response.status == 200:
+                            self.answered.append(time.monotonic())
+                            break
+                except (urllib.error.URLError, OSError, ValueError):
+                    continue
+            time.sleep(PROBE_INTERVAL)
+
+    def longest_silence(self, start: float, end: float) -> tuple[float, float, float] | None:
+        """(seconds, from, to): the longest time between two answers in [start, end]; None without answers."""
+        times = [t for t in self.answered if start <= t <= end]
+        gaps = [(b - a, a, b) for a, b in itertools.pairwise(times)]
+        return max(gaps) if gaps else None
+
+
+# --- the operator run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    applied: float  # just before `kubectl apply`
+    apply_returned: float
+    seen: Observations
+    http_silence: tuple[float, float, float] | None
+    probe_attempts: int
+    operator_log: Path
+
+
+def operator_run(stack: BlogStack, api: client.ApiClient, operators: list[LocalOperator],
+                 timeout: float, rehearse: bool, say: Callable[[str], None]) -> RunResult:
+    observer = Observer(api, stack.namespace, RUN_NAME)
+    observer.start()
+    operator = LocalOperator(stack.cluster, f"operator-{stack.namespace}", namespaces=(stack.namespace,))
+    operator.start()
+    operators.append(operator)
+    # The run is applied to an operator that already watches: what is measured is its reaction to an event,
+    # not its start-up listing.
+    operator.wait_ready()
+    time.sleep(3)
+    probe = HttpProbe(observer)
+    probe.start()
+    observer.wait_for(lambda _: bool(observer.serving_web_ips()), "a Ready web pod", timeout=30)
+    time.sleep(1)
+    say(f"kubectl apply DjangoMigration {RUN_NAME} (operator log: {operator.log_path})")
+    applied = time.monotonic()
+    stack.apply(stack.migration(RUN_NAME, rehearsal={"enabled": rehearse}))
+    apply_returned = time.monotonic()
+    observer.wait_for(lambda seen: bool(seen.phases) and seen.phases[-1][1] in TERMINAL, f"{RUN_NAME} to end",
+                      timeout=timeout)
+    ended = observer.seen.phases[-1][0]
+    # One answer after the end closes the last silence (the app is available by then).
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(t > ended for t in probe.answered):
+        time.sleep(0.05)
+    probe.stop()
+    observer.stop()
+    seen = observer.seen
+    say(f"run ended: {seen.phases[-1][1]}: {seen.status.get('message', '')}")
+    return RunResult(applied, apply_returned, seen, probe.longest_silence(applied, time.monotonic()),
+                     probe.attempts, operator.log_path)
+
