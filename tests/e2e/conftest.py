@@ -5,16 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from kubernetes import client, config
 
-from demo.stack import CRD_FILE, LocalOperator
+from demo.stack import CRD_FILE, BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
-from kit import Kubectl, wait_for
+from kit import Kubectl, drop_stack, make_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +40,24 @@ def operator(cluster: Cluster) -> Iterator[LocalOperator]:
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def new_stack(request: pytest.FixtureRequest, cluster: Cluster,
+              operator: LocalOperator) -> Iterator[Callable[..., BlogStack]]:
+    """Builds demo stacks with the given options (drills, release, posts), each in a namespace of its own, with the
+    module's operator watching; drops them after the test."""
+    made: list[BlogStack] = []
+    prefix = request.module.__name__.removeprefix("test_")[:8].replace("_", "-")
+
+    def build(**options: Any) -> BlogStack:
+        stack = make_stack(cluster, f"{prefix}-{uuid.uuid4().hex[:6]}", **options)
+        made.append(stack)
+        return stack
+
+    yield build
+    for stack in made:
+        drop_stack(stack)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from kubernetes import client
+from kubernetes import client, config, watch
 
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
+from django_migration_operator.resource import GROUP, PLURAL, VERSION
+from django_migration_operator.workflow import PHASES
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -77,6 +79,52 @@ def wait_for_end(stack: BlogStack, name: str, timeout: float = 240) -> dict[str,
 
     result: dict[str, Any] = wait_for(finished, f"DjangoMigration {name} to end", timeout=timeout)
     return result
+
+
+def reach(stack: BlogStack, name: str, target: str, timeout: float = 120) -> str:
+    """Follows the run until it reached `target` or went past it, in the phase table's order; the phase it saw.
+
+    A watch, not polling: Verifying lasts a few tens of milliseconds and would slip between two polls.
+    """
+    order = list(PHASES)
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(stack.cluster.kubeconfig)))
+    stream = watch.Watch()
+    phase = "Pending"
+    for event in stream.stream(api.list_namespaced_custom_object, GROUP, VERSION, stack.namespace, PLURAL,
+                               field_selector=f"metadata.name={name}", timeout_seconds=int(timeout)):
+        phase = (event["object"].get("status") or {}).get("phase") or "Pending"
+        if order.index(phase) >= order.index(target):
+            stream.stop()
+            return phase
+    raise AssertionError(f"{name} did not reach {target} within {timeout:.0f}s (last seen: {phase})")
+
+
+def events(stack: BlogStack, name: str) -> list[dict[str, Any]]:
+    text = stack.kubectl("get", "events", "-n", stack.namespace, "--field-selector",
+                         f"involvedObject.name={name}", "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(text)["items"]
+    return items
+
+
+def conditions(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status.get("conditions", [])}
+
+
+def jobs_ran_once(stack: BlogStack, name: str) -> dict[str, int]:
+    """Each Job of the run: how many pods it ever ran (a Job created twice, or retried, shows more than one)."""
+    items = json.loads(stack.kubectl("get", "jobs", "-n", stack.namespace, "-l", f"djangoops.dev/run={name}",
+                                     "-o", "json").stdout)["items"]
+    counts = {}
+    for job in items:
+        job_name = job["metadata"]["name"]
+        pods = json.loads(stack.kubectl("get", "pods", "-n", stack.namespace, "-l", f"job-name={job_name}",
+                                        "-o", "json").stdout)["items"]
+        counts[job_name] = len(pods)
+    return counts
+
+
+def spec_replicas(stack: BlogStack) -> dict[str, int]:
+    return {name: count for name, (count, _) in replicas(stack).items()}
 
 
 def replicas(stack: BlogStack) -> dict[str, tuple[int, int]]:

@@ -10,8 +10,6 @@ import http.server
 import json
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,50 +25,21 @@ from kit import (
     applied_migrations,
     assert_no_secret,
     checksum,
-    drop_stack,
+    conditions,
+    events,
     images,
-    make_stack,
     query,
     replicas,
     run_status,
     run_to_end,
     running_images,
+    spec_replicas,
     wait_for,
     wait_for_end,
 )
 
 RECORDED = {"web": 2, "worker": 1}
 NO_CHECKS: dict[str, list[Any]] = {"checks": []}  # the demo's check holds only once 0005 ran
-
-
-@pytest.fixture
-def new_stack(cluster: Cluster, operator: LocalOperator) -> Iterator[Any]:
-    """Builds a demo stack with the given options (drills, release) in a namespace of its own; drops it after."""
-    made: list[BlogStack] = []
-
-    def build(**options: Any) -> BlogStack:
-        stack = make_stack(cluster, f"fail-{uuid.uuid4().hex[:6]}", **options)
-        made.append(stack)
-        return stack
-
-    yield build
-    for stack in made:
-        drop_stack(stack)
-
-
-def spec_replicas(stack: BlogStack) -> dict[str, int]:
-    return {name: count for name, (count, _) in replicas(stack).items()}
-
-
-def conditions(status: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in status.get("conditions", [])}
-
-
-def events(stack: BlogStack, name: str) -> list[dict[str, Any]]:
-    text = stack.kubectl("get", "events", "-n", stack.namespace, "--field-selector",
-                         f"involvedObject.name={name}", "-o", "json").stdout
-    items: list[dict[str, Any]] = json.loads(text)["items"]
-    return items
 
 
 def wait_for_phase(stack: BlogStack, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:

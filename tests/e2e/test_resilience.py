@@ -18,18 +18,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch
 
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
-from django_migration_operator.resource import GROUP, PLURAL, VERSION
-from django_migration_operator.workflow import PHASES
-from kit import TERMINAL, applied_migrations, checksum, drop_stack, images, make_stack, wait_for_end
+from kit import (
+    TERMINAL,
+    applied_migrations,
+    checksum,
+    drop_stack,
+    images,
+    jobs_ran_once,
+    make_stack,
+    reach,
+    wait_for_end,
+)
 
 TRIALS = 21
 SUCCESS_PHASES = ("Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp")
 FAILURE_PHASES = ("Planning", "ScalingDown", "BackingUp", "Migrating", "Restoring", "ScalingUp")
-ORDER = list(PHASES)  # a run only moves forward in the table's order (Restoring after Verifying)
 RECORDED = {"web": 2, "worker": 1}
 
 
@@ -43,35 +49,13 @@ def stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStack]:
 def kill_when(stack: BlogStack, operator: LocalOperator, name: str, target: str, delay: float) -> str:
     """Kills the operator once the run reached `target` (or went past it), then starts it again.
 
-    A watch, not polling: Verifying lasts a few tens of milliseconds and would slip between two polls.
-    Returns the last phase the watch saw before the kill.
+    Returns the last phase seen before the kill.
     """
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(stack.cluster.kubeconfig)))
-    stream = watch.Watch()
-    phase = "Pending"
-    for event in stream.stream(api.list_namespaced_custom_object, GROUP, VERSION, stack.namespace, PLURAL,
-                               field_selector=f"metadata.name={name}", timeout_seconds=120):
-        phase = (event["object"].get("status") or {}).get("phase") or "Pending"
-        if ORDER.index(phase) >= ORDER.index(target):
-            break
-    stream.stop()
+    phase = reach(stack, name, target)
     time.sleep(delay)
     operator.kill()
     operator.start()
     return phase
-
-
-def jobs_ran_once(stack: BlogStack, name: str) -> dict[str, int]:
-    """Each Job of the run: how many pods it ever ran (a Job created twice, or retried, shows more than one)."""
-    items = json.loads(stack.kubectl("get", "jobs", "-n", stack.namespace, "-l", f"djangoops.dev/run={name}",
-                                     "-o", "json").stdout)["items"]
-    counts = {}
-    for job in items:
-        job_name = job["metadata"]["name"]
-        pods = json.loads(stack.kubectl("get", "pods", "-n", stack.namespace, "-l", f"job-name={job_name}",
-                                        "-o", "json").stdout)["items"]
-        counts[job_name] = len(pods)
-    return counts
 
 
 def test_killing_the_operator_in_every_phase_never_breaks_a_run(stack: BlogStack, operator: LocalOperator) -> None:
