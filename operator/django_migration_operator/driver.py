@@ -20,11 +20,12 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, jobs, metrics, notify
+from django_migration_operator import database, jobs, messages, metrics, notify
 from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.status import ConditionType, Reason, RunStatus, condition
 from django_migration_operator.window import Window
 from django_migration_operator.workflow import (
     PHASES,
@@ -101,7 +102,7 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
             body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
             if body is None:
                 return
-            status: dict[str, Any] = body.get("status") or {}
+            status: RunStatus = body.get("status") or RunStatus()
             phase = phase_of(status)
             if phase in TERMINAL:
                 return
@@ -135,7 +136,7 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
         wakeups.wake_all()
 
 
-def _overdue(spec: Spec, status: dict[str, Any], now: datetime) -> int:
+def _overdue(spec: Spec, status: RunStatus, now: datetime) -> int:
     """1 when the run has gone on past every deadline it has (not counting waits for a Lease, a person or a
     window), which only a stuck run does: the PrometheusRule's DjangoMigrationOverdue alert."""
     if phase_of(status) in (Phase.PENDING, Phase.QUEUED, Phase.AWAITING_APPROVAL, Phase.SCHEDULED):
@@ -147,21 +148,20 @@ def _overdue(spec: Spec, status: dict[str, Any], now: datetime) -> int:
     return int((now - started).total_seconds() > budget)
 
 
-def _measure(entered: tuple[str, float] | None, status: dict[str, Any]) -> tuple[str, float]:
+def _measure(entered: tuple[str, float] | None, status: RunStatus) -> tuple[str, float]:
     """Records the phase just left (when this process saw it start) and, at the end, the run's result."""
     now = time.monotonic()
     if entered is not None:
         metrics.STEP_SECONDS.labels(entered[0]).observe(now - entered[1])
     phase = str(status["phase"])
     if phase in TERMINAL:
-        reason = next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Succeeded"), "")
-        metrics.RUNS_FINISHED.labels(phase, reason).inc()
+        metrics.RUNS_FINISHED.labels(phase, condition(status, ConditionType.SUCCEEDED).get("reason", "")).inc()
         if status.get("downtimeSeconds"):
             metrics.DOWNTIME_SECONDS.observe(float(status["downtimeSeconds"]))
     return phase, now
 
 
-def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> World:
+def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
     """Reads what the current phase decides on, and nothing else."""
     phase = phase_of(status)
     facts = PHASES[phase]
@@ -282,7 +282,7 @@ def _mebibytes(size: int) -> str:
 def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: Step,
               logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     if step.status:
-        update = {**step.status, "observedGeneration": body["metadata"].get("generation")}
+        update: RunStatus = {**step.status, "observedGeneration": body["metadata"].get("generation")}
         if "jobs" in update:  # the workflow keys Jobs by step; status shows their names
             update["jobs"] = {name: jobs.job_name(ref, name) for name in update["jobs"]}
         kube.patch_run_status(ref, update)
@@ -321,8 +321,8 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
         kube.post_event(ref, event.reason, event.message, event.warning)
     notice = PHASES[Phase(step.status["phase"])].notice if "phase" in step.status else None
     if notice and spec.notify:
-        status = {**(body.get("status") or {}), **step.status}
-        reason = next((c["reason"] for c in step.status.get("conditions", []) if c["type"] == "Succeeded"), None)
+        status: RunStatus = {**(body.get("status") or {}), **step.status}
+        reason = condition(step.status, ConditionType.SUCCEEDED).get("reason")
         _notify(kube, ref, spec, notify.Notice(
             namespace=ref.namespace, name=ref.name, kind=notice, phase=str(status["phase"]),
             message=str(status.get("message", "")), downtime_seconds=status.get("downtimeSeconds"),
@@ -343,12 +343,12 @@ def _notify(kube: Kube, ref: RunRef, spec: Spec, notice: notify.Notice,
             metrics.NOTIFICATIONS_FAILED.labels(hook.name).inc()
         if error:
             logger.warning("notification %s to webhook %s failed: %s", notice.kind, hook.name, error)
-            kube.post_event(ref, "NotificationFailed", f"notify[{hook.name}]: the {notice.kind} message was not "
-                            f"delivered: {error}; the run goes on", warning=True)
+            kube.post_event(ref, Reason.NOTIFICATION_FAILED,
+                            messages.notification_failed(hook.name, notice.kind, error), warning=True)
 
 
 def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: str) -> dict[str, Any]:
-    status = body.get("status") or {}
+    status: RunStatus = body.get("status") or RunStatus()
     if step in ("plan", "rehearse", "migrate", "contract"):
         deployment = kube.read_deployment(ref.namespace, spec.deployment)
         if deployment is None:
@@ -374,7 +374,7 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
                             url.name, image)
 
 
-def _tools_image(status: dict[str, Any], spec: Spec, url: DatabaseUrl) -> str:
+def _tools_image(status: RunStatus, spec: Spec, url: DatabaseUrl) -> str:
     # Recorded while Pending; a run started by an operator from before that record asks the server now.
     return str(status.get("toolsImage") or jobs.tools_image(spec, database.server_major(url)))
 
