@@ -322,8 +322,9 @@ def verification_failed_online(failure: str, backup_path: str | None) -> str:
             f"lose the writes made since the backup {backup_path})")
 
 
-def kept_as_failed(failure: str, why: str) -> str:
+def kept_as_failed(failure: str, on_failure_keep: bool) -> str:
     """onFailure: Keep, or no backup to restore: the database and the app stay as the failure left them."""
+    why = "onFailure is Keep" if on_failure_keep else "backup.enabled is false"
     return (f"{failure}. The database is left as the failure left it ({why}) and the app stays stopped: repair the "
             "database, then scale the app back to status.replicas")
 

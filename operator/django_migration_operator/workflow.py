@@ -721,9 +721,8 @@ def _after_damage(spec: Spec, status: RunStatus, world: World, step: Phase, reas
     """The database may be changed: restore it, or with onFailure Keep leave it and the app as they are."""
     record: RunStatus = {"failure": {"step": step, "reason": reason, "message": failure}}
     if spec.on_failure == "Keep" or not spec.backup_enabled:
-        why = "onFailure is Keep" if spec.on_failure == "Keep" else "backup.enabled is false"
-        return _finish({**status, **update}, world, Phase.FAILED, reason, messages.kept_as_failed(failure, why),
-                       extra={**update, **record})
+        return _finish({**status, **update}, world, Phase.FAILED, reason,
+                       messages.kept_as_failed(failure, spec.on_failure == "Keep"), extra={**update, **record})
     message = messages.restoring(failure, status.get("backup", {}).get("path"))
     return Step(status={**update, **record, "phase": Phase.RESTORING, "message": message},
                 events=[Event(reason, message, warning=True)])
