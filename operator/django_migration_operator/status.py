@@ -20,7 +20,7 @@ class ConditionType(StrEnum):
     MIGRATED = "Migrated"
     VERIFIED = "Verified"
     ROLLED_BACK = "RolledBack"
-    RESTORE_FAILED = "RestoreFailed"
+    MANUAL_RESTORE_REQUIRED = "ManualRestoreRequired"  # the restore failed: the database waits for a person
 
 
 class Reason(StrEnum):
@@ -48,9 +48,9 @@ class Reason(StrEnum):
     NOT_STARTED = "NotStarted"
     BACKUP_VERIFIED = "BackupVerified"
     BACKUP_FAILED = "BackupFailed"
-    MIGRATED = "Migrated"
+    PLAN_APPLIED = "PlanApplied"  # the migrations ran (Migrated=True); a run that succeeded did all it had to
     MIGRATION_FAILED = "MigrationFailed"
-    VERIFIED = "Verified"
+    VERIFICATION_PASSED = "VerificationPassed"
     VERIFICATION_FAILED = "VerificationFailed"
     RESTORED = "Restored"
     RESTORE_FAILED = "RestoreFailed"

@@ -456,13 +456,13 @@ def _verifying(spec: Spec, status: RunStatus, world: World) -> Step:
     if _online(status):
         message = messages.succeeded_online(status.get("planCount", 0),
                                             _images_to_start(spec, status, released=True))
-        return _finish(status, world, Phase.SUCCEEDED, Reason.MIGRATED, message, extra={
+        return _finish(status, world, Phase.SUCCEEDED, Reason.PLAN_APPLIED, message, extra={
             **counts, "downtimeSeconds": 0, "conditions": _conditions(
-                status, world, (ConditionType.VERIFIED, "True", Reason.VERIFIED, message))})
+                status, world, (ConditionType.VERIFIED, "True", Reason.VERIFICATION_PASSED, message))})
     message = messages.verified()
     return Step(status={**counts, "phase": Phase.SCALING_UP, "message": message,
                         "conditions": _conditions(status, world, (ConditionType.VERIFIED, "True",
-                                                                  Reason.VERIFIED, message))},
+                                                                  Reason.VERIFICATION_PASSED, message))},
                 events=[Event(Phase.SCALING_UP, message)])
 
 
@@ -476,7 +476,7 @@ def _restoring(spec: Spec, status: RunStatus, world: World) -> Step:
         message = messages.restore_failed(failure["message"] if failure else None, job.log, path, spec.backup_claim)
         return _finish(status, world, Phase.FAILED, Reason.RESTORE_FAILED, message, extra={
             "conditions": _conditions(
-                status, world, (ConditionType.RESTORE_FAILED, "True", Reason.RESTORE_FAILED, message),
+                status, world, (ConditionType.MANUAL_RESTORE_REQUIRED, "True", Reason.RESTORE_FAILED, message),
                 (ConditionType.ROLLED_BACK, "False", Reason.RESTORE_FAILED, message),
                 (ConditionType.SUCCEEDED, "False", Reason.RESTORE_FAILED, message))})
     # The marker's record, as the restore script prints it (jobs.restore_job).
@@ -511,7 +511,7 @@ def _scaling_up(spec: Spec, status: RunStatus, world: World) -> Step:
         return _finish(status, world, Phase.FAILED, failure["reason"], message, extra={"downtimeSeconds": downtime})
     backwards = any(entry.get("backwards") for entry in status.get("plan", []))
     message = messages.succeeded(status.get("planCount", 0), backwards, downtime, recorded, images)
-    return _finish(status, world, Phase.SUCCEEDED, Reason.MIGRATED, message, extra={"downtimeSeconds": downtime})
+    return _finish(status, world, Phase.SUCCEEDED, Reason.PLAN_APPLIED, message, extra={"downtimeSeconds": downtime})
 
 
 def _rolling_out(spec: Spec, status: RunStatus, world: World) -> Step:
@@ -638,7 +638,7 @@ def _roll_out(spec: Spec, expanded: bool) -> Step:
 
 def _to_verifying(status: RunStatus, world: World, message: str, update: RunStatus | None = None) -> Step:
     return Step(status={**(update or {}), "phase": Phase.VERIFYING, "message": message,
-                        "conditions": _conditions(status, world, (ConditionType.MIGRATED, "True", Reason.MIGRATED,
+                        "conditions": _conditions(status, world, (ConditionType.MIGRATED, "True", Reason.PLAN_APPLIED,
                                                                   message))},
                 events=[Event(Phase.VERIFYING, message)])
 

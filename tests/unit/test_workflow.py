@@ -159,8 +159,8 @@ class TestHappyPath:
         final = apply(status, step)
         assert conditions(final) == {"Succeeded": "True", "BackupTaken": "True", "Migrated": "True",
                                      "Verified": "True"}
-        assert reasons(final) == {"Succeeded": "Migrated", "BackupTaken": "BackupVerified", "Migrated": "Migrated",
-                                  "Verified": "Verified"}
+        assert reasons(final) == {"Succeeded": "PlanApplied", "BackupTaken": "BackupVerified",
+                                  "Migrated": "PlanApplied", "Verified": "VerificationPassed"}
         assert final["message"] == messages.succeeded(1, False, 42.0, {"web": 2, "worker": 1}, {})
 
     def test_an_empty_plan_succeeds_without_stopping_anything(self) -> None:
@@ -343,7 +343,7 @@ class TestFailures:
         assert step.status["message"] == messages.restore_failed("boom", "pg_restore: error", "/backups/web/run.dump",
                                                                  "backups")
         assert "/backups/web/run.dump" in step.status["message"]
-        assert conditions(apply(status, step))["RestoreFailed"] == "True"
+        assert conditions(apply(status, step))["ManualRestoreRequired"] == "True"
         assert conditions(apply(status, step))["RolledBack"] == "False"
         assert reasons(apply(status, step))["Succeeded"] == "RestoreFailed"
 
@@ -588,7 +588,7 @@ class TestSuccess:
                   "stoppedAt": "2026-11-24T11:59:56Z"}
         step = advance(spec(), status, World(now=NOW, deployments={"web": running(2), "worker": running(1)}))
         final = apply(status, step)
-        assert final["phase"] == Phase.SUCCEEDED and reasons(final)["Succeeded"] == "Migrated"
+        assert final["phase"] == Phase.SUCCEEDED and reasons(final)["Succeeded"] == "PlanApplied"
         assert final["message"] == messages.succeeded(1, backwards, 4.0, {"web": 2, "worker": 1}, {})
 
 
@@ -666,7 +666,7 @@ class TestOnline:
         assert final["phase"] == Phase.SUCCEEDED and final["downtimeSeconds"] == 0
         assert final["message"] == messages.succeeded_online(2, {"web": {"django": "shop:3"},
                                                                  "worker": {"celery": "shop:3"}})
-        assert "on shop:3" in final["message"] and reasons(final)["Succeeded"] == "Migrated"
+        assert "on shop:3" in final["message"] and reasons(final)["Succeeded"] == "PlanApplied"
         assert conditions(final)["Migrated"] == conditions(final)["Verified"] == "True"
 
     def test_the_online_jobs_apply_expand_then_contract(self) -> None:
