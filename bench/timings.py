@@ -53,6 +53,7 @@ from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
 from django_migration_operator.jobs import BACKUP_MOUNT
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, STEP_LABEL, VERSION
+from django_migration_operator.status import ConditionType, RunStatus, condition
 from django_migration_operator.workflow import PHASES, TERMINAL
 
 RUN_NAME = "blog-release-2"
@@ -111,7 +112,7 @@ class Observations:
     run_added: float | None = None
     run_first_modified: float | None = None
     phases: list[tuple[float, str]] = field(default_factory=list)  # (first seen, phase), one per transition
-    status: dict[str, Any] = field(default_factory=dict)
+    status: RunStatus = field(default_factory=RunStatus)
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     pods: dict[str, PodRecord] = field(default_factory=dict)
     deployments: list[DeploymentEvent] = field(default_factory=list)
@@ -237,7 +238,7 @@ class Observer:
             seen.run_added = now
         elif seen.run_first_modified is None:
             seen.run_first_modified = now
-        seen.status = dict(raw.get("status") or {})
+        seen.status = raw.get("status") or RunStatus()
         phase = seen.status.get("phase") or "Pending"
         if not seen.phases or seen.phases[-1][1] != phase:
             seen.phases.append((now, phase))
@@ -249,13 +250,13 @@ class Observer:
             return
         record = self.seen.jobs.setdefault(metadata["name"], JobRecord(metadata["name"], labels.get(STEP_LABEL, "?"),
                                                                        now))
-        for condition in (raw.get("status") or {}).get("conditions") or []:
-            if (record.criteria_met is None and condition.get("status") == "True"
-                    and condition.get("type") in ("SuccessCriteriaMet", "FailureTarget")):
+        for job_condition in (raw.get("status") or {}).get("conditions") or []:
+            if (record.criteria_met is None and job_condition.get("status") == "True"
+                    and job_condition.get("type") in ("SuccessCriteriaMet", "FailureTarget")):
                 record.criteria_met = now
-            if (record.finished is None and condition.get("status") == "True"
-                    and condition.get("type") in ("Complete", "Failed")):
-                record.finished, record.outcome = now, condition["type"]
+            if (record.finished is None and job_condition.get("status") == "True"
+                    and job_condition.get("type") in ("Complete", "Failed")):
+                record.finished, record.outcome = now, job_condition["type"]
 
     def _on_pod(self, kind: str, raw: dict[str, Any], now: float) -> None:
         metadata, status = raw.get("metadata", {}), raw.get("status") or {}
@@ -695,7 +696,7 @@ def report_rollback(report: Report, run: RunResult, durations: dict[str, float],
     failed_migrate = (migrate_pod.ended - migrate_pod.running
                       if migrate_pod and migrate_pod.ended and migrate_pod.running else 0.0)
     dump, restore = median(alone.dump_custom), median(alone.restore_custom)
-    rolled_back = next((c["status"] for c in run.seen.status.get("conditions", []) if c["type"] == "RolledBack"), "-")
+    rolled_back = condition(run.seen.status, ConditionType.ROLLED_BACK).get("status", "-")
     parts = [(f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", dump, spread(alone.dump_custom)),
              ("the failing migrate, as it ran in its Job (pod Running -> end)", failed_migrate, ""),
              (f"pg_restore --single-transaction alone (median of {len(alone.restore_custom)})", restore,
@@ -850,8 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.seen.watch_errors:
             report.line()
             report.line("watch errors (resumed): " + "; ".join(run.seen.watch_errors))
-        rolled_back = any(c["type"] == "RolledBack" and c["status"] == "True"
-                          for c in run.seen.status.get("conditions", []))
+        rolled_back = condition(run.seen.status, ConditionType.ROLLED_BACK).get("status") == "True"
         as_expected = (run.seen.phases[-1][1] == "Failed" and rolled_back) if failure else (
             run.seen.phases[-1][1] == "Succeeded")
     if args.output:
