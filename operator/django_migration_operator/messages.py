@@ -148,7 +148,7 @@ def awaiting_approval(summary: str, strategy: str | None) -> str:
     return f"plan ready ({summary}; {strategy}); waiting for approval: set spec.approval to Automatic to go on"
 
 
-def window_too_short(predicted: float, window_duration: object) -> str:
+def window_too_short(predicted: float, window_duration: str | None) -> str:
     return (f"the predicted downtime ({predicted:.0f}s, status.rehearsal) is longer than the maintenance window "
             f"(window.duration: {window_duration})")
 
