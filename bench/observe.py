@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from demo.stack import BlogStack, LocalOperator
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, STEP_LABEL, VERSION
+from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import TERMINAL
 
 RUN_NAME = "blog-release-2"
@@ -68,7 +69,7 @@ class Observations:
     run_added: float | None = None
     run_first_modified: float | None = None
     phases: list[tuple[float, str]] = field(default_factory=list)  # (first seen, phase), one per transition
-    status: dict[str, Any] = field(default_factory=dict)
+    status: RunStatus = field(default_factory=RunStatus)
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     pods: dict[str, PodRecord] = field(default_factory=dict)
     deployments: list[DeploymentEvent] = field(default_factory=list)
@@ -194,7 +195,7 @@ class Observer:
             seen.run_added = now
         elif seen.run_first_modified is None:
             seen.run_first_modified = now
-        seen.status = dict(raw.get("status") or {})
+        seen.status = raw.get("status") or RunStatus()
         phase = seen.status.get("phase") or "Pending"
         if not seen.phases or seen.phases[-1][1] != phase:
             seen.phases.append((now, phase))

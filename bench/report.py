@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from bench.baseline import AloneResult
 from bench.observe import PROBE_INTERVAL, RUN_NAME, DeploymentEvent, RunResult
 from demo.stack import BlogStack
+from django_migration_operator.status import ConditionType, condition
 
 # --- what every bench prints -----------------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ def report_rollback(report: Report, run: RunResult, durations: dict[str, float],
     failed_migrate = (migrate_pod.ended - migrate_pod.running
                       if migrate_pod and migrate_pod.ended and migrate_pod.running else 0.0)
     dump, restore = median(alone.dump_custom), median(alone.restore_custom)
-    rolled_back = next((c["status"] for c in run.seen.status.get("conditions", []) if c["type"] == "RolledBack"), "-")
+    rolled_back = condition(run.seen.status, ConditionType.ROLLED_BACK).get("status", "-")
     parts = [(f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", dump, spread(alone.dump_custom)),
              ("the failing migrate, as it ran in its Job (pod Running -> end)", failed_migrate, ""),
              (f"pg_restore --single-transaction alone (median of {len(alone.restore_custom)})", restore,

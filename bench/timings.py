@@ -49,6 +49,7 @@ from bench.report import (
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from django_migration_operator.jobs import BACKUP_MOUNT
+from django_migration_operator.status import ConditionType, condition
 
 FAILURE_DRILL = "fail_atomic"  # examples/blog/drills: an atomic migration that raises after its CreateModel
 BACKUP_CLAIM = "blog-backups"  # BlogStack's claim
@@ -132,8 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.seen.watch_errors:
             report.line()
             report.line("watch errors (resumed): " + "; ".join(run.seen.watch_errors))
-        rolled_back = any(c["type"] == "RolledBack" and c["status"] == "True"
-                          for c in run.seen.status.get("conditions", []))
+        rolled_back = condition(run.seen.status, ConditionType.ROLLED_BACK).get("status") == "True"
         as_expected = (run.seen.phases[-1][1] == "Failed" and rolled_back) if failure else (
             run.seen.phases[-1][1] == "Succeeded")
     if args.output:

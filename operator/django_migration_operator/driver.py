@@ -23,11 +23,12 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, jobs, metrics, notify
+from django_migration_operator import database, jobs, messages, metrics, notify
 from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.status import ConditionType, Reason, RunStatus, condition
 from django_migration_operator.window import Window
 from django_migration_operator.workflow import (
     PHASES,
@@ -139,7 +140,7 @@ async def _turn(kube: Kube, ref: RunRef, stopping: Callable[[], Stop | None],
     body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
     if body is None:
         return None, entered
-    status: dict[str, Any] = body.get("status") or {}
+    status: RunStatus = body.get("status") or RunStatus()
     phase = phase_of(status)
     if phase in TERMINAL:
         return None, entered
@@ -165,7 +166,7 @@ async def _turn(kube: Kube, ref: RunRef, stopping: Callable[[], Stop | None],
 class Problem:
     """Why a look at the run failed, when a later look can get past it: the reason of its event, and a sentence."""
 
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -177,17 +178,14 @@ def transient(error: Exception) -> Problem | None:
     kopf's retry of the whole driver deals with it.
     """
     if isinstance(error, database.Unreachable):
-        return Problem("DatabaseUnreachable", f"the database does not answer: {error}; the run goes on once it "
-                                              "does")
+        return Problem(Reason.DATABASE_UNREACHABLE, messages.database_unreachable(str(error)))
     if isinstance(error, ApiException) and error.status == 403:
-        return Problem("Forbidden", f"the operator was refused: {_api_message(error)}; give its ServiceAccount "
-                                    "that right again (the chart's RBAC grants it) and the run goes on")
+        return Problem(Reason.FORBIDDEN, messages.forbidden(_api_message(error)))
     if isinstance(error, ApiException) and error.status in (429, 500, 502, 503, 504):
-        return Problem("APIUnavailable", f"the Kubernetes API answered {error.status} {error.reason}: "
-                                         f"{_api_message(error)}; trying again")
+        return Problem(Reason.API_UNAVAILABLE, messages.api_unavailable(f"answered {error.status} {error.reason}: "
+                                                                        f"{_api_message(error)}"))
     if isinstance(error, urllib3.exceptions.HTTPError):
-        return Problem("APIUnavailable", f"the Kubernetes API does not answer: {type(error).__name__}; trying "
-                                         "again")
+        return Problem(Reason.API_UNAVAILABLE, messages.api_unavailable(f"does not answer: {type(error).__name__}"))
     return None
 
 
@@ -227,11 +225,11 @@ class Outage:
 
     def end(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         if self.problem is not None:
-            logger.info("going on after %.0f s: %s is over", time.monotonic() - self.since, self.problem.reason)
+            logger.info("%s", messages.outage_over(time.monotonic() - self.since, self.problem.reason))
             self.problem, self.next_pause = None, self.FIRST_PAUSE_SECONDS
 
 
-def _overdue(spec: Spec, status: dict[str, Any], now: datetime) -> int:
+def _overdue(spec: Spec, status: RunStatus, now: datetime) -> int:
     """1 when the run has gone on past every deadline it has (not counting waits for a Lease, a person or a
     window), which only a stuck run does: the PrometheusRule's DjangoMigrationOverdue alert."""
     if phase_of(status) in (Phase.PENDING, Phase.QUEUED, Phase.AWAITING_APPROVAL, Phase.SCHEDULED):
@@ -243,21 +241,20 @@ def _overdue(spec: Spec, status: dict[str, Any], now: datetime) -> int:
     return int((now - started).total_seconds() > budget)
 
 
-def _measure(entered: tuple[str, float] | None, status: dict[str, Any]) -> tuple[str, float]:
+def _measure(entered: tuple[str, float] | None, status: RunStatus) -> tuple[str, float]:
     """Records the phase just left (when this process saw it start) and, at the end, the run's result."""
     now = time.monotonic()
     if entered is not None:
         metrics.STEP_SECONDS.labels(entered[0]).observe(now - entered[1])
     phase = str(status["phase"])
     if phase in TERMINAL:
-        reason = next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Succeeded"), "")
-        metrics.RUNS_FINISHED.labels(phase, reason).inc()
+        metrics.RUNS_FINISHED.labels(phase, condition(status, ConditionType.SUCCEEDED).get("reason", "")).inc()
         if status.get("downtimeSeconds"):
             metrics.DOWNTIME_SECONDS.observe(float(status["downtimeSeconds"]))
     return phase, now
 
 
-def observe(kube: Kube, ref: RunRef, spec: Spec, status: dict[str, Any]) -> World:
+def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
     """Reads what the current phase decides on, and nothing else."""
     phase = phase_of(status)
     facts = PHASES[phase]
@@ -378,7 +375,7 @@ def _mebibytes(size: int) -> str:
 def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: Step,
               logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     if step.status:
-        update = {**step.status, "observedGeneration": body["metadata"].get("generation")}
+        update: RunStatus = {**step.status, "observedGeneration": body["metadata"].get("generation")}
         if "jobs" in update:  # the workflow keys Jobs by step; status shows their names
             update["jobs"] = {name: jobs.job_name(ref, name) for name in update["jobs"]}
         kube.patch_run_status(ref, update)
@@ -417,8 +414,8 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
         kube.post_event(ref, event.reason, event.message, event.warning)
     notice = PHASES[Phase(step.status["phase"])].notice if "phase" in step.status else None
     if notice and spec.notify:
-        status = {**(body.get("status") or {}), **step.status}
-        reason = next((c["reason"] for c in step.status.get("conditions", []) if c["type"] == "Succeeded"), None)
+        status: RunStatus = {**(body.get("status") or {}), **step.status}
+        reason = condition(step.status, ConditionType.SUCCEEDED).get("reason")
         _notify(kube, ref, spec, notify.Notice(
             namespace=ref.namespace, name=ref.name, kind=notice, phase=str(status["phase"]),
             message=str(status.get("message", "")), downtime_seconds=status.get("downtimeSeconds"),
@@ -439,12 +436,12 @@ def _notify(kube: Kube, ref: RunRef, spec: Spec, notice: notify.Notice,
             metrics.NOTIFICATIONS_FAILED.labels(hook.name).inc()
         if error:
             logger.warning("notification %s to webhook %s failed: %s", notice.kind, hook.name, error)
-            kube.post_event(ref, "NotificationFailed", f"notify[{hook.name}]: the {notice.kind} message was not "
-                            f"delivered: {error}; the run goes on", warning=True)
+            kube.post_event(ref, Reason.NOTIFICATION_FAILED,
+                            messages.notification_failed(hook.name, notice.kind, error), warning=True)
 
 
 def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: str) -> dict[str, Any]:
-    status = body.get("status") or {}
+    status: RunStatus = body.get("status") or RunStatus()
     if step in ("plan", "rehearse", "migrate", "contract"):
         deployment = kube.read_deployment(ref.namespace, spec.deployment)
         if deployment is None:
@@ -470,7 +467,7 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
                             url.name, image)
 
 
-def _tools_image(status: dict[str, Any], spec: Spec, url: DatabaseUrl) -> str:
+def _tools_image(status: RunStatus, spec: Spec, url: DatabaseUrl) -> str:
     # Recorded while Pending; a run started by an operator from before that record asks the server now.
     return str(status.get("toolsImage") or jobs.tools_image(spec, database.server_major(url)))
 

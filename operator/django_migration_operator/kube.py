@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, RUN_NAMESPACE_LABEL, VERSION, RunRef
+from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import DeploymentState, JobState
 
 LEASE_PREFIX = "djangoops-db-"
@@ -67,7 +68,7 @@ class Kube:
                                                      namespace, PLURAL, name)
         return body
 
-    def patch_run_status(self, run: RunRef, status: dict[str, Any]) -> None:
+    def patch_run_status(self, run: RunRef, status: RunStatus) -> None:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, run.namespace, PLURAL, run.name,
                                                           {"status": status})
 

@@ -25,6 +25,7 @@ from http import HTTPStatus
 from typing import Any, Final
 
 from django_migration_operator import metrics
+from django_migration_operator.status import Reason
 
 SLACK: Final = "Slack"
 JSON: Final = "JSON"
@@ -189,7 +190,7 @@ _OPENER: Final = urllib.request.build_opener(_NoRedirect)
 
 def _slack_text(notice: Notice) -> str:
     emoji = _EMOJI.get(notice.kind, ":information_source:")
-    if notice.reason == "RestoreFailed":
+    if notice.reason == Reason.RESTORE_FAILED:
         emoji = _EMOJI_RESTORE_FAILED
     head = f"{emoji} *{_slack_escape(notice.namespace)}/{_slack_escape(notice.name)}* {_slack_escape(notice.kind)}"
     if notice.phase != notice.kind:  # e.g. Stopping while the phase is ScalingDown; Failed at Failed says it once

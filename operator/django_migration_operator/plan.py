@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-PLAN_MARKER = "DJANGOOPS_PLAN "
+from django_migration_operator import messages
+from django_migration_operator.status import Reason
 
-# How many log lines a "no plan" error quotes: enough for a traceback's last frame and its exception.
-_LOG_TAIL_LINES = 8
+PLAN_MARKER = "DJANGOOPS_PLAN "
 
 # Run by Django's shell, possibly an old Django on an old Python: plain syntax, standard library only.
 # Everything lives inside one function because older Django versions exec the command with separate
@@ -442,20 +442,14 @@ def parse_plan_output(log: str) -> PlanResult:
     try:
         payload = parse_marker(log, PLAN_MARKER)
         if payload is None:
-            return PlanResult((), error=f"the plan Job printed no plan; last lines:\n{_tail(log)}", reason="NoPlan")
+            return PlanResult((), error=messages.no_plan(log), reason=Reason.NO_PLAN)
         if "error" in payload:
-            return PlanResult((), error=str(payload["error"]), reason=str(payload.get("reason") or "PlanError"))
+            return PlanResult((), error=str(payload["error"]), reason=str(payload.get("reason") or Reason.PLAN_ERROR))
         return PlanResult(tuple(PlannedMigration.from_status(entry) for entry in payload["plan"]))
     except (ValueError, KeyError, TypeError) as error:
-        return PlanResult((), error=f"the plan Job printed a plan that cannot be read ({error!r}); last lines:\n"
-                                    f"{_tail(log)}", reason="BadPlan")
+        return PlanResult((), error=messages.unreadable_plan(error, log), reason=Reason.BAD_PLAN)
 
 
 def irreversible_steps(plan: Iterable[PlannedMigration]) -> list[PlannedMigration]:
     """The migrations the plan must unapply but cannot: `migrate` would stop at the first one."""
     return [migration for migration in plan if migration.backwards and not migration.reversible]
-
-
-def _tail(log: str) -> str:
-    lines = [line for line in log.splitlines() if line.strip()]
-    return "\n".join(lines[-_LOG_TAIL_LINES:])

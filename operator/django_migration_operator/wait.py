@@ -21,12 +21,13 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from django_migration_operator.resource import GROUP, PLURAL, VERSION
+from django_migration_operator.status import ConditionType, RunStatus, condition
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -46,17 +47,6 @@ IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/names
 class Report:
     lines: tuple[str, ...] = ()
     exit_code: int | None = None  # None: keep waiting
-
-
-def _reason(status: Mapping[str, Any]) -> str:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Succeeded" and condition.get("reason"):
-            return str(condition["reason"])
-    return str((status.get("failure") or {}).get("reason") or "")
-
-
-def _condition(status: Mapping[str, Any], kind: str) -> str | None:
-    return next((str(c.get("status")) for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
 
 def _compact(message: str) -> str:
@@ -86,8 +76,8 @@ class Progress:
     def _describe(self) -> str:
         return f"kubectl -n {self.namespace} describe djangomigration {self.name}"
 
-    def see(self, status: Mapping[str, Any] | None) -> Report:
-        status = status or {}
+    def see(self, status: RunStatus | None) -> Report:
+        status = status or RunStatus()
         self.phase = str(status.get("phase") or "")
         self.message = str(status.get("message") or "")
         if (self.phase, self.message) == self._shown:
@@ -98,9 +88,10 @@ class Progress:
         if self.phase == "Succeeded":
             return Report((f"{self.ref}: Succeeded: {self.message}",), EXIT_SUCCEEDED)
         if self.phase == "Failed":
-            reason = _reason(status)
+            reason = condition(status, ConditionType.SUCCEEDED).get("reason") or \
+                status.get("failure", {}).get("reason")
             facts = [f"reason {reason}"] if reason else []
-            rolled_back = _condition(status, "RolledBack")
+            rolled_back = condition(status, ConditionType.ROLLED_BACK).get("status")
             if rolled_back:
                 facts.append(f"RolledBack={rolled_back}")
             summary = f"{self.ref} failed ({', '.join(facts)})" if facts else f"{self.ref} failed"

@@ -19,14 +19,13 @@ Online (nothing stops; docs/strategies.md):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import cast
 
-from django_migration_operator import jobs
+from django_migration_operator import jobs, messages
 from django_migration_operator.classify import MigrationClass, choose_strategy, classify_plan
 from django_migration_operator.plan import (
     REHEARSAL_MARKER,
@@ -37,9 +36,18 @@ from django_migration_operator.plan import (
     parse_plan_output,
 )
 from django_migration_operator.resource import Spec
+from django_migration_operator.status import (
+    Backup,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Reason,
+    Rehearsal,
+    Restore,
+    RunStatus,
+    condition,
+)
 from django_migration_operator.window import Window
-
-Status = dict[str, Any]
 
 
 class Phase(StrEnum):
@@ -61,9 +69,6 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
-LOG_TAIL_LINES = 20
-# The reason of a step whose pod never started (jobTemplate.startTimeoutSeconds ran out): its Job was deleted.
-NOT_STARTED = "NotStarted"
 # What a rehearsal's prediction adds to the dump and the migration: stopping the app's pods, starting the Jobs' and
 # the app's again (about 3 s on devcluster, bench/timings.py).
 PREDICTED_OVERHEAD_SECONDS = 3.0
@@ -86,7 +91,7 @@ class DeploymentState:
 @dataclass(frozen=True)
 class JobState:
     finished: str | None  # None while it runs, "Complete" or "Failed"
-    reason: str | None  # the Job's failure reason (DeadlineExceeded, BackoffLimitExceeded, NOT_STARTED)
+    reason: str | None  # the Job's failure reason (DeadlineExceeded, BackoffLimitExceeded, Reason.NOT_STARTED)
     log: str  # the output of its pod
     created: datetime | None = None  # when the Job was created
     not_started: str | None = None  # why its pod has not started yet (Unschedulable: ...); None once it runs
@@ -157,24 +162,28 @@ Action = CreateJob | DeleteJob | DropScratch | Scale | SetImages | AcquireLease 
 
 @dataclass(frozen=True)
 class Event:
-    reason: str
+    reason: str  # a Reason, or the Phase the run enters
     message: str
     warning: bool = False
 
 
 @dataclass
 class Step:
-    status: Status = field(default_factory=dict)  # merged into .status before any action
+    status: RunStatus = field(default_factory=RunStatus)  # merged into .status before any action
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     wait: bool = False  # nothing more to do until the world changes (a Job ends, pods go)
     wake_after: float | None = None  # seconds: look again then at the latest, though nothing changed
 
 
+# A condition to set: its type, whether it holds, the reason and the message.
+ConditionChange = tuple[ConditionType, ConditionStatus, str, str]
+
+
 # --- the machine ------------------------------------------------------------------------------------------
 
 
-def advance(spec: Spec, status: Status, world: World) -> Step:
+def advance(spec: Spec, status: RunStatus, world: World) -> Step:
     facts = PHASES[phase_of(status)]
     if facts.handler is None:
         return Step(wait=True)
@@ -182,99 +191,95 @@ def advance(spec: Spec, status: Status, world: World) -> Step:
     return guard or facts.handler(spec, status, world)
 
 
-def phase_of(status: Status) -> Phase:
+def phase_of(status: RunStatus) -> Phase:
     return Phase(status.get("phase") or Phase.PENDING)
 
 
-def _pending(spec: Spec, status: Status, world: World) -> Step:
+def _pending(spec: Spec, status: RunStatus, world: World) -> Step:
     problems = list(world.problems)
-    chosen: Status = {}
+    chosen: RunStatus = {}
     if not problems and (spec.backup_enabled or spec.rehearsal) and world.server_major:
         # Chosen once, with the server's version, and kept: the backup and the restore run the same tools.
         chosen = {"toolsImage": jobs.tools_image(spec, world.server_major)}
         refused = jobs.tools_problem(chosen["toolsImage"], world.server_major)
         problems += [refused] if refused else []
     if problems:
-        message = "; ".join(problems) + ". Nothing was changed: the app and the database are as they were."
-        return _finish(status, world, Phase.FAILED, "InvalidSpec", message, release=False)
+        return _finish(status, world, Phase.FAILED, Reason.INVALID_SPEC, messages.invalid_spec(problems),
+                       release=False)
     return _queue_or_plan(status, world, chosen)
 
 
-def _queued(spec: Spec, status: Status, world: World) -> Step:
+def _queued(spec: Spec, status: RunStatus, world: World) -> Step:
     return _queue_or_plan(status, world, {})
 
 
-def _queue_or_plan(status: Status, world: World, chosen: Status) -> Step:
+def _queue_or_plan(status: RunStatus, world: World, chosen: RunStatus) -> Step:
     if world.lease_holder:
         if status.get("phase") == Phase.QUEUED and status.get("waitingFor") == world.lease_holder:
             return Step(wait=True)
-        message = f"waiting for run {world.lease_holder}, which holds this database"
+        message = messages.queued(world.lease_holder)
         return Step(status={**chosen, "phase": Phase.QUEUED, "waitingFor": world.lease_holder, "message": message,
                             "startedAt": status.get("startedAt") or _iso(world.now),
-                            "conditions": _conditions(status, world, Succeeded=("Unknown", "Queued", message))},
-                    events=[Event("Queued", message)], wait=True)
+                            "conditions": _conditions(status, world, (ConditionType.SUCCEEDED, "Unknown",
+                                                                      Reason.QUEUED, message))},
+                    events=[Event(Phase.QUEUED, message)], wait=True)
     if not world.lease_ours:
         # The Lease first, the phase after: a restart in between finds the run still waiting, never a
         # run past Pending without the Lease.
         return Step(actions=[AcquireLease()])
-    message = "planning: listing the migrations to apply"
+    message = messages.planning()
     return Step(status={**chosen, "phase": Phase.PLANNING, "waitingFor": None, "message": message,
                         "startedAt": status.get("startedAt") or _iso(world.now),
-                        "conditions": _conditions(status, world, Succeeded=("Unknown", "Running", message))},
-                events=[Event("Planning", message)])
+                        "conditions": _conditions(status, world, (ConditionType.SUCCEEDED, "Unknown",
+                                                                  Reason.RUNNING, message))},
+                events=[Event(Phase.PLANNING, message)])
 
 
-def _planning(spec: Spec, status: Status, world: World) -> Step:
+def _planning(spec: Spec, status: RunStatus, world: World) -> Step:
     job = _job_step(spec, status, world, "plan")
     if isinstance(job, Step):
         return job
     result = parse_plan_output(job.log)
     if job.finished == "Failed" or result.error:
-        detail = result.error or _tail(job.log)
-        return _finish(status, world, Phase.FAILED, result.reason or "PlanFailed",
-                       f"planning failed, nothing was changed: {detail}")
+        return _finish(status, world, Phase.FAILED, result.reason or Reason.PLAN_FAILED,
+                       messages.plan_failed(result.error or messages.tail(job.log)))
     migrations = classify_plan(result.migrations, spec.migration_classes)
     plan = [m.to_status() for m in migrations]
     choice = choose_strategy(spec.strategy, migrations, spec.image)
-    planned = {"plan": plan, "planCount": len(plan), "strategy": choice.strategy, "strategyReason": choice.reason}
+    planned: RunStatus = {"plan": plan, "planCount": len(plan), "strategy": choice.strategy,
+                          "strategyReason": choice.reason}
     if not plan:
-        return _finish({**status, **planned}, world, Phase.SUCCEEDED, "NothingToMigrate",
-                       "no migration to apply: the database is up to date; the app was not stopped",
-                       extra={**planned, "downtimeSeconds": 0})
+        return _finish({**status, **planned}, world, Phase.SUCCEEDED, Reason.NOTHING_TO_MIGRATE,
+                       messages.nothing_to_migrate(), extra={**planned, "downtimeSeconds": 0})
     irreversible = irreversible_steps(migrations)
     if irreversible:
-        names = ", ".join(f"{m.app}.{m.name}" for m in irreversible)
-        return _finish({**status, **planned}, world, Phase.FAILED, "Irreversible",
-                       f"the plan unapplies {names}, which cannot be reversed; nothing was changed. "
-                       "Choose a migrate.target after it, or restore a backup instead", extra=planned)
+        return _finish({**status, **planned}, world, Phase.FAILED, Reason.IRREVERSIBLE,
+                       messages.irreversible(irreversible), extra=planned)
     if choice.refused:
-        return _finish({**status, **planned}, world, Phase.FAILED, "OnlineRefused",
-                       f"strategy: Online cannot apply this plan while the app serves: {'; '.join(choice.refused)}. "
-                       "Nothing was changed: the app and the database are as they were. Set strategy: Offline, or "
-                       "Auto, which stops the app for such a plan", extra=planned)
-    chosen = Event("StrategyChosen", f"{choice.strategy}: {choice.reason}")
+        return _finish({**status, **planned}, world, Phase.FAILED, Reason.ONLINE_REFUSED,
+                       messages.online_refused(choice.refused), extra=planned)
+    chosen = Event(Reason.STRATEGY_CHOSEN, messages.strategy_chosen(choice.strategy, choice.reason))
     if spec.rehearsal:
-        message = f"plan: {_plan_summary(migrations)}; rehearsing on a copy of the database while the app serves"
+        message = messages.rehearsing(messages.plan_summary(migrations))
         return Step(status={**planned, "phase": Phase.REHEARSING, "message": message},
-                    events=[chosen, Event("Rehearsing", message)])
+                    events=[chosen, Event(Phase.REHEARSING, message)])
     step = _plan_ready(spec, {**status, **planned}, world, "")
     return Step(status={**planned, **step.status}, events=[chosen, *step.events])
 
 
-def _plan_ready(spec: Spec, status: Status, world: World, rehearsed: str) -> Step:
+def _plan_ready(spec: Spec, status: RunStatus, world: World, rehearsed: str) -> Step:
     """The plan is known (and rehearsed): wait for approval, or start."""
     summary = _recorded_plan_summary(status) + rehearsed
     if spec.approval == "Manual":
-        message = f"plan ready ({summary}; {status.get('strategy')}); waiting for approval: set spec.approval to " \
-                  "Automatic to go on"
+        message = messages.awaiting_approval(summary, status.get("strategy"))
         return Step(status={"phase": Phase.AWAITING_APPROVAL, "message": message},
-                    events=[Event("AwaitingApproval", message)])
+                    events=[Event(Phase.AWAITING_APPROVAL, message)])
     return _start(spec, status, world, summary)
 
 
-def _rehearsing(spec: Spec, status: Status, world: World) -> Step:
+def _rehearsing(spec: Spec, status: RunStatus, world: World) -> Step:
     """The plan applied to a scratch copy first: timed, verified, dropped. Production is never touched."""
-    rehearsal: Status = status.get("rehearsal") or {}
+    rehearsal: Rehearsal = status.get("rehearsal") or {}
     if "outcome" not in rehearsal:
         job = _job_step(spec, status, world, "rehearse")
         if isinstance(job, Step):
@@ -285,47 +290,45 @@ def _rehearsing(spec: Spec, status: Status, world: World) -> Step:
     if world.scratch_exists:
         return Step(actions=[DropScratch()])
     if rehearsal["outcome"] == "Failed":
-        message = (f"the rehearsal on a copy of the database failed: {rehearsal['message']}. Production was never "
-                   "touched and the app never stopped; the copy was dropped")
-        return _finish(status, world, Phase.FAILED, "RehearsalFailed", message, extra={
-            "failure": {"step": Phase.REHEARSING, "reason": "RehearsalFailed", "message": rehearsal["message"]}})
-    rehearsed = (f"; rehearsed on a copy: dump {rehearsal.get('dumpSeconds', 0):.1f}s, migrate "
-                 f"{rehearsal.get('migrateSeconds', 0):.1f}s, predicted downtime "
-                 f"{rehearsal.get('predictedDowntimeSeconds', 0):.0f}s")
-    return _plan_ready(spec, status, world, rehearsed)
+        return _finish(status, world, Phase.FAILED, Reason.REHEARSAL_FAILED,
+                       messages.rehearsal_failed(rehearsal["message"]), extra={
+                           "failure": {"step": Phase.REHEARSING, "reason": Reason.REHEARSAL_FAILED,
+                                       "message": rehearsal["message"]}})
+    return _plan_ready(spec, status, world, messages.rehearsed(rehearsal))
 
 
-def _judge_rehearsal(spec: Spec, status: Status, world: World, job: JobState) -> Status:
+def _judge_rehearsal(spec: Spec, status: RunStatus, world: World, job: JobState) -> Rehearsal:
     """The rehearsal's durations and outcome, from its two markers and the copy's verification."""
     copied = jobs.parse_marker(job.log, jobs.REHEARSAL_COPY_MARKER)
     migrated = parse_marker(job.log, REHEARSAL_MARKER) or {}
     measured = {**(copied or {}), **migrated}
-    timings = {key: value for key, value in measured.items() if key.endswith(("Seconds", "Bytes"))}
+    # The markers' durations and sizes, named as the rehearsal's status fields (jobs.rehearse_job prints them).
+    timings = cast(Rehearsal, {key: value for key, value in measured.items() if key.endswith(("Seconds", "Bytes"))})
     if job.finished == "Failed" or not migrated:
-        output = _tail(job.log)
-        what = _migration_failure(job, output) if copied else f"copying the database failed: {output}"
+        output = messages.tail(job.log)
+        what = _migration_failure(job) if copied else messages.rehearsal_copy_failed(output)
         return {**timings, "outcome": "Failed", "message": what}
     assert copied is not None
     failures = _verification_failures(spec, status, world, copied.get("rowCounts", {}))
     if failures:
-        return {**timings, "outcome": "Failed", "message": "verification failed on the copy: " + "; ".join(failures)}
+        return {**timings, "outcome": "Failed", "message": messages.rehearsal_verification_failed(failures)}
     offline = 0.0 if _online(status) else timings.get("dumpSeconds", 0) + timings.get("migrateSeconds", 0) + \
         PREDICTED_OVERHEAD_SECONDS
     return {**timings, "outcome": "Succeeded", "predictedDowntimeSeconds": round(offline, 1),
-            "message": "migrated and verified on the copy"}
+            "message": messages.rehearsal_succeeded()}
 
 
-def _awaiting_approval(spec: Spec, status: Status, world: World) -> Step:
+def _awaiting_approval(spec: Spec, status: RunStatus, world: World) -> Step:
     if spec.approval == "Manual":
         return Step(wait=True)
     return _start(spec, status, world, _recorded_plan_summary(status))
 
 
-def _scheduled(spec: Spec, status: Status, world: World) -> Step:
+def _scheduled(spec: Spec, status: RunStatus, world: World) -> Step:
     return _start(spec, status, world, _recorded_plan_summary(status))
 
 
-def _start(spec: Spec, status: Status, world: World, summary: str) -> Step:
+def _start(spec: Spec, status: RunStatus, world: World, summary: str) -> Step:
     """Offline stops the app first; online backs up while it serves (or migrates, without a backup).
 
     Not before the maintenance window opens, with room for the predicted downtime; once started, a run is never
@@ -335,58 +338,44 @@ def _start(spec: Spec, status: Status, world: World, summary: str) -> Step:
     if waiting:
         return waiting
     if not _online(status):
-        message = f"plan: {summary}; stopping the app"
-        return Step(status={"phase": Phase.SCALING_DOWN, "message": message}, events=[Event("ScalingDown", message)])
+        message = messages.stopping_the_app(summary)
+        return Step(status={"phase": Phase.SCALING_DOWN, "message": message},
+                    events=[Event(Phase.SCALING_DOWN, message)])
     if spec.backup_enabled:
-        message = f"plan: {summary}; online: backing the database up into {spec.backup_claim} while the app serves"
-        return Step(status={"phase": Phase.BACKING_UP, "message": message}, events=[Event("BackingUp", message)])
-    message = f"plan: {summary}; online, backup disabled (backup.enabled: false): migrating without a backup"
+        message = messages.backing_up_online(summary, spec.backup_claim)
+        return Step(status={"phase": Phase.BACKING_UP, "message": message}, events=[Event(Phase.BACKING_UP, message)])
+    message = messages.migrating_online_without_backup(summary)
     return Step(status={"phase": Phase.MIGRATING, "message": message},
-                events=[Event("Migrating", message, warning=True)])
+                events=[Event(Phase.MIGRATING, message, warning=True)])
 
 
-def _until_the_window(spec: Spec, status: Status, world: World) -> Step | None:
+def _until_the_window(spec: Spec, status: RunStatus, world: World) -> Step | None:
     """None when the window is open with room for the predicted downtime; else wait in Scheduled, or fail."""
     window = Window.from_spec(spec.window)
     predicted = float((status.get("rehearsal") or {}).get("predictedDowntimeSeconds") or 0)
     found = window.opening(world.now, timedelta(seconds=predicted))
     if found is None:
         if predicted > window.duration.total_seconds():
-            why = (f"the predicted downtime ({predicted:.0f}s, status.rehearsal) is longer than the maintenance "
-                   f"window (window.duration: {spec.window.get('duration')})")
+            why = messages.window_too_short(predicted, spec.window.get("duration"))
         elif window.recurs:
-            why = "the maintenance window's schedule never opens (window.schedule)"
+            why = messages.window_never_opens()
         else:
-            left = f", or too little of it is left for the predicted downtime ({predicted:.0f}s)" if predicted else ""
-            why = f"the maintenance window (window.start) is over{left}"
-        return _finish(status, world, Phase.FAILED, "OutsideWindow",
-                       f"{why}, and no later window will do. Nothing was changed: the app and the database are as "
-                       "they were. Apply a new run with a window that fits")
+            why = messages.window_over(predicted)
+        return _finish(status, world, Phase.FAILED, Reason.OUTSIDE_WINDOW, messages.outside_window(why))
     opens, closes = found
     if opens <= world.now:
         return None
-    local = opens.astimezone(window.zone)
-    room = f", the first with room for the predicted downtime ({predicted:.0f}s)" if predicted else ""
-    message = (f"waiting for the maintenance window: it opens {local.isoformat()} ({window.zone.key}), in "
-               f"{_duration(opens - world.now)}{room}; the run starts then")
+    message = messages.scheduled(opens.astimezone(window.zone).isoformat(), window.zone.key, opens - world.now,
+                                 predicted)
     wake = (opens - world.now).total_seconds()
     if status.get("phase") == Phase.SCHEDULED and (status.get("window") or {}).get("opensAt") == _iso(opens):
         return Step(wait=True, wake_after=wake)
     return Step(status={"phase": Phase.SCHEDULED, "message": message,
                         "window": {"opensAt": _iso(opens), "closesAt": _iso(closes)}},
-                events=[Event("Scheduled", message)], wait=True, wake_after=wake)
+                events=[Event(Phase.SCHEDULED, message)], wait=True, wake_after=wake)
 
 
-def _duration(span: timedelta) -> str:
-    minutes, seconds = divmod(int(span.total_seconds()), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{seconds}s" if seconds and not days and not hours else ""]
-    return "".join(parts) or "0s"
-
-
-def _scaling_down(spec: Spec, status: Status, world: World) -> Step:
+def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
     if "replicas" not in status:
         # Recorded before anything scales, so a restart can never mistake 0 for the app's size.
         return Step(status={"replicas": {name: world.deployments[name].replicas for name in spec.deployments},
@@ -396,143 +385,115 @@ def _scaling_down(spec: Spec, status: Status, world: World) -> Step:
     if actions or remaining:
         return Step(actions=actions, wait=True)
     if spec.backup_enabled:
-        message = f"app stopped; backing the database up into {spec.backup_claim}"
-        return Step(status={"phase": Phase.BACKING_UP, "message": message}, events=[Event("BackingUp", message)])
-    message = "app stopped; backup disabled (backup.enabled: false): migrating without a backup"
+        message = messages.backing_up(spec.backup_claim)
+        return Step(status={"phase": Phase.BACKING_UP, "message": message}, events=[Event(Phase.BACKING_UP, message)])
+    message = messages.migrating_without_backup()
     return Step(status={"phase": Phase.MIGRATING, "message": message},
-                events=[Event("Migrating", message, warning=True)])
+                events=[Event(Phase.MIGRATING, message, warning=True)])
 
 
-def _backing_up(spec: Spec, status: Status, world: World) -> Step:
+def _backing_up(spec: Spec, status: RunStatus, world: World) -> Step:
     job = _job_step(spec, status, world, "backup", extra={**_counts_before(status, world),
                                                           "backup": {"startedAt": _iso(world.now)}})
     if isinstance(job, Step):
         return job
-    backup = jobs.parse_marker(job.log, jobs.BACKUP_MARKER) if job.finished == "Complete" else None
+    # The marker's record, as the backup script prints it (jobs.backup_job).
+    backup = cast(Backup | None, jobs.parse_marker(job.log, jobs.BACKUP_MARKER)) if job.finished == "Complete" \
+        else None
     if not backup or not backup.get("verified"):
-        why = "timed out: backup.timeoutSeconds" if job.reason == "DeadlineExceeded" else \
-            job.reason or "pg_dump or its verification failed"
-        reason = f"the backup failed ({why}): {_tail(job.log)}; no migration was attempted"
+        failure = messages.backup_failed(job.reason, job.log)
+        not_taken: ConditionChange = (ConditionType.BACKUP_TAKEN, "False", Reason.BACKUP_FAILED, failure)
         if _online(status):
-            message = f"{reason}. The app kept serving and the database is as it was"
-            return _finish(status, world, Phase.FAILED, "BackupFailed", message, extra={
-                "conditions": _conditions(status, world, BackupTaken=("False", "BackupFailed", reason))})
-        return _fail_towards_scaling_up(status, world, "BackingUp", "BackupFailed", reason,
-                                        BackupTaken=("False", "BackupFailed", reason))
-    record = {**status.get("backup", {}), **backup, "completedAt": _iso(world.now)}
-    message = f"backup verified: {record['path']} ({record.get('sizeBytes', 0)} bytes); migrating"
+            return _finish(status, world, Phase.FAILED, Reason.BACKUP_FAILED, messages.backup_failed_online(failure),
+                           extra={"conditions": _conditions(status, world, not_taken)})
+        return _fail_towards_scaling_up(status, world, Phase.BACKING_UP, Reason.BACKUP_FAILED, failure, not_taken)
+    record: Backup = {**status.get("backup", {}), **backup, "completedAt": _iso(world.now)}
+    message = messages.backup_verified(record["path"], record.get("sizeBytes", 0))
     return Step(status={"backup": record, "phase": Phase.MIGRATING, "message": message,
-                        "conditions": _conditions(status, world, BackupTaken=("True", "BackupVerified", message))},
-                events=[Event("Migrating", message)])
+                        "conditions": _conditions(status, world, (ConditionType.BACKUP_TAKEN, "True",
+                                                                  Reason.BACKUP_VERIFIED, message))},
+                events=[Event(Phase.MIGRATING, message)])
 
 
-def _migrating(spec: Spec, status: Status, world: World) -> Step:
+def _migrating(spec: Spec, status: RunStatus, world: World) -> Step:
     online = _online(status)
     if online and not online_migrations(status, MigrationClass.EXPAND):
-        return _roll_out(spec, "no expand migration")
+        return _roll_out(spec, expanded=False)
     job = _job_step(spec, status, world, "migrate", extra=_counts_before(status, world))
     if isinstance(job, Step):
         return job
-    output = _tail(job.log)
+    output = messages.tail(job.log)
     if job.finished == "Failed":
-        reason = _migration_failure(job, output)
-        failed = {"migrateOutput": output,
-                  "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))}
+        failure = _migration_failure(job)
+        failed: RunStatus = {"migrateOutput": output, "conditions": _conditions(
+            status, world, (ConditionType.MIGRATED, "False", Reason.MIGRATION_FAILED, failure))}
         if online:
-            message = (f"{reason}. PostgreSQL rolled the failing migration back and the app kept serving the "
-                       f"release it ran: nothing was stopped or restored{_applied_before(job.log)}")
-            return _finish({**status, **failed}, world, Phase.FAILED, "MigrationFailed", message, extra=failed)
-        return _after_damage(spec, status, world, "Migrating", "MigrationFailed", reason, failed)
+            return _finish({**status, **failed}, world, Phase.FAILED, Reason.MIGRATION_FAILED,
+                           messages.online_migration_failed(failure, job.log), extra=failed)
+        return _after_damage(spec, status, world, Phase.MIGRATING, Reason.MIGRATION_FAILED, failure, failed)
     if online:
-        step = _roll_out(spec, "expand migrations applied")
+        step = _roll_out(spec, expanded=True)
         return Step(status={"migrateOutput": output, **step.status}, events=step.events)
-    message = "migrations applied; verifying"
-    return Step(status={"migrateOutput": output, "phase": Phase.VERIFYING, "message": message,
-                        "conditions": _conditions(status, world, Migrated=("True", "Migrated", message))},
-                events=[Event("Verifying", message)])
+    return _to_verifying(status, world, messages.migrations_applied(), {"migrateOutput": output})
 
 
-def _verifying(spec: Spec, status: Status, world: World) -> Step:
+def _verifying(spec: Spec, status: RunStatus, world: World) -> Step:
     if world.applied is None or world.row_counts is None or world.check_results is None:
         return Step(wait=True)
     before = {table: counts["before"] for table, counts in status.get("rowCounts", {}).items() if "before" in counts}
     failures = _verification_failures(spec, status, world, before)
-    counts = {t: {**status.get("rowCounts", {}).get(t, {}), "after": n} for t, n in world.row_counts.items()}
+    counts: RunStatus = {"rowCounts": {t: {**status.get("rowCounts", {}).get(t, {}), "after": n}
+                                       for t, n in world.row_counts.items()}}
     if failures:
-        reason = "verification failed: " + "; ".join(failures)
-        verified = _conditions(status, world, Verified=("False", "VerificationFailed", reason))
+        failure = messages.verification_failed(failures)
+        verified = _conditions(status, world, (ConditionType.VERIFIED, "False", Reason.VERIFICATION_FAILED, failure))
         if _online(status):
-            message = (f"{reason}. The release serves the migrated database; nothing was restored (online: a "
-                       f"restore would lose the writes made since the backup {status.get('backup', {}).get('path')})")
-            return _finish(status, world, Phase.FAILED, "VerificationFailed", message,
-                           extra={"rowCounts": counts, "conditions": verified})
-        return _after_damage(spec, status, world, "Verifying", "VerificationFailed", reason,
-                             {"rowCounts": counts, "conditions": verified})
+            message = messages.verification_failed_online(failure, status.get("backup", {}).get("path"))
+            return _finish(status, world, Phase.FAILED, Reason.VERIFICATION_FAILED, message,
+                           extra={**counts, "conditions": verified})
+        return _after_damage(spec, status, world, Phase.VERIFYING, Reason.VERIFICATION_FAILED, failure,
+                             {**counts, "conditions": verified})
     if _online(status):
-        count = status.get("planCount", 0)
-        message = (f"{count} migration{'s' if count != 1 else ''} applied online, 0s downtime; verified; the app "
-                   f"serves{_image_summary(_images_to_start(spec, status, released=True))}")
-        return _finish(status, world, Phase.SUCCEEDED, "Migrated", message, extra={
-            "rowCounts": counts, "downtimeSeconds": 0,
-            "conditions": _conditions(status, world, Verified=("True", "Verified", message))})
-    message = "verified: django_migrations, row counts and checks hold; starting the app"
-    return Step(status={"rowCounts": counts, "phase": Phase.SCALING_UP, "message": message,
-                        "conditions": _conditions(status, world, Verified=("True", "Verified", message))},
-                events=[Event("ScalingUp", message)])
+        message = messages.succeeded_online(status.get("planCount", 0),
+                                            _images_to_start(spec, status, released=True))
+        return _finish(status, world, Phase.SUCCEEDED, Reason.PLAN_APPLIED, message, extra={
+            **counts, "downtimeSeconds": 0, "conditions": _conditions(
+                status, world, (ConditionType.VERIFIED, "True", Reason.VERIFICATION_PASSED, message))})
+    message = messages.verified()
+    return Step(status={**counts, "phase": Phase.SCALING_UP, "message": message,
+                        "conditions": _conditions(status, world, (ConditionType.VERIFIED, "True",
+                                                                  Reason.VERIFICATION_PASSED, message))},
+                events=[Event(Phase.SCALING_UP, message)])
 
 
-def _restoring(spec: Spec, status: Status, world: World) -> Step:
+def _restoring(spec: Spec, status: RunStatus, world: World) -> Step:
     job = _job_step(spec, status, world, "restore")
     if isinstance(job, Step):
         return job
-    failure = status.get("failure", {})
+    failure = status.get("failure")
     path = status.get("backup", {}).get("path", "?")
     if job.finished == "Failed":
-        message = (f"{failure.get('message', 'the run failed')}; then the restore failed too: {_tail(job.log)}. "
-                   f"The app stays stopped (old code must not run on a broken schema). The backup is {path} in "
-                   f"PersistentVolumeClaim {spec.backup_claim}: restore it by hand with `pg_restore "
-                   f"--single-transaction --exit-on-error --no-owner -d <database> {path}` into a recreated "
-                   "database, then scale the app back to status.replicas")
-        return _finish(status, world, Phase.FAILED, "RestoreFailed", message, extra={
-            "conditions": _conditions(status, world, RestoreFailed=("True", "RestoreFailed", message),
-                                      RolledBack=("False", "RestoreFailed", message),
-                                      Succeeded=("False", "RestoreFailed", message))})
-    restored = jobs.parse_marker(job.log, jobs.RESTORE_MARKER) or {}
+        message = messages.restore_failed(failure["message"] if failure else None, job.log, path, spec.backup_claim)
+        return _finish(status, world, Phase.FAILED, Reason.RESTORE_FAILED, message, extra={
+            "conditions": _conditions(
+                status, world, (ConditionType.MANUAL_RESTORE_REQUIRED, "True", Reason.RESTORE_FAILED, message),
+                (ConditionType.ROLLED_BACK, "False", Reason.RESTORE_FAILED, message),
+                (ConditionType.SUCCEEDED, "False", Reason.RESTORE_FAILED, message))})
+    # The marker's record, as the restore script prints it (jobs.restore_job).
+    restored = cast(Restore, jobs.parse_marker(job.log, jobs.RESTORE_MARKER) or {})
     if restored.get("refused"):
         # psql's own words for each statement the server refused ("psql:apply.sql:12: ERROR:  permission ...").
         restored["refusedStatements"] = [line.split("ERROR:", 1)[1].strip() for line in job.log.splitlines()
                                          if "ERROR:" in line]
-    message = f"database restored from {path} ({_restore_summary(restored)}); starting the app on the restored " \
-              "database"
+    message = messages.restored(path, restored)
     return Step(status={"phase": Phase.SCALING_UP, "message": message, "restore": restored,
-                        "conditions": _conditions(status, world, RolledBack=("True", "Restored", message))},
-                events=[Event("Restored", message, warning=True)])
+                        "conditions": _conditions(status, world, (ConditionType.ROLLED_BACK, "True", Reason.RESTORED,
+                                                                  message))},
+                events=[Event(Reason.RESTORED, message, warning=True)])
 
 
-def _restore_summary(restored: Status) -> str:
-    """What the restore gave back besides the data, and what it could not (the restore script's marker)."""
-    kept: list[str] = restored.get("kept", [])
-    database: list[str] = [word for word in ("owner", "privileges", "comment", "settings") if word in kept]
-    parts = [f"kept: the database's {_words(database)}"] if database else []
-    if "objectOwners" in kept:
-        parts.append("every object keeps its owner")
-    elif restored.get("notActingAs"):
-        parts.append(f"its objects now belong to the database URL's role, which cannot act as "
-                     f"{restored['notActingAs']}")
-    if restored.get("refused"):
-        parts.append(f"not re-applied: {'; '.join(restored.get('refusedStatements') or [])}")
-    if restored.get("attempts", 1) > 1:
-        parts.append(f"the server went away during the restore: it ran {restored['attempts']} times, the last one "
-                     "whole, from its DROP")
-    return "; ".join(parts) or "the data only: the backup holds none of the database's own properties"
-
-
-def _words(items: list[str]) -> str:
-    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else "".join(items)
-
-
-def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
-    recorded: dict[str, int] = status.get("replicas", {})
+def _scaling_up(spec: Spec, status: RunStatus, world: World) -> Step:
+    recorded = status.get("replicas", {})
     failure = status.get("failure")
     images = _images_to_start(spec, status, released=not failure)
     actions: list[Action] = [Scale(name, replicas, images.get(name, {})) for name, replicas in recorded.items()
@@ -543,35 +504,25 @@ def _scaling_up(spec: Spec, status: Status, world: World) -> Step:
     if actions or not ready:
         return Step(actions=actions, wait=True)
     downtime = _seconds_since(status.get("stoppedAt"), world.now)
-    replicas = ", ".join(f"{name} {n}" for name, n in recorded.items())
-    running_on = _image_summary(images)
     if failure:
-        message = (f"{failure['message'].rstrip('.')}. The app runs again ({replicas}){running_on} after "
-                   f"{downtime:.0f}s of downtime")
-        if status.get("phase") == Phase.SCALING_UP and _condition_status(status, "RolledBack") == "True":
-            message += (f"; the database was restored from the backup taken before the migration "
-                        f"({_restore_summary(status.get('restore', {}))})")
+        rolled_back = condition(status, ConditionType.ROLLED_BACK).get("status") == "True"
+        message = messages.failed_app_running(failure["message"], recorded, images, downtime,
+                                              status.get("restore", {}) if rolled_back else None)
         return _finish(status, world, Phase.FAILED, failure["reason"], message, extra={"downtimeSeconds": downtime})
-    count = status.get("planCount", 0)
-    # Django refuses a plan that goes both ways, so one verb tells the direction of them all.
-    verb = "unapplied" if any(entry.get("backwards") for entry in status.get("plan", [])) else "applied"
-    migrated = f"{count} migration{'s' if count != 1 else ''} {verb}"
-    message = f"{migrated}, {downtime:.0f}s downtime; app running ({replicas}){running_on}"
-    return _finish(status, world, Phase.SUCCEEDED, "Migrated", message, extra={"downtimeSeconds": downtime})
+    backwards = any(entry.get("backwards") for entry in status.get("plan", []))
+    message = messages.succeeded(status.get("planCount", 0), backwards, downtime, recorded, images)
+    return _finish(status, world, Phase.SUCCEEDED, Reason.PLAN_APPLIED, message, extra={"downtimeSeconds": downtime})
 
 
-def _rolling_out(spec: Spec, status: Status, world: World) -> Step:
+def _rolling_out(spec: Spec, status: RunStatus, world: World) -> Step:
     if "images" not in status:
         # Recorded before the rollout, as before a scale-down: which containers move to the release.
         return Step(status={"images": _release_containers(spec, world)})
     images = _images_to_start(spec, status, released=True)
     stalled = sorted(name for name in images if world.deployments[name].stalled)
     if stalled:
-        message = (f"the rollout of {spec.image} did not progress ({', '.join(stalled)}: ProgressDeadlineExceeded). "
-                   "The expand migrations are applied and the contract migrations were not run; the Deployments "
-                   "are as their rollout left them (`kubectl rollout undo` goes back: expand migrations suit the "
-                   "previous release)")
-        return _finish(status, world, Phase.FAILED, "RolloutFailed", message)
+        return _finish(status, world, Phase.FAILED, Reason.ROLLOUT_FAILED,
+                       messages.rollout_stalled(spec.image, stalled))
     actions: list[Action] = [SetImages(name, wanted) for name, wanted in images.items()
                              if not _runs(world.deployments[name], wanted)]
     ready = all(world.deployments[name].rolled_out and world.deployments[name].available >= world.deployments[
@@ -579,30 +530,28 @@ def _rolling_out(spec: Spec, status: Status, world: World) -> Step:
     if actions or not ready:
         return Step(actions=actions, wait=True)
     if online_migrations(status, MigrationClass.CONTRACT):
-        message = f"the app runs {spec.image}; applying the contract migrations"
-        return Step(status={"phase": Phase.CONTRACTING, "message": message}, events=[Event("Contracting", message)])
-    return _to_verifying(status, world, f"the app runs {spec.image}; no contract migration; verifying")
+        message = messages.contracting(spec.image)
+        return Step(status={"phase": Phase.CONTRACTING, "message": message},
+                    events=[Event(Phase.CONTRACTING, message)])
+    return _to_verifying(status, world, messages.rolled_out_without_contract(spec.image))
 
 
-def _contracting(spec: Spec, status: Status, world: World) -> Step:
+def _contracting(spec: Spec, status: RunStatus, world: World) -> Step:
     job = _job_step(spec, status, world, "contract")
     if isinstance(job, Step):
         return job
-    output = _tail(job.log)
+    output = messages.tail(job.log)
     if job.finished == "Failed":
-        reason = _migration_failure(job, output)
-        message = (f"{reason}. The release {spec.image} serves without the contract changes; the expand "
-                   "migrations stay applied and nothing was restored (online: a restore would lose the writes "
-                   "made since the backup). Fix the migration and run again: the plan then holds only what is "
-                   "left")
-        failed = {"contractOutput": output,
-                  "conditions": _conditions(status, world, Migrated=("False", "MigrationFailed", reason))}
-        return _finish({**status, **failed}, world, Phase.FAILED, "ContractFailed", message, extra=failed)
-    return _to_verifying({**status, "contractOutput": output}, world, "contract migrations applied; verifying",
+        failure = _migration_failure(job)
+        failed: RunStatus = {"contractOutput": output, "conditions": _conditions(
+            status, world, (ConditionType.MIGRATED, "False", Reason.MIGRATION_FAILED, failure))}
+        return _finish({**status, **failed}, world, Phase.FAILED, Reason.CONTRACT_FAILED,
+                       messages.contract_failed(failure, spec.image), extra=failed)
+    return _to_verifying({**status, "contractOutput": output}, world, messages.contract_applied(),
                          {"contractOutput": output})
 
 
-Handler = Callable[[Spec, Status, World], Step]
+Handler = Callable[[Spec, RunStatus, World], Step]
 
 
 @dataclass(frozen=True)
@@ -647,14 +596,15 @@ TERMINAL = frozenset(phase for phase, facts in PHASES.items() if facts.handler i
 # --- shared pieces ------------------------------------------------------------------------------------------
 
 
-def _job_step(spec: Spec, status: Status, world: World, step: str, extra: Status | None = None) -> Step | JobState:
+def _job_step(spec: Spec, status: RunStatus, world: World, step: str,
+              extra: RunStatus | None = None) -> Step | JobState:
     """Creates the step's Job and waits for it; the Job's state once it ended, or once its pod never started."""
     not_started = status.get("notStarted")
     if not_started and not_started["step"] == step:
         if world.job is not None:
             # Gone before the step fails: a pod that starts late must never run after the run moved on.
             return Step(actions=[DeleteJob(step)], wait=True)
-        return JobState("Failed", NOT_STARTED, not_started["message"])
+        return JobState("Failed", Reason.NOT_STARTED, not_started["message"])
     if world.job is None:
         if step in status.get("jobs", {}):
             # Recorded but absent: the operator stopped between the record and the create (reads go to the API
@@ -665,41 +615,40 @@ def _job_step(spec: Spec, status: Status, world: World, step: str, extra: Status
     if world.job.finished is None:
         waited = (world.now - world.job.created).total_seconds() if world.job.created else 0.0
         if world.job.not_started and waited > spec.start_timeout_seconds:
-            message = (f"its pod did not start within jobTemplate.startTimeoutSeconds ({spec.start_timeout_seconds}s): "
-                       f"{world.job.not_started}")
+            message = messages.not_started(spec.start_timeout_seconds, world.job.not_started)
             return Step(status={"notStarted": {"step": step, "message": message}}, actions=[DeleteJob(step)],
                         wait=True)
         return Step(wait=True)
     return world.job
 
 
-def _online(status: Status) -> bool:
+def _online(status: RunStatus) -> bool:
     return bool(status.get("strategy") == "Online")
 
 
-def online_migrations(status: Status, migration_class: MigrationClass) -> list[str]:
+def online_migrations(status: RunStatus, migration_class: MigrationClass) -> list[str]:
     """app.name of the plan's migrations of one class, in plan order: what an online step applies."""
     return [f"{m['app']}.{m['name']}" for m in status.get("plan", []) if m.get("class") == migration_class]
 
 
-def _roll_out(spec: Spec, done: str) -> Step:
-    message = f"{done}; rolling the app out to {spec.image} with its own rolling update"
-    return Step(status={"phase": Phase.ROLLING_OUT, "message": message}, events=[Event("RollingOut", message)])
+def _roll_out(spec: Spec, expanded: bool) -> Step:
+    message = messages.rolling_out(spec.image, expanded)
+    return Step(status={"phase": Phase.ROLLING_OUT, "message": message}, events=[Event(Phase.ROLLING_OUT, message)])
 
 
-def _to_verifying(status: Status, world: World, message: str, update: Status | None = None) -> Step:
+def _to_verifying(status: RunStatus, world: World, message: str, update: RunStatus | None = None) -> Step:
     return Step(status={**(update or {}), "phase": Phase.VERIFYING, "message": message,
-                        "conditions": _conditions(status, world, Migrated=("True", "Migrated", message))},
-                events=[Event("Verifying", message)])
+                        "conditions": _conditions(status, world, (ConditionType.MIGRATED, "True", Reason.PLAN_APPLIED,
+                                                                  message))},
+                events=[Event(Phase.VERIFYING, message)])
 
 
-def _migration_failure(job: JobState, output: str) -> str:
+def _migration_failure(job: JobState) -> str:
     timed_out = job.reason == "DeadlineExceeded" or TIMEOUT_MARKER in job.log
-    why = "timed out (migrate.timeoutSeconds)" if timed_out else "failed"
-    return f"the migration {why}{_migrate_failure(job.log, output)}"
+    return messages.migration_failed(timed_out, job.log)
 
 
-def _counts_before(status: Status, world: World) -> Status:
+def _counts_before(status: RunStatus, world: World) -> RunStatus:
     """The row counts of the stopped app's database, recorded with the first Job that may change it.
 
     None online: the app writes meanwhile, so a count before says nothing about rows lost.
@@ -709,20 +658,16 @@ def _counts_before(status: Status, world: World) -> Status:
     return {"rowCounts": {table: {"before": count} for table, count in world.row_counts.items()}}
 
 
-def _guard(spec: Spec, status: Status, world: World) -> Step | None:
+def _guard(spec: Spec, status: RunStatus, world: World) -> Step | None:
     """Scales down again any Deployment that something scaled up while the app must be stopped (Offline)."""
     if _online(status):
         return None
     scaled_up = [name for name in spec.deployments if name in world.deployments and world.deployments[name].replicas]
     if not scaled_up:
         return None
-    events = []
-    for name in scaled_up:
-        who = world.deployments[name].scaled_by
-        by = f" by {who}" if who else ""
-        events.append(Event("ScaledUpDuringRun",
-                            f"Deployment {name} was scaled to {world.deployments[name].replicas}{by} while the "
-                            f"run is in {status.get('phase')}; scaling it down to 0 again", warning=True))
+    events = [Event(Reason.SCALED_UP_DURING_RUN, messages.scaled_up_during_run(
+        name, world.deployments[name].replicas, world.deployments[name].scaled_by, status.get("phase")), warning=True)
+        for name in scaled_up]
     return Step(actions=[Scale(name, 0) for name in scaled_up], events=events, wait=True)
 
 
@@ -741,9 +686,9 @@ def _release_containers(spec: Spec, world: World) -> dict[str, dict[str, str]]:
     return {name: containers for name, containers in recorded.items() if containers}
 
 
-def _images_to_start(spec: Spec, status: Status, released: bool) -> dict[str, dict[str, str]]:
+def _images_to_start(spec: Spec, status: RunStatus, released: bool) -> dict[str, dict[str, str]]:
     """The image of each recorded container at the end: the release after a success, the one before otherwise."""
-    recorded: dict[str, dict[str, str]] = status.get("images") or {}
+    recorded = status.get("images") or {}
     if not released or not spec.image:
         return recorded
     return {name: dict.fromkeys(containers, spec.image) for name, containers in recorded.items()}
@@ -753,123 +698,75 @@ def _runs(deployment: DeploymentState, images: dict[str, str]) -> bool:
     return all(deployment.images.get(container) == image for container, image in images.items())
 
 
-def _image_summary(images: dict[str, dict[str, str]]) -> str:
-    names = sorted({image for containers in images.values() for image in containers.values()})
-    return f" on {', '.join(names)}" if names else ""
-
-
-def _verification_failures(spec: Spec, status: Status, world: World, counts_before: dict[str, int]) -> list[str]:
+def _verification_failures(spec: Spec, status: RunStatus, world: World, counts_before: dict[str, int]) -> list[str]:
     assert world.applied is not None and world.row_counts is not None and world.check_results is not None
     failures = []
     for entry in status.get("plan", []):
         applied = (entry["app"], entry["name"]) in world.applied
         if applied == bool(entry.get("backwards")):
-            expected = "unapplied" if entry.get("backwards") else "applied"
-            failures.append(f"django_migrations: {entry['app']}.{entry['name']} is not {expected}")
+            failures.append(messages.not_applied(f"{entry['app']}.{entry['name']}", bool(entry.get("backwards"))))
     for table, after in world.row_counts.items():
         before = counts_before.get(table)
         if before is not None and after < before:
-            failures.append(f"table {table} lost rows: {before} before, {after} after")
+            failures.append(messages.lost_rows(table, before, after))
     for check in spec.checks:
         got = world.check_results.get(check.name)
         if got != check.expect:
-            failures.append(f"check '{check.name}' returned {got!r}, expected {check.expect!r}")
+            failures.append(messages.check_failed(check.name, got, check.expect))
     return failures
 
 
-def _after_damage(spec: Spec, status: Status, world: World, step: str, reason: str, message: str,
-                  update: Status) -> Step:
+def _after_damage(spec: Spec, status: RunStatus, world: World, step: Phase, reason: Reason, failure: str,
+                  update: RunStatus) -> Step:
     """The database may be changed: restore it, or with onFailure Keep leave it and the app as they are."""
+    record: RunStatus = {"failure": {"step": step, "reason": reason, "message": failure}}
     if spec.on_failure == "Keep" or not spec.backup_enabled:
-        why = "onFailure is Keep" if spec.on_failure == "Keep" else "backup.enabled is false"
-        full = (f"{message}. The database is left as the failure left it ({why}) and the app stays stopped: "
-                f"repair the database, then scale the app back to status.replicas")
-        return _finish({**status, **update}, world, Phase.FAILED, reason, full,
-                       extra={**update, "failure": {"step": step, "reason": reason, "message": message}})
-    restoring = f"{message}; restoring the database from {status.get('backup', {}).get('path', 'the backup')}"
-    return Step(status={**update, "phase": Phase.RESTORING, "message": restoring,
-                        "failure": {"step": step, "reason": reason, "message": message}},
-                events=[Event(reason, restoring, warning=True)])
-
-
-def _fail_towards_scaling_up(status: Status, world: World, step: str, reason: str, message: str,
-                             **conditions: tuple[str, str, str]) -> Step:
-    return Step(status={"phase": Phase.SCALING_UP, "message": f"{message}; starting the app again",
-                        "failure": {"step": step, "reason": reason, "message": message},
-                        "conditions": _conditions(status, world, **conditions)},
+        return _finish({**status, **update}, world, Phase.FAILED, reason,
+                       messages.kept_as_failed(failure, spec.on_failure == "Keep"), extra={**update, **record})
+    message = messages.restoring(failure, status.get("backup", {}).get("path"))
+    return Step(status={**update, **record, "phase": Phase.RESTORING, "message": message},
                 events=[Event(reason, message, warning=True)])
 
 
-def _finish(status: Status, world: World, phase: Phase, reason: str, message: str, release: bool = True,
-            extra: Status | None = None) -> Step:
-    succeeded = "True" if phase == Phase.SUCCEEDED else "False"
+def _fail_towards_scaling_up(status: RunStatus, world: World, step: Phase, reason: Reason, failure: str,
+                             *changes: ConditionChange) -> Step:
+    return Step(status={"phase": Phase.SCALING_UP, "message": messages.starting_again(failure),
+                        "failure": {"step": step, "reason": reason, "message": failure},
+                        "conditions": _conditions(status, world, *changes)},
+                events=[Event(reason, failure, warning=True)])
+
+
+def _finish(status: RunStatus, world: World, phase: Phase, reason: str, message: str, release: bool = True,
+            extra: RunStatus | None = None) -> Step:
+    """Ends the run: `reason` is the Succeeded condition's, a Reason or the plan script's own (Conflict, ...)."""
+    succeeded: ConditionStatus = "True" if phase == Phase.SUCCEEDED else "False"
     conditions = (extra or {}).get("conditions") or _conditions(status, world)
-    conditions = _set_condition(conditions, world, "Succeeded", succeeded, reason, message)
+    conditions = _set_condition(conditions, world, (ConditionType.SUCCEEDED, succeeded, reason, message))
     return Step(status={**(extra or {}), "phase": phase, "message": message, "completedAt": _iso(world.now),
                         "conditions": conditions},
                 actions=[ReleaseLease()] if release else [],
                 events=[Event(reason, message, warning=phase == Phase.FAILED)])
 
 
-def _conditions(status: Status, world: World, **changes: tuple[str, str, str]) -> list[dict[str, Any]]:
-    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
-    for kind, (state, reason, message) in changes.items():
-        conditions = _set_condition(conditions, world, kind, state, reason, message)
+def _conditions(status: RunStatus, world: World, *changes: ConditionChange) -> list[Condition]:
+    conditions = list(status.get("conditions", []))
+    for change in changes:
+        conditions = _set_condition(conditions, world, change)
     return conditions
 
 
-def _set_condition(conditions: list[dict[str, Any]], world: World, kind: str, state: str, reason: str,
-                   message: str) -> list[dict[str, Any]]:
+def _set_condition(conditions: list[Condition], world: World, change: ConditionChange) -> list[Condition]:
     """Kubernetes condition semantics: lastTransitionTime changes only when the status does."""
-    previous = next((c for c in conditions if c["type"] == kind), None)
-    changed_at = previous["lastTransitionTime"] if previous and previous["status"] == state else _iso(world.now)
-    entry = {"type": kind, "status": state, "reason": reason, "message": message[:32768],
-             "lastTransitionTime": changed_at}
-    return [*(c for c in conditions if c["type"] != kind), entry]
+    kind, state, reason, message = change
+    previous = next((c for c in conditions if c.get("type") == kind), None)
+    changed_at = previous["lastTransitionTime"] if previous and previous.get("status") == state else _iso(world.now)
+    entry: Condition = {"type": kind, "status": state, "reason": reason, "message": message[:32768],
+                        "lastTransitionTime": changed_at}
+    return [*(c for c in conditions if c.get("type") != kind), entry]
 
 
-def _condition_status(status: Status, kind: str) -> str | None:
-    return next((c["status"] for c in status.get("conditions", []) if c["type"] == kind), None)
-
-
-def _recorded_plan_summary(status: Status) -> str:
-    return _plan_summary([PlannedMigration.from_status(m) for m in status.get("plan", [])])
-
-
-def _plan_summary(plan: tuple[PlannedMigration, ...] | list[PlannedMigration]) -> str:
-    names = ", ".join(f"{m.key}{' (backwards)' if m.backwards else ''}"
-                      f"{f' [{m.migration_class}]' if m.migration_class else ''}" for m in plan)
-    return f"{len(plan)} migration{'s' if len(plan) != 1 else ''}: {names}"
-
-
-# Django prints "  Applying app.name..." and " OK" once it is done; the line without OK is the one that failed.
-_APPLYING = re.compile(r"^\s*(?P<verb>Applying|Unapplying) (?P<migration>[\w.]+?)\.\.\.(?P<ok> OK)?")
-# The last line of a Python traceback: the exception, e.g. django.db.utils.ProgrammingError: relation ... exists.
-_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(: .*)?$")
-
-
-def _applied_before(log: str) -> str:
-    """'; applied before it: app.name, ...' for the migrations of a failed online step that did commit."""
-    done = [m["migration"] for m in (_APPLYING.match(line) for line in log.splitlines()) if m and m["ok"]]
-    return f"; applied before it (expand, harmless to the running release): {', '.join(done)}" if done else ""
-
-
-def _migrate_failure(log: str, tail: str) -> str:
-    """' while applying blog.0004_x: SomeError: why' from migrate's output: what a person needs to read first.
-
-    Without an exception line (a killed process) the output's `tail` stands for it; the tail is in
-    status.migrateOutput either way.
-    """
-    lines = log.splitlines()
-    failing = [m for m in (_APPLYING.match(line) for line in lines) if m and not m["ok"]]
-    errors = [line.strip() for line in lines if _EXCEPTION.match(line.strip())]
-    where = f" while {failing[-1]['verb'].lower()} {failing[-1]['migration']}" if failing else ""
-    detail = f"{errors[-1]} (the output's tail is in status.migrateOutput)" if errors else tail
-    return f"{where}: {detail}"
-
-
-def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(log.strip().splitlines()[-lines:]) or "(no output)"
+def _recorded_plan_summary(status: RunStatus) -> str:
+    return messages.plan_summary([PlannedMigration.from_status(m) for m in status.get("plan", [])])
 
 
 def _iso(moment: datetime) -> str:

@@ -367,7 +367,7 @@ def test_a_failing_restore_leaves_the_app_stopped_and_says_where_the_backup_is(
     dump = claim_folder(stack) / migrating["backup"]["path"].removeprefix("/backups/")
     dump.write_bytes(b"not a dump any more")
     status = wait_for_end(stack, "norestore")
-    assert status["phase"] == "Failed" and conditions(status)["RestoreFailed"] == "True"
+    assert status["phase"] == "Failed" and conditions(status)["ManualRestoreRequired"] == "True"
     assert conditions(status)["RolledBack"] == "False"
     assert spec_replicas(stack) == {"web": 0, "worker": 0}, "old code must not run on a broken schema"
     assert migrating["backup"]["path"] in status["message"] and "pg_restore" in status["message"]
@@ -492,7 +492,7 @@ def test_a_run_deleted_while_the_app_is_stopped_ends_first_and_starts_the_app(ne
     assert spec_replicas(stack) == RECORDED, "deleting a run must not leave the app stopped"
     assert applied_migrations(stack)[-1] == "0005_ensure_data_integrity"
     reasons = {e["reason"] for e in events(stack, "deleted")}
-    assert "Migrated" in reasons, reasons
+    assert "PlanApplied" in reasons, reasons
 
 
 def test_a_run_deleted_before_the_app_was_touched_goes_at_once(new_stack: Any) -> None:

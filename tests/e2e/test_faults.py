@@ -149,7 +149,7 @@ def test_a_kube_apiserver_restart_during_a_run_is_waited_out_and_no_job_runs_twi
     assert applied_migrations(stack)[-1] == "0005_ensure_data_integrity"
     assert images(stack) == {"web": "blog:2.0", "worker": "blog:2.0"}
     assert {post_id for (post_id,) in query(stack, "SELECT id FROM blog_post")} >= written
-    assert {"BackingUp", "Migrating", "Migrated"} <= {e["reason"] for e in events(stack, "api-restart")}
+    assert {"BackingUp", "Migrating", "PlanApplied"} <= {e["reason"] for e in events(stack, "api-restart")}
     # Whether the driver itself met the outage depends on when it looked (it sleeps until a Job's event or its
     # safety net); tests/unit/test_driver.py covers how it waits one out.
     with operator.log_path.open("rb") as log:

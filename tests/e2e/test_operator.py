@@ -109,10 +109,10 @@ def test_demo_migration_succeeds_end_to_end(stack: BlogStack, cluster: Cluster, 
     table = described.split("\nEvents:", 1)[1].splitlines()[3:]  # after the header and its underline
     reasons = [line.split()[1] for line in table if line.strip()]
     assert reasons == ["Planning", "StrategyChosen", "ScalingDown", "BackingUp", "Migrating", "Verifying",
-                       "ScalingUp", "Migrated"], described
+                       "ScalingUp", "PlanApplied"], described
 
     metrics = scrape(operator)
-    succeeded = 'djangoops_runs_finished_total{phase="Succeeded",reason="Migrated"}'
+    succeeded = 'djangoops_runs_finished_total{phase="Succeeded",reason="PlanApplied"}'
     assert metrics[succeeded] == metrics_before.get(succeeded, 0) + 1
     assert metrics['djangoops_step_duration_seconds_count{phase="Migrating"}'] >= 1
     assert metrics["djangoops_downtime_seconds_count"] >= 1 and metrics["djangoops_downtime_seconds_sum"] > 0

@@ -11,7 +11,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, driver
+from django_migration_operator import database, driver, messages
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef
 
@@ -65,11 +65,11 @@ def test_rights_taken_away_are_said_once_and_the_run_goes_on_when_they_are_back(
         drive(kube)
     assert kube.reads == 4  # three refused looks, then the one that found the run
     assert [(reason, warning) for reason, _, warning in kube.events] == [("Forbidden", True)]
-    message = kube.events[0][1]
-    assert FORBIDDEN in message and "ServiceAccount" in message
+    assert kube.events[0][1] == messages.forbidden(FORBIDDEN)  # the API's own words: who may not do what, where
     assert sum("Forbidden" in record.getMessage() and record.levelno == logging.WARNING
                for record in caplog.records) == 1
-    assert any("going on after" in record.getMessage() for record in caplog.records)
+    assert any(record.getMessage().endswith(messages.outage_over(0, "Forbidden").removeprefix("going on after 0 s"))
+               for record in caplog.records)
 
 
 def test_each_new_problem_gets_its_event() -> None:

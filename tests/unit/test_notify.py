@@ -27,7 +27,7 @@ from django_migration_operator.notify import Notice, Webhook, body, post
 TOKEN = "xoxb-s3cr3t-T0k3n"
 SENT_AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 SUCCEEDED = Notice(namespace="shop", name="blog-release-2", kind="Succeeded", phase="Succeeded",
-                   message="3 migrations applied", downtime_seconds=4.2, reason="Migrated", sent_at=SENT_AT)
+                   message="3 migrations applied", downtime_seconds=4.2, reason="PlanApplied", sent_at=SENT_AT)
 
 
 @dataclass
@@ -113,7 +113,7 @@ def test_json_body_carries_the_run_its_state_and_the_command() -> None:
         "run": {"namespace": "shop", "name": "blog-release-2"},
         "kind": "Succeeded",
         "phase": "Succeeded",
-        "reason": "Migrated",
+        "reason": "PlanApplied",
         "message": "3 migrations applied",
         "downtimeSeconds": 4.2,
         "predictedDowntimeSeconds": None,

@@ -22,7 +22,7 @@ from django_migration_operator.wait import (
 )
 
 SUCCEEDED = {"phase": "Succeeded", "message": "3 migrations applied, 9s downtime; app running (web 2, worker 1)",
-             "conditions": [{"type": "Succeeded", "status": "True", "reason": "Migrated"}]}
+             "conditions": [{"type": "Succeeded", "status": "True", "reason": "PlanApplied"}]}
 FAILED = {
     "phase": "Failed",
     "message": "the migration failed: RuntimeError: drill: atomic migration fails. The app runs again "
