@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from demo.stack import create_database, drop_database
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
 
@@ -59,18 +60,6 @@ def manage(cluster: Cluster, database: str, *arguments: str) -> float:
                      cwd=BLOG_DIR)
 
 
-def create_database(cluster: Cluster, name: str, created: list[str], template: str | None = None) -> None:
-    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-        created.append(name)
-        admin.execute(f'CREATE DATABASE "{name}"{f" TEMPLATE {template}" if template else ""}'.encode())
-
-
-def drop_database(cluster: Cluster, name: str) -> None:
-    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-
-
 def scalar(cluster: Cluster, database: str, sql: str) -> Any:
     with psycopg.connect(cluster.database_url(database)) as connection:
         row = connection.execute(sql.encode()).fetchone()
@@ -82,14 +71,16 @@ def alone(cluster: Cluster, base: str, posts: int, repeat: int, workdir: Path, c
     result = AloneResult()
     template = f"{base}_state0002"
     say(f"alone: database {template} at blog 0002 with {posts} posts (local manage.py, BLOG_RELEASE=2)")
-    create_database(cluster, template, created)
+    created.append(template)
+    create_database(cluster, template)
     manage(cluster, template, "migrate", "blog", "0002_populate_categories", "--noinput")
     manage(cluster, template, "seed_blog", "--posts", str(posts))
     result.notes.append(f"state copied for every repetition: {template} (blog 0002, "
                         f"{scalar(cluster, template, 'SELECT count(*) FROM blog_post')} posts)")
     for number in range(repeat):
         name = f"{base}_alone{number}"
-        create_database(cluster, name, created, template=template)
+        created.append(name)
+        create_database(cluster, name, template=template)
         url = cluster.database_url(name)
         custom, plain = workdir / f"alone{number}.dump", workdir / f"alone{number}.sql"
         # Alternated, so that neither dump always profits from the other's warm cache.
@@ -117,14 +108,16 @@ def alone(cluster: Cluster, base: str, posts: int, repeat: int, workdir: Path, c
                              "was not found)")
     for number in range(repeat):
         name = f"{base}_restore{number}"
-        create_database(cluster, name, created)
+        created.append(name)
+        create_database(cluster, name)
         result.restore_custom.append(run_quiet(["pg_restore", "--single-transaction", "--exit-on-error",
                                                 "--no-owner", f"--dbname={cluster.database_url(name)}",
                                                 str(source)]))
         restored = scalar(cluster, name, "SELECT count(*) FROM blog_post")
         drop_database(cluster, name)
         name = f"{base}_psql{number}"
-        create_database(cluster, name, created)
+        created.append(name)
+        create_database(cluster, name)
         result.restore_plain.append(run_quiet(["psql", "--no-psqlrc", "--quiet", "--single-transaction",
                                                "--set=ON_ERROR_STOP=1", f"--dbname={cluster.database_url(name)}",
                                                f"--file={workdir / 'alone0.sql'}"]))

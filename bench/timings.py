@@ -34,7 +34,7 @@ from pathlib import Path
 import psycopg
 from kubernetes import config
 
-from bench.baseline import alone, drop_database
+from bench.baseline import alone
 from bench.observe import operator_run
 from bench.report import (
     Report,
@@ -46,7 +46,7 @@ from bench.report import (
     report_rollback,
     report_run,
 )
-from demo.stack import BlogStack, LocalOperator
+from demo.stack import BlogStack, LocalOperator, drop_database
 from devcluster.cluster import Cluster
 from django_migration_operator.jobs import BACKUP_MOUNT
 from django_migration_operator.status import ConditionType, condition

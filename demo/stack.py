@@ -6,7 +6,6 @@ Used by the demo (`make demo`) and by the operator's end-to-end tests, so both r
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from kubernetes.client.exceptions import ApiException
+from psycopg import sql
 
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
@@ -40,37 +41,41 @@ class BlogStack:
         return self.cluster.database_url(self.database)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["kubectl", *args], env=self.cluster.tool_env(), capture_output=True, text=True,
-                                input=input, check=False, timeout=180)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result
+        return self.cluster.kubectl(*args, input=input, check=check)
 
     def apply(self, *manifests: dict[str, Any]) -> None:
-        self.kubectl("apply", "-n", self.namespace, "-f", "-",
-                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}))
+        self.cluster.apply(self.namespace, *manifests)
 
-    def deploy(self, posts: int = 200, migrate_to: str = "0002_populate_categories",
-               say: Callable[[str], None] = print) -> None:
-        """Creates the database at `migrate_to` with sample posts and runs the app on it, ready."""
-        with psycopg.connect(self.cluster.database_url(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            admin.execute(f'CREATE DATABASE "{self.database}"')
+    def prepare(self, posts: int = 200, migrate_to: str = "0002_populate_categories",
+                say: Callable[[str], None] = print) -> None:
+        """The namespace, the database at `migrate_to` with sample posts, the Secret blog-db and the claim
+        blog-backups: all but the app's Deployments."""
+        create_database(self.cluster, self.database)
         self.kubectl("apply", "-f", CRD_FILE)
         self.kubectl("create", "namespace", self.namespace)
-        wait_until(lambda: self.kubectl("get", "serviceaccount", "default", "-n", self.namespace, check=False)
-                   .returncode == 0, "the namespace's default ServiceAccount")
+        wait_for(lambda: self.kubectl("get", "serviceaccount", "default", "-n", self.namespace, check=False)
+                 .returncode == 0, "the namespace's default ServiceAccount")
         say(f"namespace {self.namespace}: database {self.database}, Secret blog-db, claim blog-backups")
         self.apply(*self.database_objects())
         say(f"preparing the database: migrate blog {migrate_to}, seed {posts} posts")
         setup = f"python manage.py migrate blog {migrate_to} --noinput && python manage.py seed_blog --posts {posts}"
         self.apply(self._job("blog-setup", ["sh", "-c", setup]))
         self.kubectl("wait", "-n", self.namespace, "--for=condition=Complete", "job/blog-setup", "--timeout=120s")
+
+    def deploy(self, posts: int = 200, migrate_to: str = "0002_populate_categories",
+               say: Callable[[str], None] = print) -> None:
+        """Prepares the namespace and the database (`prepare`) and runs the app on it, ready."""
+        self.prepare(posts, migrate_to, say)
         say(f"deploying web ({self.web_replicas} replicas) and worker ({self.worker_replicas}), image "
             f"blog:{self.release}")
         self.apply(self.web(), self.worker())
         for name in ("web", "worker"):
             self.kubectl("rollout", "status", "-n", self.namespace, f"deployment/{name}", "--timeout=120s")
+
+    def drop(self) -> None:
+        """Deletes the namespace, with everything in it (pods stopped), then the database."""
+        self.kubectl("delete", "namespace", self.namespace, "--ignore-not-found", "--wait=true", "--timeout=120s")
+        drop_database(self.cluster, self.database)
 
     def database_objects(self) -> tuple[dict[str, Any], ...]:
         """The Secret with the app's DATABASE_URL and the claim the backups go into."""
@@ -137,12 +142,35 @@ def _deployment(name: str, replicas: int, container: dict[str, Any]) -> dict[str
                                   "spec": {"terminationGracePeriodSeconds": 10, "containers": [container]}}}}
 
 
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.2) -> Any:
+    """Polls `predicate` until it returns something truthy, and returns that; fails naming `what` after `timeout`
+    seconds. A kubernetes client error (e.g. not created yet) counts as not yet."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except ApiException as error:
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
+                         + (f" (last error: {last_error})" if last_error else ""))
+
+
+def create_database(cluster: Cluster, name: str, template: str | None = None) -> None:
+    """A fresh database `name` on devcluster's PostgreSQL: one of that name is dropped first."""
+    drop_database(cluster, name)
+    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)) + (
+            sql.SQL(" TEMPLATE {}").format(sql.Identifier(template)) if template else sql.SQL("")))
+
+
+def drop_database(cluster: Cluster, name: str) -> None:
+    """DROP DATABASE IF EXISTS ... WITH (FORCE): its connections are ended."""
+    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 class LocalOperator:

@@ -124,6 +124,20 @@ class Cluster:
         path = os.pathsep.join([*(str(d) for d in bins.path_dirs), os.environ.get("PATH", "")])
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig), PATH=path)
 
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """kubectl against this cluster; with `check`, a failure raises with kubectl's own words."""
+        result = subprocess.run(["kubectl", *args], env=self.tool_env(), capture_output=True, text=True, input=input,
+                                check=False, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def apply(self, namespace: str, *manifests: dict[str, object]) -> None:
+        """`kubectl apply` of the manifests, as one List, into `namespace`."""
+        self.kubectl("apply", "-n", namespace, "-f", "-",
+                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}))
+
     def up(self, with_scheduler: bool = False) -> float:
         """Starts whatever is not running; returns the seconds it took."""
         started = time.monotonic()

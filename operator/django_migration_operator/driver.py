@@ -200,7 +200,7 @@ class Outage:
     """One run's problem since its first failed look: said once (log and event), tried again at growing pauses."""
 
     FIRST_PAUSE_SECONDS = 1.0
-    MAX_PAUSE_SECONDS = 30.0
+    MAX_PAUSE_SECONDS = 10.0  # a look costs one or two requests: cheap against a run that waits for nothing
 
     def __init__(self) -> None:
         self.problem: Problem | None = None

@@ -8,14 +8,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from kubernetes import client, config
 
-from demo.stack import CRD_FILE, BlogStack, LocalOperator
+from demo.stack import CRD_FILE, BlogStack, LocalOperator, create_database, drop_database
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
-from kit import Kubectl, drop_stack, make_stack, wait_for
+from kit import Kubectl, make_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +56,7 @@ def new_stack(request: pytest.FixtureRequest, cluster: Cluster,
 
     yield build
     for stack in made:
-        drop_stack(stack)
+        stack.drop()
 
 
 @pytest.fixture(scope="session")
@@ -97,22 +96,11 @@ def namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterato
 def database(cluster: Cluster, namespace: str) -> Iterator[str]:
     """A PostgreSQL database of its own for the test; returns its URL. Dropped after the test."""
     name = namespace.replace("-", "_")
-    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    create_database(cluster, name)
     yield cluster.database_url(name)
-    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(cluster, name)
 
 
 @pytest.fixture
 def kubectl(cluster: Cluster) -> Kubectl:
-    env = cluster.tool_env()
-
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["kubectl", *args], env=env, capture_output=True, text=True, input=input,
-                                check=False, timeout=120)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
-        return result
-
-    return run
+    return cluster.kubectl

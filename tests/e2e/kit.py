@@ -4,40 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from kubernetes import client, config, watch
 
-from demo.stack import BlogStack, LocalOperator
+from demo.stack import BlogStack, LocalOperator, wait_for
 from devcluster.cluster import Cluster
 from django_migration_operator.resource import GROUP, PLURAL, VERSION
 from django_migration_operator.workflow import PHASES
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.2) -> Any:
-    """Polls `predicate` until it returns something truthy; fails naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except client.ApiException as error:  # e.g. not created yet
-            last_error = error
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
-                         + (f" (last error: {last_error})" if last_error else ""))
-
-
-def apply(kubectl: Kubectl, namespace: str, *manifests: dict[str, Any]) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                    "items": list(manifests)}))
 
 
 # --- the demo blog stack and its runs -------------------------------------------------------------------------
@@ -51,15 +29,9 @@ def make_stack(cluster: Cluster, namespace: str, posts: int = 120, migrate_to: s
     try:
         stack.deploy(posts=posts, migrate_to=migrate_to, say=lambda _: None)
     except BaseException:
-        drop_stack(stack)  # no fixture tears down what never was handed out
+        stack.drop()  # no fixture tears down what never was handed out
         raise
     return stack
-
-
-def drop_stack(stack: BlogStack) -> None:
-    stack.kubectl("delete", "namespace", stack.namespace, "--ignore-not-found", "--wait=true", "--timeout=120s")
-    with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
 
 
 def run_status(stack: BlogStack, name: str) -> dict[str, Any]:

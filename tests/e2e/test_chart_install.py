@@ -32,7 +32,7 @@ from demo.stack import BlogStack
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
 from django_migration_operator.workflow import TERMINAL, Phase
-from kit import Kubectl, applied_migrations, drop_stack, make_stack, run_status, wait_for
+from kit import Kubectl, applied_migrations, events, jobs_ran_once, make_stack, reach, run_status, wait_for
 from tests.unit.argocd.health import FIXTURES, evaluate, strip
 
 pytestmark = pytest.mark.e2e
@@ -147,7 +147,7 @@ def stacks(cluster: Cluster, kubectl: Kubectl) -> Iterator[list[BlogStack]]:
     yield made
     for stack in made:
         release_runs(kubectl, stack.namespace)
-        drop_stack(stack)
+        stack.drop()
 
 
 def deploy(cluster: Cluster, stacks: list[BlogStack], **options: Any) -> BlogStack:
@@ -327,3 +327,44 @@ def test_cluster_wide_mode_runs_the_demo_migration_in_any_namespace(
 
     assert_log_clean(release)
     assert_uninstalled(release, kubectl, stacks)
+
+
+def test_the_lease_rights_taken_away_mid_run_are_said_and_the_runs_go_on_once_they_are_back(
+        cluster: Cluster, kubectl: Kubectl, release: Release, stacks: list[BlogStack]) -> None:
+    stack = deploy(cluster, stacks)
+    release.install()
+    binding = f"{release.fullname}-leases"
+    granted = json.loads(kubectl("get", "rolebinding", binding, "-n", release.namespace, "-o", "json").stdout)
+    granted["metadata"] = {key: granted["metadata"][key] for key in ("name", "namespace", "labels", "annotations")
+                           if key in granted["metadata"]}
+
+    # The first run holds the database's Lease when the rights go; the second needs them to take its turn.
+    stack.apply(stack.migration(name="first"))
+    reach(stack, "first", "BackingUp")
+    kubectl("delete", "rolebinding", binding, "-n", release.namespace)
+    wait_for(lambda: not release.can("get", "leases", release.namespace), "the Lease rights to be gone")
+    stack.apply(stack.migration(name="second", image="blog:2.1",
+                                migrate={"app": "blog", "target": "0002_populate_categories"},
+                                verify={"checks": []}))
+
+    def refused() -> list[dict[str, Any]]:
+        return [e for e in events(stack, "second") if e["reason"] == "Forbidden"]
+
+    said = wait_for(refused, "the second run to say it was refused", timeout=90)
+    assert said[0]["type"] == "Warning"
+    assert "leases" in said[0]["message"] and f'namespace "{release.namespace}"' in said[0]["message"]
+    first, _ = follow(stack, "first")
+    assert first["status"]["phase"] == "Succeeded", first["status"].get("message")
+    assert run_status(stack, "second")["phase"] == "Pending", "no turn without the rights"
+    assert "Forbidden: the operator was refused" in release.log()
+
+    kubectl("create", "-f", "-", input=json.dumps(granted))
+    second, _ = follow(stack, "second")
+    assert second["status"]["phase"] == "Succeeded", second["status"].get("message")
+    assert applied_migrations(stack)[-1] == "0002_populate_categories"
+    assert "going on after" in release.log()
+    for name in ("first", "second"):
+        assert all(count == 1 for count in jobs_ran_once(stack, name).values()), jobs_ran_once(stack, name)
+    # The first run could not release its Lease; the second took that stale one over and released it.
+    leases = json.loads(kubectl("get", "leases", "-n", release.namespace, "-o", "json").stdout)["items"]
+    assert not [lease["metadata"]["name"] for lease in leases if lease["metadata"]["name"].startswith("djangoops-")]

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 
 from devcluster.cluster import Cluster, postgres_major
-from kit import Kubectl, apply, wait_for
+from kit import Kubectl, wait_for
 
 GRACE_SECONDS = 5
 
@@ -51,7 +51,8 @@ def container_pid(pod: client.V1Pod) -> int:
 
 
 def test_deployment_runs_replicas_as_processes_with_own_ips(
-    namespace: str, database: str, core: client.CoreV1Api, apps: client.AppsV1Api, kubectl: Kubectl
+    namespace: str, database: str, cluster: Cluster, core: client.CoreV1Api, apps: client.AppsV1Api,
+    kubectl: Kubectl,
 ) -> None:
     web = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
@@ -65,7 +66,7 @@ def test_deployment_runs_replicas_as_processes_with_own_ips(
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 1},
             }]}}},
     }
-    apply(kubectl, namespace, secret("db", {"url": database}), web)
+    cluster.apply(namespace, secret("db", {"url": database}), web)
     kubectl("rollout", "status", "-n", namespace, "deployment/web", "--timeout=90s")
 
     pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
@@ -102,7 +103,7 @@ def test_pg_dump_job_writes_into_a_volume_claim(
                volumes=[{"name": "backups", "persistentVolumeClaim": {"claimName": "backups"}}])
     subprocess.run(["psql", database, "-qc", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)"],
                    check=True)
-    apply(kubectl, namespace, secret("db", {"url": database}), claim, dump)
+    cluster.apply(namespace, secret("db", {"url": database}), claim, dump)
 
     assert wait_for(lambda: job_finished(batch, namespace, "dump"), "the dump Job", timeout=60) == "Complete"
     dump_file = cluster.layout.volume_claims / namespace / "backups" / "db.dump"
@@ -114,10 +115,10 @@ def test_pg_dump_job_writes_into_a_volume_claim(
 
 
 def test_failing_job_reports_exit_code_message_and_logs(
-    namespace: str, core: client.CoreV1Api, batch: client.BatchV1Api, kubectl: Kubectl
+    namespace: str, cluster: Cluster, core: client.CoreV1Api, batch: client.BatchV1Api, kubectl: Kubectl
 ) -> None:
     script = "echo step one; echo step two; echo 'fatal: the thing broke' >&2; exit 3"
-    apply(kubectl, namespace, job("broken", "busybox", ["sh", "-c", script]))
+    cluster.apply(namespace, job("broken", "busybox", ["sh", "-c", script]))
 
     assert wait_for(lambda: job_finished(batch, namespace, "broken"), "the broken Job", timeout=60) == "Failed"
     pod = job_pod(core, namespace, "broken")
@@ -145,7 +146,7 @@ except client.ApiException as error:
 
 
 def test_rbac_is_enforced_for_service_account_tokens(
-    namespace: str, core: client.CoreV1Api, batch: client.BatchV1Api, kubectl: Kubectl
+    namespace: str, cluster: Cluster, core: client.CoreV1Api, batch: client.BatchV1Api, kubectl: Kubectl
 ) -> None:
     reader_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pod-reader"},
                    "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}
@@ -155,7 +156,7 @@ def test_rbac_is_enforced_for_service_account_tokens(
     accounts = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": n}} for n in ("nobody", "reader")]
     jobs = [job(f"as-{n}", "django-migration-operator:dev", ["python", "-c", IN_CLUSTER_LIST], serviceAccountName=n)
             for n in ("nobody", "reader")]
-    apply(kubectl, namespace, *accounts, reader_role, binding, *jobs)
+    cluster.apply(namespace, *accounts, reader_role, binding, *jobs)
 
     for name in ("as-nobody", "as-reader"):
         assert wait_for(lambda n=name: job_finished(batch, namespace, n), name, timeout=60) == "Complete"
@@ -166,14 +167,14 @@ def test_rbac_is_enforced_for_service_account_tokens(
 
 
 def test_secret_reaches_a_pod_through_env_and_a_mounted_file(
-    namespace: str, core: client.CoreV1Api, batch: client.BatchV1Api, kubectl: Kubectl
+    namespace: str, cluster: Cluster, core: client.CoreV1Api, batch: client.BatchV1Api, kubectl: Kubectl
 ) -> None:
     value = os.urandom(8).hex()
     reader = job("read-secret", "busybox", ["sh", "-c", 'echo "env=$TOKEN"; echo "file=$(cat /etc/app/token)"'],
                  container={"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "app", "key": "token"}}}],
                             "volumeMounts": [{"name": "app", "mountPath": "/etc/app", "readOnly": True}]},
                  volumes=[{"name": "app", "secret": {"secretName": "app"}}])
-    apply(kubectl, namespace, secret("app", {"token": value}), reader)
+    cluster.apply(namespace, secret("app", {"token": value}), reader)
 
     assert wait_for(lambda: job_finished(batch, namespace, "read-secret"), "the reader Job", timeout=60) == "Complete"
     assert kubectl("logs", "-n", namespace, "job/read-secret").stdout.split() == [f"env={value}", f"file={value}"]

@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from demo.load import LoadGenerator
-from demo.stack import BlogStack, LocalOperator
+from demo.stack import BlogStack, LocalOperator, drop_database
 from devcluster.cluster import Cluster
 from kit import (
     applied_migrations,
@@ -137,8 +137,8 @@ def test_a_restore_gives_back_the_databases_owner_privileges_comment_and_setting
         assert "kept: the database's owner, privileges, comment and settings" in status["message"]
         assert database_properties(stack) == properties
     finally:
+        drop_database(stack.cluster, stack.database)
         with psycopg.connect(stack.cluster.database_url(), autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}, {}").format(owner, reader))
 
 

@@ -24,13 +24,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from demo.stack import CRD_FILE, BlogStack, LocalOperator, wait_until
+from demo.stack import CRD_FILE, BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
-from kit import applied_migrations, checksum, drop_stack, query, run_status
+from kit import applied_migrations, checksum, query, run_status
 
 pytestmark = pytest.mark.e2e
 
@@ -114,29 +113,15 @@ def stacks(cluster: Cluster) -> Iterator[list[BlogStack]]:
         for name in names:
             stack.kubectl("patch", name, "-n", stack.namespace, "--type=merge", "-p",
                           '{"metadata":{"finalizers":null}}', check=False)
-        drop_stack(stack)
+        stack.drop()
 
 
 def prepare(cluster: Cluster, stacks: list[BlogStack], namespace: str) -> BlogStack:
-    """BlogStack.deploy without web and worker, which the chart owns: the database at 0002 with 120 posts, the
+    """BlogStack.prepare, without web and worker, which the chart owns: the database at 0002 with 120 posts, the
     Secret blog-db and the claim blog-backups."""
     stack = BlogStack(cluster, namespace=namespace, database=namespace.replace("-", "_"))
-    with psycopg.connect(cluster.database_url(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{stack.database}"')
-    stack.kubectl("create", "namespace", namespace)
     stacks.append(stack)
-    wait_until(lambda: stack.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False)
-               .returncode == 0, f"the default ServiceAccount of {namespace}")
-    stack.apply(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "blog-db"},
-         "stringData": {"DATABASE_URL": stack.database_url}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "blog-backups"},
-         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
-    )
-    setup = "python manage.py migrate blog 0002_populate_categories --noinput && python manage.py seed_blog --posts 120"
-    stack.apply(stack._job("blog-setup", ["sh", "-c", setup]))
-    stack.kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/blog-setup", "--timeout=120s")
+    stack.prepare(posts=120, say=lambda _: None)
     return stack
 
 

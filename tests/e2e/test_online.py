@@ -21,8 +21,7 @@ from django_migration_operator.jobs import LOCK_TIMEOUT_SECONDS
 from kit import (
     applied_migrations,
     checksum,
-    drop_stack,
-    images,
+        images,
     make_stack,
     query,
     replicas,
@@ -45,7 +44,7 @@ def release_2(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStack]:
     stack = make_stack(cluster, f"online-{uuid.uuid4().hex[:6]}", release="2.0",
                        migrate_to="0005_ensure_data_integrity")
     yield stack
-    drop_stack(stack)
+    stack.drop()
 
 
 def columns(stack: BlogStack) -> set[str]:
@@ -112,4 +111,4 @@ def test_an_online_run_whose_expand_migration_fails_never_stops_the_app(
         assert replicas(stack) == generations, "the Deployments were never scaled or patched"
         assert images(stack) == {"web": "blog:1.0", "worker": "blog:1.0"}
     finally:
-        drop_stack(stack)
+        stack.drop()

@@ -15,8 +15,7 @@ from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster, postgres_major
 from kit import (
     applied_migrations,
-    drop_stack,
-    images,
+        images,
     make_stack,
     query,
     replicas,
@@ -30,7 +29,7 @@ from kit import (
 def stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStack]:
     stack = make_stack(cluster, f"op-{uuid.uuid4().hex[:6]}")
     yield stack
-    drop_stack(stack)
+    stack.drop()
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def shared_stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStac
     """One app for the bad-input cases: none of them may change it."""
     stack = make_stack(cluster, f"bad-{uuid.uuid4().hex[:6]}")
     yield stack
-    drop_stack(stack)
+    stack.drop()
 
 
 def scrape(operator: LocalOperator) -> dict[str, float]:

@@ -25,8 +25,7 @@ from kit import (
     TERMINAL,
     applied_migrations,
     checksum,
-    drop_stack,
-    images,
+        images,
     jobs_ran_once,
     make_stack,
     reach,
@@ -43,7 +42,7 @@ RECORDED = {"web": 2, "worker": 1}
 def stack(cluster: Cluster, operator: LocalOperator) -> Iterator[BlogStack]:
     stack = make_stack(cluster, f"kill-{uuid.uuid4().hex[:6]}", drills="fail_atomic")
     yield stack
-    drop_stack(stack)
+    stack.drop()
 
 
 def kill_when(stack: BlogStack, operator: LocalOperator, name: str, target: str, delay: float) -> str:
