@@ -42,11 +42,11 @@ from django_migration_operator.workflow import (
     Scale,
     SetImages,
     Step,
-    World,
     advance,
     online_migrations,
     phase_of,
 )
+from django_migration_operator.world import World
 
 SAFETY_NET_SECONDS = 15.0
 # Past the sum of a run's deadlines (plan, rehearsal and migration, backup, pods' starts), this much more is stuck.

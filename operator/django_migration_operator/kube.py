@@ -20,7 +20,7 @@ from kubernetes.utils import parse_quantity
 
 from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, RUN_NAMESPACE_LABEL, VERSION, RunRef
 from django_migration_operator.status import RunStatus
-from django_migration_operator.workflow import DeploymentState, JobState
+from django_migration_operator.world import DeploymentState, JobState
 
 LEASE_PREFIX = "djangoops-db-"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
