@@ -23,7 +23,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, jobs, messages, metrics, notify
+from django_migration_operator import database, jobs, lease, messages, metrics, notify
 from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
@@ -265,9 +265,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
             return World(now=now, problems=tuple(problems))
     url = _database_url(kube, ref, spec)
     if facts.reads_lease:
-        lease = kube.lease_holder(url.identity)
-        holder = lease.holder if lease else None
-        return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key,
+        other, ours = lease.holders(kube, ref, url.identity)
+        return World(now=now, lease_holder=other, lease_ours=ours,
                      server_major=database.server_major(url) if phase == Phase.PENDING else None)
     deployments = {}
     if facts.reads_app:
@@ -401,13 +400,7 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             logger.info("dropping the rehearsal's scratch database %s", jobs.scratch_name(ref))
             database.drop_database(_database_url(kube, ref, spec), jobs.scratch_name(ref))
         elif isinstance(action, AcquireLease):
-            database_id = _database_url(kube, ref, spec).identity
-            lease = kube.lease_holder(database_id)
-            # Taken over only from a run that ended or is gone, at the version judged so; a live holder keeps it,
-            # and so does a run that took it over meanwhile (this run then queues).
-            free = lease is None or _live_other_holder(kube, ref, lease.holder) is None
-            if free and not kube.acquire_lease(ref, database_id, lease.version if lease else None):
-                logger.info("the database's Lease changed since it was read: another run won it; looking again")
+            lease.take(kube, ref, _database_url(kube, ref, spec).identity, logger)
         elif isinstance(action, ReleaseLease):
             kube.release_lease(ref)
     for event in step.events:
@@ -479,18 +472,3 @@ def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
                            "disappeared during the run")
     return DatabaseUrl(value)
 
-
-def _live_other_holder(kube: Kube, ref: RunRef, holder: str | None) -> str | None:
-    """`holder` (namespace/name) when it is another run that still goes on; None when free, ours, or stale."""
-    if not holder or holder == ref.key:
-        return None
-    namespace, _, name = holder.rpartition("/")
-    try:
-        other = kube.read_run(namespace or ref.namespace, name)
-    except ApiException as error:
-        if error.status == 403:
-            return holder  # a run in a namespace this operator may not read: assume it goes on
-        raise
-    if other is None or (other.get("status") or {}).get("phase") in TERMINAL:
-        return None  # a stale Lease: its run ended or is gone
-    return holder
