@@ -27,7 +27,7 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
     facts = PHASES[phase]
     now = datetime.now(UTC)
     if phase == Phase.PENDING:
-        problems = validation.validate(kube, ref, spec)
+        problems = validation.problems(ref, spec, validation.read_facts(kube, ref, spec))
         if problems:
             return World(now=now, problems=tuple(problems))
     url = database_url(kube, ref, spec)
