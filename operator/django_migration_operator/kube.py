@@ -183,18 +183,10 @@ class Kube:
         # The version read when the holder was judged stale, not a fresh read: that one may be a live winner's.
         metadata = client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name, RUN_NAMESPACE_LABEL: run.namespace},
                                        resource_version=stale_version)
-        try:
-            if stale_version is None:
-                self.coordination.create_namespaced_lease(self.lease_namespace,
-                                                          client.V1Lease(metadata=metadata, spec=spec))
-            else:
-                self.coordination.replace_namespaced_lease(name, self.lease_namespace,
-                                                           client.V1Lease(metadata=metadata, spec=spec))
-        except ApiException as error:
-            if error.status not in (404, 409):
-                raise
-            return False
-        return True
+        lease = client.V1Lease(metadata=metadata, spec=spec)
+        if stale_version is None:
+            return _written(self.coordination.create_namespaced_lease, self.lease_namespace, lease)
+        return _written(self.coordination.replace_namespaced_lease, name, self.lease_namespace, lease)
 
     def release_lease(self, run: RunRef) -> None:
         """Deletes the Lease this run holds, found by its labels: the database URL's Secret may be gone by now."""
@@ -202,13 +194,10 @@ class Kube:
         for lease in self.coordination.list_namespaced_lease(self.lease_namespace, label_selector=selector).items:
             if lease.spec.holder_identity != run.key:
                 continue  # taken over since: no longer ours
-            try:
-                self.coordination.delete_namespaced_lease(
-                    lease.metadata.name, self.lease_namespace, body=client.V1DeleteOptions(
-                        preconditions=client.V1Preconditions(resource_version=lease.metadata.resource_version)))
-            except ApiException as error:
-                if error.status not in (404, 409):
-                    raise
+            # Deleted only at the version listed: one taken over or gone since is not ours to delete.
+            _written(self.coordination.delete_namespaced_lease, lease.metadata.name, self.lease_namespace,
+                     body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                         resource_version=lease.metadata.resource_version)))
 
 
 def _unless_absent(call: Callable[..., Any], *arguments: Any, **options: Any) -> Any:
@@ -218,6 +207,17 @@ def _unless_absent(call: Callable[..., Any], *arguments: Any, **options: Any) ->
     except ApiException as error:
         if error.status == 404:
             return None
+        raise
+
+
+def _written(call: Callable[..., Any], *arguments: Any, **options: Any) -> bool:
+    """Whether the write `call(*arguments, **options)` went through; False when its object changed since it was
+    read (409) or went (404)."""
+    try:
+        return _unless_absent(call, *arguments, **options) is not None
+    except ApiException as error:
+        if error.status == 409:
+            return False
         raise
 
 
