@@ -12,25 +12,16 @@ import pytest
 from django_migration_operator import database, messages, validation
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import ClaimState
-from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.resource import RunRef
 from django_migration_operator.validation import Facts, problems
+from tests.unit.test_workflow import spec
 
 RUN = RunRef("shop", "release-9", "uid-9")
 URL = DatabaseUrl("postgres://app:secret@db.internal:5432/shop")
 DEPLOYMENT: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [{"name": "django", "image": "shop:2"}]}}}}
 GIB = 2**30
-
-
-def spec(**top_level: Any) -> Spec:
-    body: dict[str, Any] = {
-        "app": {"deployment": "web", "stop": ["worker"]},
-        "database": {"urlSecret": {"name": "db", "key": "url"}},
-        "backup": {"volumeClaim": "backups"},
-        "verify": {"rowCounts": ["blog_post", "blog_comment"]},
-        "notify": [{"name": "ops", "urlSecret": {"name": "hooks", "key": "ops"}},
-                   {"name": "team", "urlSecret": {"name": "hooks", "key": "team"}}],
-    }
-    return Spec.from_body({**body, **top_level})
+HOOKS = [{"name": "ops", "urlSecret": {"name": "hooks", "key": "ops"}},
+         {"name": "team", "urlSecret": {"name": "hooks", "key": "team"}}]
 
 
 def facts(**changes: Any) -> Facts:
@@ -45,8 +36,8 @@ def test_a_spec_the_cluster_and_the_database_agree_with_has_no_problem() -> None
 
 
 def test_every_problem_before_the_database_in_the_order_of_the_spec() -> None:
-    s = spec(window={"start": "0 2 * * *", "duration": "soon"}, app={"deployment": "web", "stop": ["worker"],
-                                                                     "container": "gunicorn"})
+    s = spec(window={"start": "0 2 * * *", "duration": "soon"}, notify=HOOKS,
+             app={"deployment": "web", "stop": ["worker"], "container": "gunicorn"})
     found = problems(RUN, s, facts(deployments={"web": DEPLOYMENT, "worker": None}, claim=None,
                                    missing_webhook_secrets=frozenset({("hooks", "ops"), ("hooks", "team")}), url=None))
     assert found == [
@@ -167,7 +158,7 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def read(secrets: dict[tuple[str, str], str], **top_level: Any) -> Facts:
-    return validation.read_facts(SecretsKube(secrets), RUN, spec(**top_level))  # type: ignore[arg-type]
+    return validation.read_facts(SecretsKube(secrets), RUN, spec(notify=HOOKS, **top_level))  # type: ignore[arg-type]
 
 
 def test_the_facts_of_a_reachable_database(asked: list[str]) -> None:
