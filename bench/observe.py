@@ -241,7 +241,7 @@ class Observer:
             return
         metadata, spec, status = raw["metadata"], raw.get("spec") or {}, raw.get("status") or {}
         replicas = int(spec.get("replicas", 1))
-        # The operator's own test (kube.deployment_state and workflow._scaling_up).
+        # The operator's own test (observe.deployment_state and workflow._scaling_up).
         ready = (status.get("observedGeneration", 0) >= metadata.get("generation", 0)
                  and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas
                  and status.get("availableReplicas", 0) >= replicas)

@@ -23,13 +23,12 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, jobs, messages, metrics, notify
+from django_migration_operator import database, jobs, lease, messages, metrics, notify, observe
 from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import ConditionType, Reason, RunStatus, condition
-from django_migration_operator.window import Window
 from django_migration_operator.workflow import (
     PHASES,
     TERMINAL,
@@ -42,7 +41,6 @@ from django_migration_operator.workflow import (
     Scale,
     SetImages,
     Step,
-    World,
     advance,
     online_migrations,
     phase_of,
@@ -51,9 +49,6 @@ from django_migration_operator.workflow import (
 SAFETY_NET_SECONDS = 15.0
 # Past the sum of a run's deadlines (plan, rehearsal and migration, backup, pods' starts), this much more is stuck.
 OVERDUE_SLACK_SECONDS = 600
-# A dump is smaller than the database on disk (no indexes, no dead rows, compressed): a claim is refused only when
-# it is clearly too small, under a tenth of pg_database_size. keep dumps add up beyond that: only the volume tells.
-CLAIM_SIZE_RATIO = 10
 
 
 class Wakeups:
@@ -147,12 +142,12 @@ async def _turn(kube: Kube, ref: RunRef, stopping: Callable[[], Stop | None],
     spec = Spec.from_body(body.get("spec", {}))
     if stopping() is Stop.DELETED and not PHASES[phase].touched:
         if PHASES[phase].rehearses:
-            await asyncio.to_thread(database.drop_database, _database_url(kube, ref, spec),
+            await asyncio.to_thread(database.drop_database, observe.database_url(kube, ref, spec),
                                     jobs.scratch_name(ref))
         await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
         return None, entered
     metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
-    world = await asyncio.to_thread(observe, kube, ref, spec, status)
+    world = await asyncio.to_thread(observe.observe, kube, ref, spec, status)
     step = advance(spec, status, world)
     # Before the patch: once the run is terminal, kopf may cancel this driver at any await. Not again when the same
     # step is tried once more after an outage.
@@ -254,124 +249,6 @@ def _measure(entered: tuple[str, float] | None, status: RunStatus) -> tuple[str,
     return phase, now
 
 
-def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
-    """Reads what the current phase decides on, and nothing else."""
-    phase = phase_of(status)
-    facts = PHASES[phase]
-    now = datetime.now(UTC)
-    if phase == Phase.PENDING:
-        problems = validate(kube, ref, spec)
-        if problems:
-            return World(now=now, problems=tuple(problems))
-    url = _database_url(kube, ref, spec)
-    if facts.reads_lease:
-        lease = kube.lease_holder(url.identity)
-        holder = lease.holder if lease else None
-        return World(now=now, lease_holder=_live_other_holder(kube, ref, holder), lease_ours=holder == ref.key,
-                     server_major=database.server_major(url) if phase == Phase.PENDING else None)
-    deployments = {}
-    if facts.reads_app:
-        for name in spec.deployments:
-            state = kube.deployment_state(ref.namespace, name)
-            if state is not None:
-                deployments[name] = state
-    job = kube.job_state(ref.namespace, jobs.job_name(ref, facts.job)) if facts.job else None
-    row_counts = applied = checks = None
-    if facts.rehearses:
-        scratch = jobs.scratch_name(ref)
-        exists = database.database_exists(url, scratch)
-        if exists and job and job.finished == "Complete" and "outcome" not in (status.get("rehearsal") or {}):
-            copy = url.with_name(scratch)  # verified as production would be, on the copy
-            row_counts = database.row_counts(copy, spec.row_count_tables)
-            applied = database.applied_migrations(copy)
-            checks = database.run_checks(copy, {c.name: c.sql for c in spec.checks})
-        return World(now=now, job=job, scratch_exists=exists, row_counts=row_counts, applied=applied,
-                     check_results=checks)
-    if facts.verifies:
-        row_counts = database.row_counts(url, spec.row_count_tables)
-        applied = database.applied_migrations(url)
-        checks = database.run_checks(url, {c.name: c.sql for c in spec.checks})
-    elif facts.counts_rows and "rowCounts" not in status:
-        row_counts = database.row_counts(url, spec.row_count_tables)
-    return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,
-                 check_results=checks)
-
-
-def validate(kube: Kube, ref: RunRef, spec: Spec) -> list[str]:
-    """What the schema cannot know: do the Deployments, the container, the Secret and the database exist?"""
-    problems = []
-    if spec.window:
-        try:
-            Window.from_spec(spec.window)
-        except ValueError as error:
-            problems.append(str(error))
-    backup_claim = None
-    for name in spec.deployments:
-        deployment = kube.read_deployment(ref.namespace, name)
-        field = "app.deployment" if name == spec.deployment else "app.stop"
-        if deployment is None:
-            problems.append(f"{field}: Deployment '{name}' not found in namespace {ref.namespace}; "
-                            "create it or correct the name")
-        elif name == spec.deployment:
-            try:
-                jobs.plan_job(ref, spec, deployment["spec"]["template"])
-            except ValueError as error:
-                problems.append(str(error))
-    if spec.backup_enabled and spec.backup_claim:
-        # Checked here, not when the backup pod waits for it with the app already stopped. A Pending claim may be
-        # waiting for its first consumer (WaitForFirstConsumer): the backup pod is that consumer.
-        claim = f"backup.volumeClaim: PersistentVolumeClaim '{spec.backup_claim}'"
-        backup_claim = kube.claim(ref.namespace, spec.backup_claim)
-        phase = backup_claim.phase if backup_claim else None
-        if phase is None:
-            problems.append(f"{claim} not found in namespace {ref.namespace}; create it, or name the claim the "
-                            "dumps go to")
-        elif phase == "Lost":
-            problems.append(f"{claim} is Lost (its volume is gone); recreate the claim or name another one")
-    for hook in spec.notify:
-        if kube.read_secret_key(ref.namespace, hook.secret, hook.key) is None:
-            problems.append(f"notify[{hook.name}].urlSecret: Secret '{hook.secret}' or its key '{hook.key}' not "
-                            f"found in namespace {ref.namespace}; create it, or remove the webhook")
-    secret = f"database.urlSecret: Secret '{spec.url_secret}'"
-    value = kube.read_secret_key(ref.namespace, spec.url_secret, spec.url_key)
-    if value is None:
-        problems.append(f"{secret} or its key '{spec.url_key}' not found in namespace {ref.namespace}; "
-                        "create it, or name the Secret and key that hold the DATABASE_URL")
-        return problems
-    url = DatabaseUrl(value)
-    if url.problem():
-        problems.append(f"{secret}, key '{spec.url_key}' {url.problem()}; store a postgres:// URL there")
-        return problems
-    unreachable = database.connection_problem(url)
-    if unreachable:
-        problems.append(f"{secret}: cannot connect to database '{url.name}': {unreachable}; "
-                        "fix the URL in the Secret or make the database reachable")
-        return problems
-    capacity = backup_claim.capacity_bytes if spec.backup_enabled and backup_claim else None
-    if capacity is not None:
-        size = database.database_size(url)
-        if capacity * CLAIM_SIZE_RATIO < size:
-            problems.append(f"backup.volumeClaim: PersistentVolumeClaim '{spec.backup_claim}' holds "
-                            f"{_mebibytes(capacity)}, too small for a dump of database '{url.name}' "
-                            f"({_mebibytes(size)} on disk); a claim of half that ({_mebibytes(size // 2)}) holds a "
-                            "few dumps: resize it, or name a bigger one")
-    refused = database.createdb_problem(url) if spec.rehearsal or spec.backup_enabled else None
-    if refused and spec.backup_enabled and spec.on_failure == "Restore":
-        problems.append(f"onFailure: Restore is impossible: {refused}, so a restore could not recreate it; grant "
-                        "CREATEDB to that role, or set onFailure: Keep")
-    if refused and spec.rehearsal:
-        problems.append(f"rehearsal.enabled: a rehearsal needs a scratch database, but {refused}; grant CREATEDB to "
-                        "that role, or set rehearsal.enabled: false")
-    for table in database.missing_tables(url, spec.row_count_tables):
-        problems.append(f"verify.rowCounts: table '{table}' does not exist in database '{url.name}'; "
-                        "remove it or name an existing table")
-    return problems
-
-
-def _mebibytes(size: int) -> str:
-    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size} bytes"
-
-
 def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: Step,
               logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     if step.status:
@@ -399,15 +276,9 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             kube.delete_job(ref.namespace, jobs.job_name(ref, action.step))
         elif isinstance(action, DropScratch):
             logger.info("dropping the rehearsal's scratch database %s", jobs.scratch_name(ref))
-            database.drop_database(_database_url(kube, ref, spec), jobs.scratch_name(ref))
+            database.drop_database(observe.database_url(kube, ref, spec), jobs.scratch_name(ref))
         elif isinstance(action, AcquireLease):
-            database_id = _database_url(kube, ref, spec).identity
-            lease = kube.lease_holder(database_id)
-            # Taken over only from a run that ended or is gone, at the version judged so; a live holder keeps it,
-            # and so does a run that took it over meanwhile (this run then queues).
-            free = lease is None or _live_other_holder(kube, ref, lease.holder) is None
-            if free and not kube.acquire_lease(ref, database_id, lease.version if lease else None):
-                logger.info("the database's Lease changed since it was read: another run won it; looking again")
+            lease.take(kube, ref, observe.database_url(kube, ref, spec).identity, logger)
         elif isinstance(action, ReleaseLease):
             kube.release_lease(ref)
     for event in step.events:
@@ -448,18 +319,18 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
             raise RuntimeError(f"app.deployment: Deployment '{spec.deployment}' disappeared during the run")
         template = deployment["spec"]["template"]
         if step == "plan":
-            url = _database_url(kube, ref, spec)
+            url = observe.database_url(kube, ref, spec)
             tools = (_tools_image(status, spec, url), database.server_major(url)) if spec.backup_enabled or \
                 spec.rehearsal else None
             return jobs.plan_job(ref, spec, template, tools)
         if step == "rehearse":
-            url = _database_url(kube, ref, spec)
+            url = observe.database_url(kube, ref, spec)
             return jobs.rehearse_job(ref, spec, template, url.name, _tools_image(status, spec, url))
         if status.get("strategy") == "Online":
             wanted = MigrationClass.EXPAND if step == "migrate" else MigrationClass.CONTRACT
             return jobs.online_migrate_job(ref, spec, template, step, online_migrations(status, wanted))
         return jobs.migrate_job(ref, spec, template)
-    url = _database_url(kube, ref, spec)
+    url = observe.database_url(kube, ref, spec)
     image = _tools_image(status, spec, url)
     if step == "backup":
         return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref), image)
@@ -470,27 +341,3 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
 def _tools_image(status: RunStatus, spec: Spec, url: DatabaseUrl) -> str:
     # Recorded while Pending; a run started by an operator from before that record asks the server now.
     return str(status.get("toolsImage") or jobs.tools_image(spec, database.server_major(url)))
-
-
-def _database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
-    value = kube.read_secret_key(ref.namespace, spec.url_secret, spec.url_key)
-    if value is None:
-        raise RuntimeError(f"database.urlSecret: Secret '{spec.url_secret}' key '{spec.url_key}' "
-                           "disappeared during the run")
-    return DatabaseUrl(value)
-
-
-def _live_other_holder(kube: Kube, ref: RunRef, holder: str | None) -> str | None:
-    """`holder` (namespace/name) when it is another run that still goes on; None when free, ours, or stale."""
-    if not holder or holder == ref.key:
-        return None
-    namespace, _, name = holder.rpartition("/")
-    try:
-        other = kube.read_run(namespace or ref.namespace, name)
-    except ApiException as error:
-        if error.status == 403:
-            return holder  # a run in a namespace this operator may not read: assume it goes on
-        raise
-    if other is None or (other.get("status") or {}).get("phase") in TERMINAL:
-        return None  # a stale Lease: its run ended or is gone
-    return holder

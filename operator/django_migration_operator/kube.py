@@ -1,5 +1,7 @@
 """Every Kubernetes API call of the operator: runs, Deployments, pods, Jobs and their logs, Secrets, Leases, events.
 
+I/O only: what the answers mean is observe.py's and lease.py's to say.
+
 The `kubernetes` client is synchronous; the driver calls these functions through `asyncio.to_thread`.
 """
 
@@ -20,7 +22,6 @@ from kubernetes.utils import parse_quantity
 
 from django_migration_operator.resource import GROUP, KIND, PLURAL, RUN_LABEL, RUN_NAMESPACE_LABEL, VERSION, RunRef
 from django_migration_operator.status import RunStatus
-from django_migration_operator.workflow import DeploymentState, JobState
 
 LEASE_PREFIX = "djangoops-db-"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -95,22 +96,9 @@ class Kube:
         result: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(deployment)
         return result
 
-    def deployment_state(self, namespace: str, name: str) -> DeploymentState | None:
-        deployment = self.read_deployment(namespace, name)
-        if deployment is None:
-            return None
-        spec, status = deployment["spec"], deployment.get("status", {})
-        selector = ",".join(f"{k}={v}" for k, v in spec["selector"].get("matchLabels", {}).items())
-        pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
-        replicas = int(spec.get("replicas", 1))
-        rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
-                      and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
-        images = {c["name"]: c.get("image", "") for c in spec["template"]["spec"].get("containers", [])}
-        stalled = any(c.get("type") == "Progressing" and c.get("status") == "False"
-                      and c.get("reason") == "ProgressDeadlineExceeded" for c in status.get("conditions") or [])
-        return DeploymentState(replicas=replicas, pods=len(pods), available=int(status.get("availableReplicas", 0)),
-                               rolled_out=rolled_out, scaled_by=_replicas_manager(deployment), images=images,
-                               stalled=stalled)
+    def list_pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
+        pods: list[client.V1Pod] = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        return pods
 
     def scale_deployment(self, namespace: str, name: str, replicas: int, images: dict[str, str]) -> None:
         """Sets spec.replicas and, in the same patch, the images of the named containers: one rollout, so no pod
@@ -162,39 +150,17 @@ class Kube:
             if error.status != 409:  # already created before a restart: the same deterministic Job
                 raise
 
-    def job_state(self, namespace: str, name: str) -> JobState | None:
-        job = _unless_absent(self.batch.read_namespaced_job, name, namespace)
-        if job is None:
-            return None
-        finished = reason = None
-        for condition in job.status.conditions or []:
-            if condition.status == "True" and condition.type in ("Complete", "Failed"):
-                finished, reason = condition.type, condition.reason
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
-        if finished is None:
-            finished = _ended_by_itself(pods)
-        return JobState(finished=finished, reason=reason, log=self._last_pod_log(namespace, pods) if finished else "",
-                        created=job.metadata.creation_timestamp, not_started=None if finished else _not_started(pods))
+    def read_job(self, namespace: str, name: str) -> client.V1Job | None:
+        return _unless_absent(self.batch.read_namespaced_job, name, namespace)
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Deletes the Job and, before it goes, its pod (foreground); an absent Job is already deleted."""
         _unless_absent(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
 
-    def _last_pod_log(self, namespace: str, pods: list[client.V1Pod]) -> str:
-        """The output of the Job's pod: each initContainer's that ran (the rehearsal's copy), then its container's."""
-        if not pods:
-            return ""
-        pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
-        ran = [status.name for status in pod.status.init_container_statuses or []
-               if status.state and (status.state.running or status.state.terminated)]
-        logs, missing = [], ""
-        for container in [*ran, pod.spec.containers[0].name]:
-            try:
-                logs.append(self.core.read_namespaced_pod_log(pod.metadata.name, namespace, container=container,
-                                                              tail_lines=LOG_TAIL_LINES))
-            except ApiException as error:  # a container that never started has no log: its status says why
-                missing = f"(no log: {error.reason})"
-        return "\n".join(log.rstrip("\n") for log in logs if log) or _pod_problem(pod) or missing
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """The end of one container's log; ApiException when it has none (it never started)."""
+        log: str = self.core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=LOG_TAIL_LINES)
+        return log
 
     # --- the one-run-per-database Lease -------------------------------------------------------------------
 
@@ -217,18 +183,10 @@ class Kube:
         # The version read when the holder was judged stale, not a fresh read: that one may be a live winner's.
         metadata = client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name, RUN_NAMESPACE_LABEL: run.namespace},
                                        resource_version=stale_version)
-        try:
-            if stale_version is None:
-                self.coordination.create_namespaced_lease(self.lease_namespace,
-                                                          client.V1Lease(metadata=metadata, spec=spec))
-            else:
-                self.coordination.replace_namespaced_lease(name, self.lease_namespace,
-                                                           client.V1Lease(metadata=metadata, spec=spec))
-        except ApiException as error:
-            if error.status not in (404, 409):
-                raise
-            return False
-        return True
+        lease = client.V1Lease(metadata=metadata, spec=spec)
+        if stale_version is None:
+            return _written(self.coordination.create_namespaced_lease, self.lease_namespace, lease)
+        return _written(self.coordination.replace_namespaced_lease, name, self.lease_namespace, lease)
 
     def release_lease(self, run: RunRef) -> None:
         """Deletes the Lease this run holds, found by its labels: the database URL's Secret may be gone by now."""
@@ -236,13 +194,10 @@ class Kube:
         for lease in self.coordination.list_namespaced_lease(self.lease_namespace, label_selector=selector).items:
             if lease.spec.holder_identity != run.key:
                 continue  # taken over since: no longer ours
-            try:
-                self.coordination.delete_namespaced_lease(
-                    lease.metadata.name, self.lease_namespace, body=client.V1DeleteOptions(
-                        preconditions=client.V1Preconditions(resource_version=lease.metadata.resource_version)))
-            except ApiException as error:
-                if error.status not in (404, 409):
-                    raise
+            # Deleted only at the version listed: one taken over or gone since is not ours to delete.
+            _written(self.coordination.delete_namespaced_lease, lease.metadata.name, self.lease_namespace,
+                     body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                         resource_version=lease.metadata.resource_version)))
 
 
 def _unless_absent(call: Callable[..., Any], *arguments: Any, **options: Any) -> Any:
@@ -252,6 +207,17 @@ def _unless_absent(call: Callable[..., Any], *arguments: Any, **options: Any) ->
     except ApiException as error:
         if error.status == 404:
             return None
+        raise
+
+
+def _written(call: Callable[..., Any], *arguments: Any, **options: Any) -> bool:
+    """Whether the write `call(*arguments, **options)` went through; False when its object changed since it was
+    read (409) or went (404)."""
+    try:
+        return _unless_absent(call, *arguments, **options) is not None
+    except ApiException as error:
+        if error.status == 409:
+            return False
         raise
 
 
@@ -281,49 +247,3 @@ def _containers_patch(images: dict[str, str]) -> dict[str, Any]:
     return {"template": {"spec": {"containers": [{"name": container, "image": image}
                                                  for container, image in images.items()]}}}
 
-
-def _replicas_manager(deployment: dict[str, Any]) -> str | None:
-    """Who last set spec.replicas, from managedFields (server-side field ownership)."""
-    for entry in reversed(deployment["metadata"].get("managedFields") or []):
-        fields = entry.get("fieldsV1", {}).get("f:spec", {})
-        if "f:replicas" in fields:
-            return str(entry.get("manager"))
-    return None
-
-
-def _ended_by_itself(pods: list[client.V1Pod]) -> str | None:
-    """"Complete" or "Failed" as soon as the Job's one pod ended by itself; None while it runs or is stopped.
-
-    One pod, never retried (backoffLimit 0): its end is the Job's. The Job controller batches its status writes for
-    up to a second; waiting for them would add that to the downtime twice. A pod the Job controller stops
-    (activeDeadlineSeconds ran out: it deletes the pod) still waits for the Job's condition, whose reason
-    (DeadlineExceeded) tells a timeout apart.
-    """
-    for pod in pods:
-        if pod.metadata.deletion_timestamp is None and pod.status.phase in ("Succeeded", "Failed"):
-            return "Complete" if pod.status.phase == "Succeeded" else "Failed"
-    return None
-
-
-def _not_started(pods: list[client.V1Pod]) -> str | None:
-    """Why the Job's pod has not started yet, in the words of the scheduler or the kubelet; None once it runs."""
-    live = [pod for pod in pods if pod.metadata.deletion_timestamp is None]
-    if not live:
-        return "the Job controller has created no pod"
-    pod = live[0]
-    statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
-    if pod.status.phase != "Pending" or any(s.state and (s.state.running or s.state.terminated) for s in statuses):
-        return None  # a container ran: the pod started, and the step's own deadline bounds it from here
-    for condition in pod.status.conditions or []:
-        if condition.type == "PodScheduled" and condition.status == "False":
-            return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(": ")
-    return _pod_problem(pod) or "Pending"
-
-
-def _pod_problem(pod: client.V1Pod) -> str | None:
-    """The first container that waits for a reason of its own (PodInitializing only says an initContainer runs)."""
-    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
-        waiting = status.state.waiting if status.state else None
-        if waiting and waiting.reason and waiting.reason != "PodInitializing":
-            return f"{waiting.reason}: {waiting.message or ''}".strip()
-    return None

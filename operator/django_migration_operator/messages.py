@@ -77,6 +77,73 @@ def invalid_spec(problems: list[str]) -> str:
     return "; ".join(problems) + f". {NOTHING_CHANGED}."
 
 
+# What Pending finds wrong with the spec: each names the field, what is wrong, and the fix.
+
+
+def deployment_not_found(field: str, name: str, namespace: str) -> str:
+    return f"{field}: Deployment '{name}' not found in namespace {namespace}; create it or correct the name"
+
+
+def claim_not_found(claim: str, namespace: str) -> str:
+    return f"{_claim(claim)} not found in namespace {namespace}; create it, or name the claim the dumps go to"
+
+
+def claim_lost(claim: str) -> str:
+    return f"{_claim(claim)} is Lost (its volume is gone); recreate the claim or name another one"
+
+
+def claim_too_small(claim: str, capacity_bytes: int, database: str, size_bytes: int) -> str:
+    return (f"{_claim(claim)} holds {_mebibytes(capacity_bytes)}, too small for a dump of database '{database}' "
+            f"({_mebibytes(size_bytes)} on disk); a claim of half that ({_mebibytes(size_bytes // 2)}) holds a few "
+            "dumps: resize it, or name a bigger one")
+
+
+def webhook_secret_not_found(webhook: str, secret: str, key: str, namespace: str) -> str:
+    return (f"notify[{webhook}].urlSecret: Secret '{secret}' or its key '{key}' not found in namespace {namespace}; "
+            "create it, or remove the webhook")
+
+
+def url_secret_not_found(secret: str, key: str, namespace: str) -> str:
+    return (f"{_url_secret(secret)} or its key '{key}' not found in namespace {namespace}; create it, or name the "
+            "Secret and key that hold the DATABASE_URL")
+
+
+def url_invalid(secret: str, key: str, problem: str) -> str:
+    return f"{_url_secret(secret)}, key '{key}' {problem}; store a postgres:// URL there"
+
+
+def cannot_connect(secret: str, database: str, why: str) -> str:
+    return (f"{_url_secret(secret)}: cannot connect to database '{database}': {why}; fix the URL in the Secret or "
+            "make the database reachable")
+
+
+def restore_impossible(refused: str) -> str:
+    return (f"onFailure: Restore is impossible: {refused}, so a restore could not recreate it; grant CREATEDB to that "
+            "role, or set onFailure: Keep")
+
+
+def rehearsal_impossible(refused: str) -> str:
+    return (f"rehearsal.enabled: a rehearsal needs a scratch database, but {refused}; grant CREATEDB to that role, "
+            "or set rehearsal.enabled: false")
+
+
+def table_not_found(table: str, database: str) -> str:
+    return (f"verify.rowCounts: table '{table}' does not exist in database '{database}'; remove it or name an existing "
+            "table")
+
+
+def _claim(claim: str) -> str:
+    return f"backup.volumeClaim: PersistentVolumeClaim '{claim}'"
+
+
+def _url_secret(secret: str) -> str:
+    return f"database.urlSecret: Secret '{secret}'"
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size} bytes"
+
+
 def queued(holder: str) -> str:
     return f"waiting for run {holder}, which holds this database"
 

@@ -48,6 +48,7 @@ from django_migration_operator.status import (
     condition,
 )
 from django_migration_operator.window import Window
+from django_migration_operator.world import DeploymentState, JobState, World
 
 
 class Phase(StrEnum):
@@ -72,44 +73,6 @@ class Phase(StrEnum):
 # What a rehearsal's prediction adds to the dump and the migration: stopping the app's pods, starting the Jobs' and
 # the app's again (about 3 s on devcluster, bench/timings.py).
 PREDICTED_OVERHEAD_SECONDS = 3.0
-
-
-# --- what the driver observes -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeploymentState:
-    replicas: int  # spec.replicas
-    pods: int  # pods matching the selector, terminating ones included
-    available: int  # status.availableReplicas
-    rolled_out: bool  # the controller has seen the latest spec and every replica is updated
-    scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells
-    images: dict[str, str] = field(default_factory=dict)  # container -> image of the pod template, in order
-    stalled: bool = False  # its rollout exceeded progressDeadlineSeconds (condition Progressing, False)
-
-
-@dataclass(frozen=True)
-class JobState:
-    finished: str | None  # None while it runs, "Complete" or "Failed"
-    reason: str | None  # the Job's failure reason (DeadlineExceeded, BackoffLimitExceeded, Reason.NOT_STARTED)
-    log: str  # the output of its pod
-    created: datetime | None = None  # when the Job was created
-    not_started: str | None = None  # why its pod has not started yet (Unschedulable: ...); None once it runs
-
-
-@dataclass(frozen=True)
-class World:
-    now: datetime
-    problems: tuple[str, ...] = ()  # input that cannot work, each naming the field and the fix
-    server_major: int | None = None  # the PostgreSQL server's major version, read while Pending
-    lease_holder: str | None = None  # another run, still going, that holds this database's Lease
-    lease_ours: bool = False  # this run holds the Lease
-    deployments: dict[str, DeploymentState] = field(default_factory=dict)
-    job: JobState | None = None  # the current step's Job; None when not created yet
-    row_counts: dict[str, int] | None = None  # counted now
-    applied: frozenset[tuple[str, str]] | None = None  # (app, name) rows of django_migrations
-    check_results: dict[str, str] | None = None  # check name -> the value its SQL returned
-    scratch_exists: bool = False  # the rehearsal's scratch database is there
 
 
 # --- what the driver does -------------------------------------------------------------------------------

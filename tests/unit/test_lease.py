@@ -1,14 +1,19 @@
-"""The one-run-per-database Lease against a fake apiserver that checks resourceVersions as the real one does."""
+"""The one-run-per-database Lease against a fake apiserver that checks resourceVersions as the real one does: kube.py's
+calls, and lease.py's judgement of who holds it."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from django_migration_operator import lease
 from django_migration_operator.kube import Kube, LeaseRecord
 from django_migration_operator.resource import RunRef
 
@@ -63,11 +68,36 @@ class FakeCoordination:
         return copy.deepcopy(stored)
 
 
+class FakeRuns:
+    """The runs' reads of CustomObjectsApi: each run's phase; 404 when missing, 403 in a namespace not granted."""
+
+    def __init__(self) -> None:
+        self.phases: dict[RunRef, str] = {}
+        self.forbidden: set[str] = set()
+        self.on_read: Callable[[], None] = lambda: None  # what happens elsewhere while a run is read
+
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
+                                     name: str) -> dict[str, Any]:
+        self.on_read()
+        if namespace in self.forbidden:
+            raise ApiException(status=403)
+        for run, phase in self.phases.items():
+            if (run.namespace, run.name) == (namespace, name):
+                return {"metadata": {"name": name, "namespace": namespace}, "status": {"phase": phase}}
+        raise ApiException(status=404)
+
+
 @pytest.fixture
 def kube() -> Kube:
     kube = Kube(lease_namespace="ops", api_client=client.ApiClient())  # an explicit client: no config is loaded
     kube.coordination = FakeCoordination()
+    kube.custom = FakeRuns()
     return kube
+
+
+def runs(kube: Kube) -> FakeRuns:
+    assert isinstance(kube.custom, FakeRuns)
+    return kube.custom
 
 
 def held(kube: Kube) -> LeaseRecord:
@@ -119,3 +149,60 @@ def test_a_run_whose_lease_was_taken_over_does_not_release_the_new_holders(kube:
     assert held(kube).holder == RUN_B.key
     kube.release_lease(RUN_B)
     assert kube.lease_holder(DATABASE) is None
+
+
+# --- lease.py: who holds it, and taking over a stale one ---------------------------------------------------------
+
+
+def test_a_lease_of_a_run_that_ended_is_stale_and_taken_over(kube: Kube) -> None:
+    runs(kube).phases[FINISHED] = "Succeeded"
+    kube.acquire_lease(FINISHED, DATABASE, None)
+    assert lease.holders(kube, RUN_A, DATABASE) == (None, False)
+    lease.take(kube, RUN_A, DATABASE, logging.getLogger("test"))
+    assert lease.holders(kube, RUN_A, DATABASE) == (None, True)
+
+
+def test_a_lease_of_a_deleted_run_is_taken_over(kube: Kube) -> None:
+    kube.acquire_lease(FINISHED, DATABASE, None)  # no such run any more
+    lease.take(kube, RUN_A, DATABASE, logging.getLogger("test"))
+    assert held(kube).holder == RUN_A.key
+
+
+def test_a_live_holder_keeps_the_lease_and_the_other_run_is_told_who_it_is(kube: Kube) -> None:
+    runs(kube).phases[RUN_B] = "Migrating"
+    kube.acquire_lease(RUN_B, DATABASE, None)
+    version = held(kube).version
+    assert lease.holders(kube, RUN_A, DATABASE) == (RUN_B.key, False)
+    assert lease.holders(kube, RUN_B, DATABASE) == (None, True)
+    lease.take(kube, RUN_A, DATABASE, logging.getLogger("test"))
+    assert held(kube) == LeaseRecord(RUN_B.key, version), "not even rewritten"
+
+
+def test_a_holder_in_a_namespace_this_operator_may_not_read_counts_as_live(kube: Kube) -> None:
+    runs(kube).forbidden.add(RUN_B.namespace)
+    kube.acquire_lease(RUN_B, DATABASE, None)
+    assert lease.holders(kube, RUN_A, DATABASE) == (RUN_B.key, False)
+    lease.take(kube, RUN_A, DATABASE, logging.getLogger("test"))
+    assert held(kube).holder == RUN_B.key
+
+
+def test_a_free_database_has_no_holder_and_its_lease_is_created(kube: Kube) -> None:
+    assert lease.holders(kube, RUN_A, DATABASE) == (None, False)
+    lease.take(kube, RUN_A, DATABASE, logging.getLogger("test"))
+    assert lease.holders(kube, RUN_A, DATABASE) == (None, True)
+
+
+def test_a_take_over_that_loses_the_race_keeps_the_winner_and_says_so(kube: Kube,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    runs(kube).phases[FINISHED] = "Failed"
+    kube.acquire_lease(FINISHED, DATABASE, None)
+
+    def b_takes_it_over() -> None:  # while RUN_A reads the finished run, RUN_B judges it stale too and wins
+        runs(kube).on_read = lambda: None
+        lease.take(kube, RUN_B, DATABASE, logging.getLogger("test"))
+
+    runs(kube).on_read = b_takes_it_over
+    with caplog.at_level(logging.INFO):
+        lease.take(kube, RUN_A, DATABASE, logging.getLogger("test"))
+    assert held(kube).holder == RUN_B.key
+    assert "another run won it" in caplog.text

@@ -219,3 +219,40 @@ class TestOutages:
         assert messages.forbidden(refusal) == (
             f"the operator was refused: {refusal}; give its ServiceAccount that right again (the chart's RBAC grants "
             "it) and the run goes on")
+
+
+def test_the_problems_pending_finds_name_the_field_and_the_fix() -> None:
+    assert messages.deployment_not_found("app.stop", "worker", "shop") == (
+        "app.stop: Deployment 'worker' not found in namespace shop; create it or correct the name")
+    assert messages.claim_not_found("backups", "shop") == (
+        "backup.volumeClaim: PersistentVolumeClaim 'backups' not found in namespace shop; create it, or name the claim "
+        "the dumps go to")
+    assert messages.claim_lost("backups") == (
+        "backup.volumeClaim: PersistentVolumeClaim 'backups' is Lost (its volume is gone); recreate the claim or name "
+        "another one")
+    assert messages.claim_too_small("backups", 100 * 2**20, "shop", 3 * 2**30) == (
+        "backup.volumeClaim: PersistentVolumeClaim 'backups' holds 100 MiB, too small for a dump of database 'shop' "
+        "(3072 MiB on disk); a claim of half that (1536 MiB) holds a few dumps: resize it, or name a bigger one")
+    assert messages.claim_too_small("backups", 1000, "shop", 20000).startswith(
+        "backup.volumeClaim: PersistentVolumeClaim 'backups' holds 1000 bytes, too small for a dump of database 'shop' "
+        "(20000 bytes on disk); a claim of half that (10000 bytes)")
+    assert messages.webhook_secret_not_found("ops", "hooks", "ops", "shop") == (
+        "notify[ops].urlSecret: Secret 'hooks' or its key 'ops' not found in namespace shop; create it, or remove the "
+        "webhook")
+    assert messages.url_secret_not_found("db", "url", "shop") == (
+        "database.urlSecret: Secret 'db' or its key 'url' not found in namespace shop; create it, or name the Secret "
+        "and key that hold the DATABASE_URL")
+    assert messages.url_invalid("db", "url", "is not a postgres:// URL") == (
+        "database.urlSecret: Secret 'db', key 'url' is not a postgres:// URL; store a postgres:// URL there")
+    assert messages.cannot_connect("db", "shop", "connection refused") == (
+        "database.urlSecret: Secret 'db': cannot connect to database 'shop': connection refused; fix the URL in the "
+        "Secret or make the database reachable")
+    refused = "role app may not create databases (it needs CREATEDB)"
+    assert messages.restore_impossible(refused) == (
+        f"onFailure: Restore is impossible: {refused}, so a restore could not recreate it; grant CREATEDB to that "
+        "role, or set onFailure: Keep")
+    assert messages.rehearsal_impossible(refused) == (
+        f"rehearsal.enabled: a rehearsal needs a scratch database, but {refused}; grant CREATEDB to that role, or set "
+        "rehearsal.enabled: false")
+    assert messages.table_not_found("blog_post", "shop") == (
+        "verify.rowCounts: table 'blog_post' does not exist in database 'shop'; remove it or name an existing table")

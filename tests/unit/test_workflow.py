@@ -18,18 +18,16 @@ from django_migration_operator.workflow import (
     AcquireLease,
     CreateJob,
     DeleteJob,
-    DeploymentState,
     DropScratch,
-    JobState,
     Phase,
     ReleaseLease,
     Scale,
     SetImages,
     Step,
-    World,
     advance,
     online_migrations,
 )
+from django_migration_operator.world import DeploymentState, JobState, World
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 PLAN = [{"app": "blog", "name": "0003_add_post_status", "atomic": True, "reversible": True, "backwards": False,

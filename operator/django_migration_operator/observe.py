@@ -1,0 +1,168 @@
+"""What the driver looks at before each step: the `World` the current phase decides on, and nothing else.
+
+kube.py and database.py read; this module says what the reads mean: a Deployment rolled out, a Job ended (by its
+pod's end), why its pod has not started, which output is the Job's.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from django_migration_operator import database, jobs, lease, validation
+from django_migration_operator.database import DatabaseUrl
+from django_migration_operator.kube import Kube
+from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.status import RunStatus
+from django_migration_operator.workflow import PHASES, Phase, phase_of
+from django_migration_operator.world import DeploymentState, JobState, World
+
+
+def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
+    """Reads what the current phase decides on, and nothing else."""
+    phase = phase_of(status)
+    facts = PHASES[phase]
+    now = datetime.now(UTC)
+    if phase == Phase.PENDING:
+        problems = validation.problems(ref, spec, validation.read_facts(kube, ref, spec))
+        if problems:
+            return World(now=now, problems=tuple(problems))
+    url = database_url(kube, ref, spec)
+    if facts.reads_lease:
+        other, ours = lease.holders(kube, ref, url.identity)
+        return World(now=now, lease_holder=other, lease_ours=ours,
+                     server_major=database.server_major(url) if phase == Phase.PENDING else None)
+    deployments = {}
+    if facts.reads_app:
+        for name in spec.deployments:
+            state = deployment_state(kube, ref.namespace, name)
+            if state is not None:
+                deployments[name] = state
+    job = job_state(kube, ref.namespace, jobs.job_name(ref, facts.job)) if facts.job else None
+    row_counts = applied = checks = None
+    if facts.rehearses:
+        scratch = jobs.scratch_name(ref)
+        exists = database.database_exists(url, scratch)
+        if exists and job and job.finished == "Complete" and "outcome" not in (status.get("rehearsal") or {}):
+            copy = url.with_name(scratch)  # verified as production would be, on the copy
+            row_counts = database.row_counts(copy, spec.row_count_tables)
+            applied = database.applied_migrations(copy)
+            checks = database.run_checks(copy, {c.name: c.sql for c in spec.checks})
+        return World(now=now, job=job, scratch_exists=exists, row_counts=row_counts, applied=applied,
+                     check_results=checks)
+    if facts.verifies:
+        row_counts = database.row_counts(url, spec.row_count_tables)
+        applied = database.applied_migrations(url)
+        checks = database.run_checks(url, {c.name: c.sql for c in spec.checks})
+    elif facts.counts_rows and "rowCounts" not in status:
+        row_counts = database.row_counts(url, spec.row_count_tables)
+    return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,
+                 check_results=checks)
+
+
+def database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
+    """The run's database, from its Secret: there since Pending checked it, so its absence is an error."""
+    value = kube.read_secret_key(ref.namespace, spec.url_secret, spec.url_key)
+    if value is None:
+        raise RuntimeError(f"database.urlSecret: Secret '{spec.url_secret}' key '{spec.url_key}' "
+                           "disappeared during the run")
+    return DatabaseUrl(value)
+
+
+def deployment_state(kube: Kube, namespace: str, name: str) -> DeploymentState | None:
+    deployment = kube.read_deployment(namespace, name)
+    if deployment is None:
+        return None
+    spec, status = deployment["spec"], deployment.get("status", {})
+    selector = ",".join(f"{k}={v}" for k, v in spec["selector"].get("matchLabels", {}).items())
+    pods = kube.list_pods(namespace, selector)
+    replicas = int(spec.get("replicas", 1))
+    rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+                  and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
+    images = {c["name"]: c.get("image", "") for c in spec["template"]["spec"].get("containers", [])}
+    stalled = any(c.get("type") == "Progressing" and c.get("status") == "False"
+                  and c.get("reason") == "ProgressDeadlineExceeded" for c in status.get("conditions") or [])
+    return DeploymentState(replicas=replicas, pods=len(pods), available=int(status.get("availableReplicas", 0)),
+                           rolled_out=rolled_out, scaled_by=_replicas_manager(deployment), images=images,
+                           stalled=stalled)
+
+
+def job_state(kube: Kube, namespace: str, name: str) -> JobState | None:
+    job = kube.read_job(namespace, name)
+    if job is None:
+        return None
+    finished = reason = None
+    for condition in job.status.conditions or []:
+        if condition.status == "True" and condition.type in ("Complete", "Failed"):
+            finished, reason = condition.type, condition.reason
+    pods = kube.list_pods(namespace, f"job-name={name}")
+    if finished is None:
+        finished = _ended_by_itself(pods)
+    return JobState(finished=finished, reason=reason, log=_last_pod_log(kube, namespace, pods) if finished else "",
+                    created=job.metadata.creation_timestamp, not_started=None if finished else _not_started(pods))
+
+
+def _replicas_manager(deployment: dict[str, Any]) -> str | None:
+    """Who last set spec.replicas, from managedFields (server-side field ownership)."""
+    for entry in reversed(deployment["metadata"].get("managedFields") or []):
+        fields = entry.get("fieldsV1", {}).get("f:spec", {})
+        if "f:replicas" in fields:
+            return str(entry.get("manager"))
+    return None
+
+
+def _ended_by_itself(pods: list[client.V1Pod]) -> str | None:
+    """"Complete" or "Failed" as soon as the Job's one pod ended by itself; None while it runs or is stopped.
+
+    One pod, never retried (backoffLimit 0): its end is the Job's. The Job controller batches its status writes for
+    up to a second; waiting for them would add that to the downtime twice. A pod the Job controller stops
+    (activeDeadlineSeconds ran out: it deletes the pod) still waits for the Job's condition, whose reason
+    (DeadlineExceeded) tells a timeout apart.
+    """
+    for pod in pods:
+        if pod.metadata.deletion_timestamp is None and pod.status.phase in ("Succeeded", "Failed"):
+            return "Complete" if pod.status.phase == "Succeeded" else "Failed"
+    return None
+
+
+def _last_pod_log(kube: Kube, namespace: str, pods: list[client.V1Pod]) -> str:
+    """The output of the Job's pod: each initContainer's that ran (the rehearsal's copy), then its container's."""
+    if not pods:
+        return ""
+    pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
+    ran = [status.name for status in pod.status.init_container_statuses or []
+           if status.state and (status.state.running or status.state.terminated)]
+    logs, missing = [], ""
+    for container in [*ran, pod.spec.containers[0].name]:
+        try:
+            logs.append(kube.read_pod_log(namespace, pod.metadata.name, container))
+        except ApiException as error:  # a container that never started has no log: its status says why
+            missing = f"(no log: {error.reason})"
+    return "\n".join(log.rstrip("\n") for log in logs if log) or _pod_problem(pod) or missing
+
+
+def _not_started(pods: list[client.V1Pod]) -> str | None:
+    """Why the Job's pod has not started yet, in the words of the scheduler or the kubelet; None once it runs."""
+    live = [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+    if not live:
+        return "the Job controller has created no pod"
+    pod = live[0]
+    statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
+    if pod.status.phase != "Pending" or any(s.state and (s.state.running or s.state.terminated) for s in statuses):
+        return None  # a container ran: the pod started, and the step's own deadline bounds it from here
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(": ")
+    return _pod_problem(pod) or "Pending"
+
+
+def _pod_problem(pod: client.V1Pod) -> str | None:
+    """The first container that waits for a reason of its own (PodInitializing only says an initContainer runs)."""
+    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
+        waiting = status.state.waiting if status.state else None
+        if waiting and waiting.reason and waiting.reason != "PodInitializing":
+            return f"{waiting.reason}: {waiting.message or ''}".strip()
+    return None

@@ -1,0 +1,45 @@
+"""What the driver observes and the workflow decides on: the app's Deployments, the step's Job, the database.
+
+Plain values: observe.py builds them, workflow.py decides on them. A module of their own, since observe.py reads
+the phase table in workflow.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    replicas: int  # spec.replicas
+    pods: int  # pods matching the selector, terminating ones included
+    available: int  # status.availableReplicas
+    rolled_out: bool  # the controller has seen the latest spec and every replica is updated
+    scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells
+    images: dict[str, str] = field(default_factory=dict)  # container -> image of the pod template, in order
+    stalled: bool = False  # its rollout exceeded progressDeadlineSeconds (condition Progressing, False)
+
+
+@dataclass(frozen=True)
+class JobState:
+    finished: str | None  # None while it runs, "Complete" or "Failed"
+    reason: str | None  # the Job's failure reason (DeadlineExceeded, BackoffLimitExceeded, Reason.NOT_STARTED)
+    log: str  # the output of its pod
+    created: datetime | None = None  # when the Job was created
+    not_started: str | None = None  # why its pod has not started yet (Unschedulable: ...); None once it runs
+
+
+@dataclass(frozen=True)
+class World:
+    now: datetime
+    problems: tuple[str, ...] = ()  # input that cannot work, each naming the field and the fix
+    server_major: int | None = None  # the PostgreSQL server's major version, read while Pending
+    lease_holder: str | None = None  # another run, still going, that holds this database's Lease
+    lease_ours: bool = False  # this run holds the Lease
+    deployments: dict[str, DeploymentState] = field(default_factory=dict)
+    job: JobState | None = None  # the current step's Job; None when not created yet
+    row_counts: dict[str, int] | None = None  # counted now
+    applied: frozenset[tuple[str, str]] | None = None  # (app, name) rows of django_migrations
+    check_results: dict[str, str] | None = None  # check name -> the value its SQL returned
+    scratch_exists: bool = False  # the rehearsal's scratch database is there

@@ -1,0 +1,184 @@
+"""The driver's loop against a fake Kube and a fake database: a run from Pending to its end, through observe.py,
+workflow.py and carry_out, with what it did to the cluster recorded in order.
+
+tests/unit/test_workflow.py proves each transition; here, that the driver observes, carries out and resumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from kubernetes import client
+
+from django_migration_operator import database, driver, jobs
+from django_migration_operator.kube import ClaimState, Kube, LeaseRecord
+from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.status import ConditionType, RunStatus, condition
+from tests.unit.test_workflow import SCRIPT_PLAN, backup_log, plan_log
+
+RUN = RunRef("shop", "release-3", "uid-3")
+URL = "postgres://app:secret@db.internal:5432/shop"
+SPEC: dict[str, Any] = {
+    "app": {"deployment": "web", "stop": ["worker"]},
+    "database": {"urlSecret": {"name": "db", "key": "url"}},
+    "backup": {"volumeClaim": "backups"},
+    "verify": {"rowCounts": ["blog_post"]},
+}
+REPLICAS = {"web": 2, "worker": 1}
+# What each step's Job prints; every Job's pod ends as soon as it is created.
+LOGS = {jobs.job_name(RUN, "plan"): plan_log(SCRIPT_PLAN), jobs.job_name(RUN, "backup"): backup_log(),
+        jobs.job_name(RUN, "migrate"): "  Applying blog.0003_add_post_status... OK\n"}
+
+
+class FakeKube:
+    """A cluster with the run, its two Deployments (each controller acts at once), its Secret, claim and Lease."""
+
+    def __init__(self) -> None:
+        self.body: dict[str, Any] = {"metadata": {"name": RUN.name, "generation": 1}, "spec": SPEC, "status": {}}
+        self.replicas = dict(REPLICAS)
+        self.jobs: dict[str, datetime] = {}
+        self.lease: str | None = None
+        self.done: list[tuple[str, ...]] = []  # what the run did to the cluster, in order
+        self.events: list[str] = []
+        self.phases: list[str] = []  # each phase the status was patched to
+
+    # --- the run
+
+    def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.body
+
+    def patch_run_status(self, run: RunRef, status: RunStatus) -> None:
+        self.body = {**self.body, "status": {**self.body["status"], **status}}
+        if "phase" in status:
+            self.phases.append(str(status["phase"]))
+
+    def post_event(self, run: RunRef, reason: str, message: str, warning: bool) -> None:
+        self.events.append(reason)
+
+    # --- the app
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        replicas = self.replicas[name]
+        return {"metadata": {"name": name, "generation": 1},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                         "template": {"spec": {"containers": [{"name": "django", "image": "shop:2"}]}}},
+                "status": {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
+                           "availableReplicas": replicas}}
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int, images: dict[str, str]) -> None:
+        self.done.append(("scale", name, str(replicas)))
+        self.replicas[name] = replicas
+
+    def list_pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
+        label, _, value = selector.partition("=")
+        if label == "job-name":
+            return [client.V1Pod(metadata=client.V1ObjectMeta(name=f"{value}-x", creation_timestamp=self.jobs[value]),
+                                 spec=client.V1PodSpec(containers=[client.V1Container(name="django")]),
+                                 status=client.V1PodStatus(phase="Succeeded"))]
+        return [client.V1Pod()] * self.replicas[value]
+
+    # --- Jobs
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
+        self.done.append(("create job", name))
+        self.jobs[name] = datetime.now(UTC)
+
+    def read_job(self, namespace: str, name: str) -> client.V1Job | None:
+        if name not in self.jobs:
+            return None
+        return client.V1Job(metadata=client.V1ObjectMeta(name=name, creation_timestamp=self.jobs[name]),
+                            status=client.V1JobStatus())  # its pod ended: the Job's condition is not written yet
+
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
+        return LOGS[pod.removesuffix("-x")]
+
+    # --- the Secret, the claim and the Lease
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        return URL if (name, key) == ("db", "url") else None
+
+    def claim(self, namespace: str, name: str) -> ClaimState | None:
+        return ClaimState("Bound", 10 * 2**30)
+
+    def lease_holder(self, database_id: str) -> LeaseRecord | None:
+        return LeaseRecord(self.lease, "1") if self.lease else None
+
+    def acquire_lease(self, run: RunRef, database_id: str, stale_version: str | None) -> bool:
+        self.done.append(("acquire lease",))
+        self.lease = run.key
+        return True
+
+    def release_lease(self, run: RunRef) -> None:
+        self.done.append(("release lease",))
+        self.lease = None
+
+
+@pytest.fixture(autouse=True)
+def fake_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL 16 server that allows everything, whose one table keeps its rows, and that applies the plan."""
+    answers: dict[str, Any] = {"connection_problem": None, "createdb_problem": None, "server_major": 16,
+                               "database_size": 2**30, "missing_tables": [], "row_counts": {"blog_post": 3},
+                               "applied_migrations": frozenset({("blog", "0003_add_post_status")}),
+                               "run_checks": {}}
+    for name, answer in answers.items():
+        monkeypatch.setattr(database, name, lambda *_, answer=answer: answer)
+    monkeypatch.setattr(driver, "SAFETY_NET_SECONDS", 0.0)  # every change is there at once: look again at once
+
+
+def drive(kube: FakeKube, stopping: driver.Stop | None = None, once_in: str | None = None) -> None:
+    """Drives the run until it ends; or with `stopping`, told so once it is in the phase `once_in`."""
+    def told() -> driver.Stop | None:
+        return stopping if kube.body["status"].get("phase") == once_in else None
+    asyncio.run(asyncio.wait_for(driver.drive(cast(Kube, kube), driver.Wakeups(), RUN, logging.getLogger("test"),
+                                              told), timeout=10))
+
+
+FROM_PENDING_TO_SUCCEEDED = [
+    ("acquire lease",), ("create job", jobs.job_name(RUN, "plan")), ("scale", "web", "0"), ("scale", "worker", "0"),
+    ("create job", jobs.job_name(RUN, "backup")), ("create job", jobs.job_name(RUN, "migrate")),
+    ("scale", "web", "2"), ("scale", "worker", "1"), ("release lease",)]
+
+
+def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
+    kube = FakeKube()
+    drive(kube)
+    assert kube.phases == ["Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp",
+                           "Succeeded"]
+    assert kube.done == FROM_PENDING_TO_SUCCEEDED
+    assert kube.events == ["Planning", "StrategyChosen", "ScalingDown", "BackingUp", "Migrating", "Verifying",
+                           "ScalingUp", "PlanApplied"]
+    status = kube.body["status"]
+    assert condition(status, ConditionType.SUCCEEDED)["status"] == "True"
+    assert status["replicas"] == REPLICAS and kube.replicas == REPLICAS and kube.lease is None
+    assert status["rowCounts"] == {"blog_post": {"before": 3, "after": 3}}
+    assert status["jobs"] == {step: jobs.job_name(RUN, step) for step in ("plan", "backup", "migrate")}
+    assert status["observedGeneration"] == 1 and status["toolsImage"] == jobs.tools_image(
+        Spec.from_body(SPEC), 16)
+
+
+@pytest.mark.parametrize("phase", ["Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp"])
+def test_a_driver_that_leaves_is_resumed_by_the_next_from_the_status_alone(phase: str) -> None:
+    kube = FakeKube()
+    drive(kube, driver.Stop.LEAVE, once_in=phase)
+    assert kube.phases[-1] == phase and kube.lease == RUN.key
+    drive(kube)  # the next operator's driver: nothing but the status and the cluster to go on
+    assert kube.done == FROM_PENDING_TO_SUCCEEDED, "each action once, none skipped"
+    assert kube.phases[-1] == "Succeeded"
+
+
+def test_a_run_deleted_before_it_touched_anything_ends_at_once_and_frees_the_database() -> None:
+    kube = FakeKube()
+    drive(kube, driver.Stop.DELETED, once_in="Planning")
+    assert kube.done == [("acquire lease",), ("release lease",)], "not even the plan Job"
+    assert kube.phases[-1] == "Planning" and kube.replicas == REPLICAS
+
+
+def test_a_run_deleted_once_the_app_is_stopped_is_driven_to_its_end_first() -> None:
+    kube = FakeKube()
+    drive(kube, driver.Stop.DELETED, once_in="BackingUp")
+    assert kube.done == FROM_PENDING_TO_SUCCEEDED and kube.replicas == REPLICAS
