@@ -69,6 +69,13 @@ class Kube:
                                                      namespace, PLURAL, name)
         return body
 
+    def list_runs(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every DjangoMigration in the namespaces, or in the cluster when none are named."""
+        if not namespaces:
+            return list(self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"])
+        return [run for namespace in namespaces
+                for run in self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]]
+
     def patch_run_status(self, run: RunRef, status: RunStatus) -> None:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, run.namespace, PLURAL, run.name,
                                                           {"status": status})
