@@ -4,6 +4,7 @@ and an HTTP prober that sees the downtime as a client does."""
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 import urllib.error
@@ -17,8 +18,9 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from demo.stack import BlogStack, LocalOperator
-from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, STEP_LABEL, VERSION
+from django_migration_operator.resource import RUN_LABEL, STEP_LABEL
 from django_migration_operator.status import RunStatus
+from django_migration_operator.wait import KubeSource, watch_run
 from django_migration_operator.workflow import TERMINAL
 
 RUN_NAME = "blog-release-2"
@@ -83,7 +85,8 @@ class Observer:
     """Four watches in threads (run, Jobs, pods, Deployments of one namespace), stamping events on arrival.
 
     Each watch lists first and then watches from the list's resourceVersion, so nothing that happens after
-    `start()` returns is missed; a watch that ends (server timeout) resumes from the last resourceVersion.
+    `start()` returns is missed; a watch that ends (server timeout) resumes from the last resourceVersion. The run
+    is followed by the waiter's watcher (`wait.watch_run`), the others by the loop below.
     """
 
     def __init__(self, api: client.ApiClient, namespace: str, run: str) -> None:
@@ -94,23 +97,21 @@ class Observer:
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        custom = client.CustomObjectsApi(api)
         core = client.CoreV1Api(api)
         self._streams: list[tuple[str, Lister, tuple[Any, ...], Callable[[str, dict[str, Any], float], None]]] = [
-            ("djangomigrations", custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL),
-             self._on_run),
             ("jobs", client.BatchV1Api(api).list_namespaced_job, (namespace,), self._on_job),
             ("pods", core.list_namespaced_pod, (namespace,), self._on_pod),
             ("deployments", client.AppsV1Api(api).list_namespaced_deployment, (namespace,), self._on_deployment),
         ]
 
     def start(self) -> None:
-        ready = threading.Barrier(len(self._streams) + 1)
-        for name, lister, args, handler in self._streams:
-            thread = threading.Thread(target=self._follow, args=(name, lister, args, handler, ready), daemon=True,
-                                      name=f"watch-{name}")
+        ready = threading.Barrier(len(self._streams) + 2)
+        self._threads = [threading.Thread(target=self._follow_run, args=(ready,), daemon=True,
+                                          name="watch-djangomigrations")]
+        self._threads += [threading.Thread(target=self._follow, args=(name, lister, args, handler, ready), daemon=True,
+                                           name=f"watch-{name}") for name, lister, args, handler in self._streams]
+        for thread in self._threads:
             thread.start()
-            self._threads.append(thread)
         ready.wait(timeout=60)  # every watch has listed once
 
     def stop(self) -> None:
@@ -129,7 +130,22 @@ class Observer:
                     if not p.job_pod and p.component == "web" and p.ip and p.ready and not p.terminating
                     and p.deleted is None]
 
-    # --- the watch loop ---------------------------------------------------------------------------------
+    # --- the watch loops --------------------------------------------------------------------------------
+
+    def _follow_run(self, ready: threading.Barrier) -> None:
+        listed = False
+        for seen in watch_run(KubeSource(self.namespace, self.run, self._api), math.inf,
+                              on_retry=lambda error: self._note_error("djangomigrations", error)):
+            now = time.monotonic()
+            if seen.run is not None:  # None: not applied yet (or deleted)
+                with self._lock:
+                    self._on_run(seen.run, now)
+                    self._lock.notify_all()
+            if not listed:
+                listed = True
+                ready.wait()
+            if self._stop.is_set():
+                return
 
     def _follow(self, name: str, lister: Lister, args: tuple[Any, ...],
                 handler: Callable[[str, dict[str, Any], float], None], ready: threading.Barrier) -> None:
@@ -187,9 +203,7 @@ class Observer:
 
     # --- handlers (called with the lock held) -------------------------------------------------------------
 
-    def _on_run(self, kind: str, raw: dict[str, Any], now: float) -> None:
-        if raw.get("metadata", {}).get("name") != self.run or kind == "DELETED":
-            return
+    def _on_run(self, raw: dict[str, Any], now: float) -> None:
         seen = self.seen
         if seen.run_added is None:
             seen.run_added = now

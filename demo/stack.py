@@ -12,16 +12,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from psycopg import sql
 
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
+from django_migration_operator.wait import KubeSource, watch_run
+from django_migration_operator.workflow import TERMINAL
 
 CRD_FILE = "crds/djangomigrations.djangoops.dev.yaml"
 
@@ -45,6 +48,16 @@ class BlogStack:
 
     def apply(self, *manifests: dict[str, Any]) -> None:
         self.cluster.apply(self.namespace, *manifests)
+
+    def watch_run(self, name: str, timeout: float) -> Iterator[dict[str, Any]]:
+        """The DjangoMigration `name` at each change for `timeout` seconds, through the waiter's watch: a phase of a
+        few tens of milliseconds, such as Verifying, would slip between two polls. Fails if the run is not there."""
+        api = config.new_client_from_config(config_file=str(self.cluster.kubeconfig))
+        for seen in watch_run(KubeSource(self.namespace, name, api), timeout):
+            if seen.run is None:
+                raise RuntimeError(f"DjangoMigration {self.namespace}/{name} "
+                                   f"{'was deleted' if seen.deleted else 'not found'}")
+            yield seen.run
 
     def prepare(self, posts: int = 200, migrate_to: str = "0002_populate_categories",
                 say: Callable[[str], None] = print) -> None:
@@ -157,6 +170,22 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60, inter
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
                          + (f" (last error: {last_error})" if last_error else ""))
+
+
+def wait_for_run(stack: BlogStack, name: str, until: Callable[[dict[str, Any]], bool], what: str,
+                 timeout: float) -> dict[str, Any]:
+    """The run's status once `until` holds for it; fails naming `what` after `timeout` seconds, as `wait_for` does."""
+    for run in stack.watch_run(name, timeout):
+        status = dict(run.get("status") or {})
+        if until(status):
+            return status
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_for_end(stack: BlogStack, name: str, timeout: float = 240) -> dict[str, Any]:
+    """The run's status once it Succeeded or Failed."""
+    return wait_for_run(stack, name, lambda status: status.get("phase") in TERMINAL, f"DjangoMigration {name} to end",
+                        timeout)
 
 
 def create_database(cluster: Cluster, name: str, template: str | None = None) -> None:
