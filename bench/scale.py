@@ -231,9 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if succeeded else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def report_scale(report: Report, args: argparse.Namespace, alone: Observations, runs: Sequence[Observations],
                  applied: float, cpu_seconds: float, peak_rss: int, requests: Counter[str]) -> bool:
@@ -294,3 +291,7 @@ def report_scale(report: Report, args: argparse.Namespace, alone: Observations, 
     report.table("4. Goals", ["goal", "target", "measured", "holds"],
                  [[name, target, measured, "yes" if holds else "NO"] for name, target, measured, holds in goals])
     return len(succeeded) == n
+
+
+if __name__ == "__main__":
+    sys.exit(main())
