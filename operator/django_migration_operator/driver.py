@@ -45,6 +45,7 @@ from django_migration_operator.workflow import (
     advance,
     online_migrations,
     phase_of,
+    queued_for_slot,
 )
 
 SAFETY_NET_SECONDS = 15.0
@@ -57,20 +58,28 @@ class Wakeups:
 
     def __init__(self) -> None:
         self._events: dict[str, dict[str, asyncio.Event]] = defaultdict(dict)
+        self._queued: set[tuple[str, str]] = set()  # runs Queued for another run's Lease
 
     def event(self, namespace: str, name: str) -> asyncio.Event:
         return self._events[namespace].setdefault(name, asyncio.Event())
 
     def forget(self, namespace: str, name: str) -> None:
         self._events[namespace].pop(name, None)
+        self._queued.discard((namespace, name))
+
+    def note_queued(self, namespace: str, name: str, queued: bool) -> None:
+        """Whether the run waits for another run's end (Queued for its Lease): `wake_queued` wakes it then."""
+        if queued:
+            self._queued.add((namespace, name))
+        else:
+            self._queued.discard((namespace, name))
 
     def active_in(self, namespace: str) -> bool:
         return bool(self._events.get(namespace))
 
-    def wake_all(self) -> None:
-        for events in self._events.values():
-            for event in events.values():
-                event.set()
+    def wake_queued(self) -> None:
+        for namespace, name in self._queued:
+            self.wake(namespace, name)
 
     def wake(self, namespace: str, name: str | None = None) -> None:
         """Wakes one run, or every run of the namespace when no name is given."""
@@ -126,7 +135,7 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
         # A queued run, in any namespace, may go now. Here, not after the last step: kopf may cancel this driver as
         # soon as the run is terminal, and a spurious wake-up only makes a run look again.
         _wake(wakeups, admission.forget(ref.key))
-        wakeups.wake_all()
+        wakeups.wake_queued()
 
 
 async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef, stopping: Callable[[], Stop | None],
@@ -152,7 +161,9 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     world = await asyncio.to_thread(observe.observe, kube, ref, spec, status)
     # The slot read and the step's record of it in one go of the event loop: no other run takes it in between.
     step = advance(spec, status, replace(world, slots=admission.slots(ref.key)))
-    _wake(wakeups, admission.note(ref.key, {**status, **step.status}))
+    after: RunStatus = {**status, **step.status}
+    _wake(wakeups, admission.note(ref.key, after))
+    wakeups.note_queued(ref.namespace, ref.name, phase_of(after) == Phase.QUEUED and not queued_for_slot(after))
     # Before the patch: once the run is terminal, kopf may cancel this driver at any await. Not again when the same
     # step is tried once more after an outage.
     if "phase" in step.status and (entered is None or entered[0] != step.status["phase"]):

@@ -6,6 +6,7 @@ pod's end), why its pod has not started, which output is the Job's.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,35 +31,36 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
         problems = validation.problems(ref, spec, validation.read_facts(kube, ref, spec))
         if problems:
             return World(now=now, problems=tuple(problems))
-    url = database_url(kube, ref, spec)
+    # Read from its Secret only when a phase uses the database: most looks at a run do not.
+    url = functools.cache(lambda: database_url(kube, ref, spec))
     if facts.reads_lease and not queued_for_slot(status):  # a run queued for a slot holds its Lease already
-        other, ours = lease.holders(kube, ref, url.identity)
+        other, ours = lease.holders(kube, ref, url().identity)
         return World(now=now, lease_holder=other, lease_ours=ours,
-                     server_major=database.server_major(url) if phase == Phase.PENDING else None)
+                     server_major=database.server_major(url()) if phase == Phase.PENDING else None)
     deployments = {}
     if facts.reads_app:
         for name in spec.deployments:
-            state = deployment_state(kube, ref.namespace, name)
+            state = deployment_state(kube, ref.namespace, name, facts.counts_pods)
             if state is not None:
                 deployments[name] = state
     job = job_state(kube, ref.namespace, jobs.job_name(ref, facts.job)) if facts.job else None
     row_counts = applied = checks = None
     if facts.rehearses:
         scratch = jobs.scratch_name(ref)
-        exists = database.database_exists(url, scratch)
+        exists = database.database_exists(url(), scratch)
         if exists and job and job.finished == "Complete" and "outcome" not in (status.get("rehearsal") or {}):
-            copy = url.with_name(scratch)  # verified as production would be, on the copy
+            copy = url().with_name(scratch)  # verified as production would be, on the copy
             row_counts = database.row_counts(copy, spec.row_count_tables)
             applied = database.applied_migrations(copy)
             checks = database.run_checks(copy, {c.name: c.sql for c in spec.checks})
         return World(now=now, job=job, scratch_exists=exists, row_counts=row_counts, applied=applied,
                      check_results=checks)
     if facts.verifies:
-        row_counts = database.row_counts(url, spec.row_count_tables)
-        applied = database.applied_migrations(url)
-        checks = database.run_checks(url, {c.name: c.sql for c in spec.checks})
+        row_counts = database.row_counts(url(), spec.row_count_tables)
+        applied = database.applied_migrations(url())
+        checks = database.run_checks(url(), {c.name: c.sql for c in spec.checks})
     elif facts.counts_rows and "rowCounts" not in status:
-        row_counts = database.row_counts(url, spec.row_count_tables)
+        row_counts = database.row_counts(url(), spec.row_count_tables)
     return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,
                  check_results=checks)
 
@@ -72,20 +74,21 @@ def database_url(kube: Kube, ref: RunRef, spec: Spec) -> DatabaseUrl:
     return DatabaseUrl(value)
 
 
-def deployment_state(kube: Kube, namespace: str, name: str) -> DeploymentState | None:
+def deployment_state(kube: Kube, namespace: str, name: str, count_pods: bool) -> DeploymentState | None:
+    """The Deployment as read; its pods, terminating ones included, are listed only when `count_pods`."""
     deployment = kube.read_deployment(namespace, name)
     if deployment is None:
         return None
     spec, status = deployment["spec"], deployment.get("status", {})
     selector = ",".join(f"{k}={v}" for k, v in spec["selector"].get("matchLabels", {}).items())
-    pods = kube.list_pods(namespace, selector)
+    pods = len(kube.list_pods(namespace, selector)) if count_pods else None
     replicas = int(spec.get("replicas", 1))
     rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
                   and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
     images = {c["name"]: c.get("image", "") for c in spec["template"]["spec"].get("containers", [])}
     stalled = any(c.get("type") == "Progressing" and c.get("status") == "False"
                   and c.get("reason") == "ProgressDeadlineExceeded" for c in status.get("conditions") or [])
-    return DeploymentState(replicas=replicas, pods=len(pods), available=int(status.get("availableReplicas", 0)),
+    return DeploymentState(replicas=replicas, pods=pods, available=int(status.get("availableReplicas", 0)),
                            rolled_out=rolled_out, scaled_by=_replicas_manager(deployment), images=images,
                            stalled=stalled)
 

@@ -365,7 +365,7 @@ def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
         return Step(status={"replicas": {name: world.deployments[name].replicas for name in spec.deployments},
                             "images": _release_containers(spec, world), "stoppedAt": _iso(world.now)})
     actions: list[Action] = [Scale(name, 0) for name in spec.deployments if world.deployments[name].replicas != 0]
-    remaining = sum(world.deployments[name].pods for name in spec.deployments)
+    remaining = [name for name in spec.deployments if world.deployments[name].pods != 0]  # None: not counted
     if actions or remaining:
         return Step(actions=actions, wait=True)
     if spec.backup_enabled:
@@ -547,6 +547,7 @@ class PhaseFacts:
     app_stopped: bool = False  # Offline: the app must stay at zero replicas (a Deployment scaled up is undone)
     touched: bool = True  # the app or the database may have changed: a deleted run is driven to its end first
     reads_app: bool = False  # observes the app's Deployments
+    counts_pods: bool = False  # and lists their pods, terminating ones included (one request per Deployment)
     reads_lease: bool = False  # observes the database's Lease (and, while Pending, checks the input)
     counts_rows: bool = False  # counts rows before its Job may change them (spec.verify.rowCounts)
     verifies: bool = False  # reads django_migrations, the row counts and the checks
@@ -564,7 +565,7 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended",
                                         notice="AwaitingApproval"),
     Phase.SCHEDULED: PhaseFacts(_scheduled, touched=False, notice="Scheduled"),
-    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, holds_slot=True, notice="Stopping"),
+    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, counts_pods=True, holds_slot=True, notice="Stopping"),
     Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, holds_slot=True, reads_app=True,
                                  counts_rows=True),
     Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, holds_slot=True, reads_app=True,

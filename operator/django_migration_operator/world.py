@@ -13,7 +13,7 @@ from datetime import datetime
 @dataclass(frozen=True)
 class DeploymentState:
     replicas: int  # spec.replicas
-    pods: int  # pods matching the selector, terminating ones included
+    pods: int | None  # pods matching the selector, terminating ones included; None: not counted in this phase
     available: int  # status.availableReplicas
     rolled_out: bool  # the controller has seen the latest spec and every replica is updated
     scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells

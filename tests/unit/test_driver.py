@@ -118,3 +118,13 @@ def test_the_pauses_grow_to_a_limit_and_start_again_after_a_recovery() -> None:
     outage.problem = driver.Problem("Forbidden", "x")
     outage.end(logging.getLogger("test"))
     assert outage.pause() == 0.01
+
+
+def test_a_run_that_ends_wakes_only_the_runs_queued_for_a_lease() -> None:
+    wakeups = driver.Wakeups()
+    queued, going, was_queued = (wakeups.event("shop", name) for name in ("queued", "going", "was-queued"))
+    wakeups.note_queued("shop", "queued", True)
+    wakeups.note_queued("shop", "was-queued", True)
+    wakeups.note_queued("shop", "was-queued", False)  # it got the Lease and went on
+    wakeups.wake_queued()
+    assert queued.is_set() and not going.is_set() and not was_queued.is_set()
