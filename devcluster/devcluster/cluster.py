@@ -29,9 +29,11 @@ import yaml
 
 from devcluster.build import Binaries, ensure_binaries
 from devcluster.config import (
+    IMAGE_MAP,
     NODE_NAME,
     POD_NETWORK,
     PORTS,
+    PROJECT_DIR,
     REPO_ROOT,
     SERVICE_ACCOUNT_ISSUER,
     SERVICE_CIDR,
@@ -260,7 +262,7 @@ class Cluster:
             port=PORTS.kubelet,
             healthy=lambda: _http_ok(f"https://127.0.0.1:{PORTS.kubelet}/healthz", expect="ok"),
             stop_seconds=60.0,  # it stops every pod first, each with its grace period
-            env={"PYTHONPATH": str(REPO_ROOT)},
+            env={"PYTHONPATH": str(PROJECT_DIR)},
         )
         components = [etcd, postgres, apiserver, controller_manager, kubelet]
         if with_scheduler:
@@ -362,7 +364,7 @@ class Cluster:
             path.chmod(0o600)
 
     def _write_kubelet_config(self, pki: Pki, bind_unscheduled: bool) -> Path:
-        images = yaml.safe_load((Path(__file__).parent / "images.yaml").read_text())
+        images = yaml.safe_load(IMAGE_MAP.read_text())
         substitutions = {"{repo}": str(REPO_ROOT), "{postgres_bin}": str(_postgres_bin()),
                          "{postgres_major}": str(postgres_major()), "{python_bin}": str(Path(sys.executable).parent)}
         config = {
