@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 
 from devcluster.cluster import Cluster, postgres_major
-from kit import Kubectl, wait_for
+from tests.e2e.kit import Kubectl, wait_for
 
 GRACE_SECONDS = 5
 

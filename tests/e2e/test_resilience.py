@@ -21,7 +21,7 @@ import pytest
 
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
-from kit import (
+from tests.e2e.kit import (
     TERMINAL,
     applied_migrations,
     checksum,

@@ -19,7 +19,7 @@ from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
 from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS, parse_plan_output
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
-from pgserver import create_database, stopped, throwaway_postgres
+from tests.pgserver import create_database, stopped, throwaway_postgres
 
 RUN = RunRef(namespace="shop", name="blog-release-42", uid="0f5c-uid")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

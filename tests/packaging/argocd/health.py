@@ -6,7 +6,7 @@ returns a table {status, message}. Here the interpreter is the real Lua 5.1 of l
 5.1 built into the wheel), with a stricter sandbox than Argo CD's: no standard library at all, so the check can
 only use the language itself.
 
-Shared by tests/unit/test_argocd_health.py (saved statuses) and tests/e2e/test_chart_install.py (live objects).
+Shared by tests/packaging/test_argocd_health.py (saved statuses) and tests/e2e/test_chart_install.py (live objects).
 """
 
 from __future__ import annotations

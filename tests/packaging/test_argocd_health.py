@@ -1,7 +1,7 @@
 """The Argo CD health check of DjangoMigration (charts/django-migration-operator/argocd/health.lua).
 
-Run with a real Lua 5.1 interpreter (lupa.lua51, see tests/unit/argocd/health.py) against DjangoMigrations saved
-from real runs on devcluster (tests/unit/argocd/*.json, recorded by tests/e2e/test_chart_install.py with
+Run with a real Lua 5.1 interpreter (lupa.lua51, see tests/packaging/argocd/health.py) against DjangoMigrations saved
+from real runs on devcluster (tests/packaging/argocd/*.json, recorded by tests/e2e/test_chart_install.py with
 DJM_RECORD_ARGOCD_FIXTURES=1), and against variants of them for the cases a run passes through too briefly to
 record: no status yet, approved but not yet seen by the operator, a phase this check does not know.
 """
@@ -18,7 +18,7 @@ import pytest
 from lupa.lua51 import LuaError
 
 from django_migration_operator.workflow import PHASES, Phase
-from tests.unit.argocd.health import FIXTURES, HEALTH_LUA, evaluate
+from tests.packaging.argocd.health import FIXTURES, HEALTH_LUA, evaluate
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "argocd.md"
 
