@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +135,7 @@ class Cluster:
             raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def apply(self, namespace: str, *manifests: dict[str, object]) -> None:
+    def apply(self, namespace: str, *manifests: Mapping[str, object]) -> None:
         """`kubectl apply` of the manifests, as one List, into `namespace`."""
         self.kubectl("apply", "-n", namespace, "-f", "-",
                      input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}))

@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 from kubernetes import client, config, watch
 
-from demo.stack import BlogStack, LocalOperator, wait_for
+from demo.stack import BlogStack, LocalOperator
+from demo.stack import wait_for as wait_for  # the scenarios' one waiter, imported from here
 from devcluster.cluster import Cluster
 from django_migration_operator.resource import GROUP, PLURAL, VERSION
 from django_migration_operator.workflow import PHASES
@@ -58,7 +59,7 @@ def reach(stack: BlogStack, name: str, target: str, timeout: float = 120) -> str
 
     A watch, not polling: Verifying lasts a few tens of milliseconds and would slip between two polls.
     """
-    order = list(PHASES)
+    order: list[str] = list(PHASES)
     api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(stack.cluster.kubeconfig)))
     stream = watch.Watch()
     phase = "Pending"

@@ -24,13 +24,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from demo.stack import BlogStack
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
+from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import TERMINAL, Phase, phase_of
 from tests.e2e.kit import Kubectl, applied_migrations, events, jobs_ran_once, make_stack, reach, run_status, wait_for
 from tests.packaging.argocd.health import FIXTURES, evaluate, strip
@@ -355,7 +356,7 @@ def test_the_lease_rights_taken_away_mid_run_are_said_and_the_runs_go_on_once_th
     assert "leases" in said[0]["message"] and f'namespace "{release.namespace}"' in said[0]["message"]
     first, _ = follow(stack, "first")
     assert first["status"]["phase"] == "Succeeded", first["status"].get("message")
-    assert phase_of(run_status(stack, "second")) == Phase.PENDING, "no turn without the rights"
+    assert phase_of(cast(RunStatus, run_status(stack, "second"))) == Phase.PENDING, "no turn without the rights"
     assert "Forbidden: the operator was refused" in release.log()
 
     kubectl("create", "-f", "-", input=json.dumps(granted))

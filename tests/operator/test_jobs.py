@@ -393,7 +393,8 @@ for argument; do case $argument in --file=*) echo archive > "${{argument#--file=
     done = run_tools_job(BUILDERS["backup"](make_spec()), "postgres://nowhere/db", tmp_path, str(tools))
     assert done.returncode == 0, done.stderr
     assert f"--format=custom --create --compress={compress} " in calls.read_text()
-    assert jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER)["compression"] == compression
+    marker = jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER)
+    assert marker is not None and marker["compression"] == compression
 
 
 def test_a_failed_backup_leaves_nothing(postgres: tuple[str, str], tmp_path: Path) -> None:
