@@ -4,10 +4,12 @@ and an HTTP prober that sees the downtime as a client does."""
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from demo.stack import BlogStack, LocalOperator
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, STEP_LABEL, VERSION
 from django_migration_operator.status import RunStatus
+from django_migration_operator.wait import KubeSource, watch_run
 from django_migration_operator.workflow import TERMINAL
 
 RUN_NAME = "blog-release-2"
@@ -51,6 +54,8 @@ class PodRecord:
     ip: str | None = None
     ready: bool = False
     terminating: bool = False
+    terminating_at: float | None = None  # deletionTimestamp first seen
+    ready_at: float | None = None  # condition Ready first seen True
     running: float | None = None  # phase Running first seen
     ended: float | None = None  # phase Succeeded or Failed first seen
     deleted: float | None = None
@@ -73,54 +78,68 @@ class Observations:
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     pods: dict[str, PodRecord] = field(default_factory=dict)
     deployments: list[DeploymentEvent] = field(default_factory=list)
-    watch_errors: list[str] = field(default_factory=list)
 
 
 Lister = Callable[..., Any]
 
 
 class Observer:
-    """Four watches in threads (run, Jobs, pods, Deployments of one namespace), stamping events on arrival.
+    """Four watches in threads (runs, Jobs, pods, Deployments of one namespace, or of all), stamping events on
+    arrival; what each namespace's run named `run` did is in `by_namespace`.
 
     Each watch lists first and then watches from the list's resourceVersion, so nothing that happens after
-    `start()` returns is missed; a watch that ends (server timeout) resumes from the last resourceVersion.
+    `start()` returns is missed; a watch that ends (server timeout) resumes from the last resourceVersion. The run
+    of one namespace is followed by the waiter's watcher (`wait.watch_run`); the runs of every namespace, and the
+    rest, by the loop below.
     """
 
-    def __init__(self, api: client.ApiClient, namespace: str, run: str) -> None:
-        self.namespace = namespace
+    def __init__(self, api: client.ApiClient, namespace: str | None, run: str) -> None:
+        self.namespace = namespace  # None: every namespace
         self.run = run
-        self.seen = Observations()
+        self.by_namespace: dict[str, Observations] = defaultdict(Observations)
+        self.watch_errors: list[str] = []
         self._api = api
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        custom = client.CustomObjectsApi(api)
-        core = client.CoreV1Api(api)
+        core, batch, apps = client.CoreV1Api(api), client.BatchV1Api(api), client.AppsV1Api(api)
         self._streams: list[tuple[str, Lister, tuple[Any, ...], Callable[[str, dict[str, Any], float], None]]] = [
-            ("djangomigrations", custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL),
-             self._on_run),
-            ("jobs", client.BatchV1Api(api).list_namespaced_job, (namespace,), self._on_job),
+            ("jobs", batch.list_namespaced_job, (namespace,), self._on_job),
             ("pods", core.list_namespaced_pod, (namespace,), self._on_pod),
-            ("deployments", client.AppsV1Api(api).list_namespaced_deployment, (namespace,), self._on_deployment),
+            ("deployments", apps.list_namespaced_deployment, (namespace,), self._on_deployment),
+        ] if namespace else [
+            ("djangomigrations", client.CustomObjectsApi(api).list_cluster_custom_object, (GROUP, VERSION, PLURAL),
+             self._on_any_run),
+            ("jobs", batch.list_job_for_all_namespaces, (), self._on_job),
+            ("pods", core.list_pod_for_all_namespaces, (), self._on_pod),
+            ("deployments", apps.list_deployment_for_all_namespaces, (), self._on_deployment),
         ]
 
     def start(self) -> None:
-        ready = threading.Barrier(len(self._streams) + 1)
-        for name, lister, args, handler in self._streams:
-            thread = threading.Thread(target=self._follow, args=(name, lister, args, handler, ready), daemon=True,
-                                      name=f"watch-{name}")
+        ready = threading.Barrier(len(self._streams) + (2 if self.namespace else 1))
+        self._threads = [threading.Thread(target=self._follow_run, args=(self.namespace, ready), daemon=True,
+                                          name="watch-djangomigrations")] if self.namespace else []
+        self._threads += [threading.Thread(target=self._follow, args=(name, lister, args, handler, ready), daemon=True,
+                                           name=f"watch-{name}") for name, lister, args, handler in self._streams]
+        for thread in self._threads:
             thread.start()
-            self._threads.append(thread)
         ready.wait(timeout=60)  # every watch has listed once
 
     def stop(self) -> None:
         self._stop.set()
 
-    def wait_for(self, predicate: Callable[[Observations], bool], what: str, timeout: float) -> None:
+    @property
+    def seen(self) -> Observations:
+        """What the run of the one namespace watched did."""
+        assert self.namespace is not None
+        return self.by_namespace[self.namespace]
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
         with self._lock:
-            if not self._lock.wait_for(lambda: predicate(self.seen), timeout=timeout):
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; phases seen: "
-                                   f"{[phase for _, phase in self.seen.phases]}")
+            if not self._lock.wait_for(predicate, timeout=timeout):
+                phases = {namespace: [phase for _, phase in seen.phases]
+                          for namespace, seen in self.by_namespace.items()}
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; phases seen: {phases}")
 
     def serving_web_ips(self) -> list[str]:
         """The web pods a Service would send requests to: Ready, not terminating."""
@@ -129,7 +148,22 @@ class Observer:
                     if not p.job_pod and p.component == "web" and p.ip and p.ready and not p.terminating
                     and p.deleted is None]
 
-    # --- the watch loop ---------------------------------------------------------------------------------
+    # --- the watch loops --------------------------------------------------------------------------------
+
+    def _follow_run(self, namespace: str, ready: threading.Barrier) -> None:
+        listed = False
+        for seen in watch_run(KubeSource(namespace, self.run, self._api), math.inf,
+                              on_retry=lambda error: self._note_error("djangomigrations", error)):
+            now = time.monotonic()
+            if seen.run is not None:  # None: not applied yet (or deleted)
+                with self._lock:
+                    self._on_run(seen.run, now)
+                    self._lock.notify_all()
+            if not listed:
+                listed = True
+                ready.wait()
+            if self._stop.is_set():
+                return
 
     def _follow(self, name: str, lister: Lister, args: tuple[Any, ...],
                 handler: Callable[[str, dict[str, Any], float], None], ready: threading.Barrier) -> None:
@@ -171,7 +205,7 @@ class Observer:
 
     def _note_error(self, name: str, error: Exception) -> None:
         with self._lock:
-            self.seen.watch_errors.append(f"{name}: {type(error).__name__}: {str(error)[:200]}")
+            self.watch_errors.append(f"{name}: {type(error).__name__}: {str(error)[:200]}")
         time.sleep(0.2)
 
     def _list(self, lister: Lister, args: tuple[Any, ...],
@@ -187,10 +221,12 @@ class Observer:
 
     # --- handlers (called with the lock held) -------------------------------------------------------------
 
-    def _on_run(self, kind: str, raw: dict[str, Any], now: float) -> None:
-        if raw.get("metadata", {}).get("name") != self.run or kind == "DELETED":
-            return
-        seen = self.seen
+    def _on_any_run(self, kind: str, raw: dict[str, Any], now: float) -> None:
+        if raw.get("metadata", {}).get("name") == self.run and kind != "DELETED":
+            self._on_run(raw, now)
+
+    def _on_run(self, raw: dict[str, Any], now: float) -> None:
+        seen = self.by_namespace[raw["metadata"]["namespace"]]
         if seen.run_added is None:
             seen.run_added = now
         elif seen.run_first_modified is None:
@@ -205,8 +241,8 @@ class Observer:
         labels = metadata.get("labels") or {}
         if labels.get(RUN_LABEL) != self.run:
             return
-        record = self.seen.jobs.setdefault(metadata["name"], JobRecord(metadata["name"], labels.get(STEP_LABEL, "?"),
-                                                                       now))
+        record = self.by_namespace[metadata["namespace"]].jobs.setdefault(
+            metadata["name"], JobRecord(metadata["name"], labels.get(STEP_LABEL, "?"), now))
         for condition in (raw.get("status") or {}).get("conditions") or []:
             if (record.criteria_met is None and condition.get("status") == "True"
                     and condition.get("type") in ("SuccessCriteriaMet", "FailureTarget")):
@@ -224,10 +260,15 @@ class Observer:
             component, job_pod = labels.get(APP_COMPONENT_LABEL, "?"), False
         else:
             return
-        pod = self.seen.pods.setdefault(metadata["name"], PodRecord(metadata["name"], component, job_pod, now))
+        pod = self.by_namespace[metadata["namespace"]].pods.setdefault(
+            metadata["name"], PodRecord(metadata["name"], component, job_pod, now))
         pod.ip = status.get("podIP") or pod.ip
         pod.ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
         pod.terminating = bool(metadata.get("deletionTimestamp"))
+        if pod.terminating and pod.terminating_at is None:
+            pod.terminating_at = now
+        if pod.ready and pod.ready_at is None:
+            pod.ready_at = now
         phase = status.get("phase")
         if phase == "Running" and pod.running is None:
             pod.running = now
@@ -245,7 +286,8 @@ class Observer:
         ready = (status.get("observedGeneration", 0) >= metadata.get("generation", 0)
                  and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas
                  and status.get("availableReplicas", 0) >= replicas)
-        self.seen.deployments.append(DeploymentEvent(now, metadata["name"], replicas, ready))
+        self.by_namespace[metadata["namespace"]].deployments.append(DeploymentEvent(now, metadata["name"], replicas,
+                                                                                     ready))
 
 
 # --- what a client of the app saw ---------------------------------------------------------------------------
@@ -300,6 +342,7 @@ class RunResult:
     http_silence: tuple[float, float, float] | None
     probe_attempts: int
     operator_log: Path
+    watch_errors: list[str]  # errors the watches resumed after
 
 
 def operator_run(stack: BlogStack, api: client.ApiClient, operators: list[LocalOperator],
@@ -315,14 +358,14 @@ def operator_run(stack: BlogStack, api: client.ApiClient, operators: list[LocalO
     time.sleep(3)
     probe = HttpProbe(observer)
     probe.start()
-    observer.wait_for(lambda _: bool(observer.serving_web_ips()), "a Ready web pod", timeout=30)
+    observer.wait_for(lambda: bool(observer.serving_web_ips()), "a Ready web pod", timeout=30)
     time.sleep(1)
     say(f"kubectl apply DjangoMigration {RUN_NAME} (operator log: {operator.log_path})")
     applied = time.monotonic()
     stack.apply(stack.migration(RUN_NAME, rehearsal={"enabled": rehearse}))
     apply_returned = time.monotonic()
-    observer.wait_for(lambda seen: bool(seen.phases) and seen.phases[-1][1] in TERMINAL, f"{RUN_NAME} to end",
-                      timeout=timeout)
+    observer.wait_for(lambda: bool(observer.seen.phases) and observer.seen.phases[-1][1] in TERMINAL,
+                      f"{RUN_NAME} to end", timeout=timeout)
     ended = observer.seen.phases[-1][0]
     # One answer after the end closes the last silence (the app is available by then).
     deadline = time.monotonic() + 15
@@ -333,5 +376,5 @@ def operator_run(stack: BlogStack, api: client.ApiClient, operators: list[LocalO
     seen = observer.seen
     say(f"run ended: {seen.phases[-1][1]}: {seen.status.get('message', '')}")
     return RunResult(applied, apply_returned, seen, probe.longest_silence(applied, time.monotonic()),
-                     probe.attempts, operator.log_path)
+                     probe.attempts, operator.log_path, observer.watch_errors)
 

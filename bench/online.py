@@ -11,19 +11,17 @@ invocation, on the same machine at the same time of day, so the two rows compare
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.report import progress
 from bench.timings import cleanup
 from demo.load import LoadGenerator
-from demo.stack import BlogStack, LocalOperator
+from demo.stack import BlogStack, LocalOperator, wait_for_end
 from devcluster.cluster import Cluster
 
 STRATEGIES = ("Online", "Offline")
@@ -57,17 +55,6 @@ def run_release(stack: BlogStack, strategy: str, timeout: float) -> Row:
     return Row(strategy=strategy, phase=str(status.get("phase")), downtime=float(status.get("downtimeSeconds", 0)),
                run_seconds=run_seconds, acknowledged=len(load.acknowledged), failed=load.refused,
                slowest=load.slowest, lost=len(load.missing()))
-
-
-def wait_for_end(stack: BlogStack, name: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = stack.kubectl("get", "djm", name, "-n", stack.namespace, "-o", "json").stdout
-        status: dict[str, Any] = json.loads(text).get("status") or {}
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return status
-        time.sleep(0.5)
-    raise TimeoutError(f"{name} did not end within {timeout:.0f}s")
 
 
 def table(rows: Sequence[Row], posts: int) -> list[str]:

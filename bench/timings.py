@@ -130,9 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_backup(report, run, durations, measured)
         if args.rehearse:
             report_rehearsal(report, run)
-        if run.seen.watch_errors:
+        if run.watch_errors:
             report.line()
-            report.line("watch errors (resumed): " + "; ".join(run.seen.watch_errors))
+            report.line("watch errors (resumed): " + "; ".join(run.watch_errors))
         rolled_back = condition(run.seen.status, ConditionType.ROLLED_BACK).get("status") == "True"
         as_expected = (run.seen.phases[-1][1] == "Failed" and rolled_back) if failure else (
             run.seen.phases[-1][1] == "Succeeded")

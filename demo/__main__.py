@@ -14,14 +14,11 @@ import sys
 import time
 from typing import Any
 
-from kubernetes import client, config, watch
-
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
-from django_migration_operator.resource import GROUP, PLURAL, VERSION
+from django_migration_operator.workflow import TERMINAL
 
 NAMESPACE = "blog-demo"
-TERMINAL = ("Succeeded", "Failed")
 
 
 def main() -> int:
@@ -63,24 +60,17 @@ def step(number: str, text: str) -> None:
 
 
 def follow(stack: BlogStack, name: str, timeout: int = 600) -> dict[str, Any]:
-    """Prints every phase as it starts, with the time since apply, until the run ends.
-
-    A watch, not polling: Verifying often lasts a few tens of milliseconds and would slip between two polls.
-    """
+    """Prints every phase as it starts, with the time since apply, until the run ends."""
     applied = time.monotonic()
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(stack.cluster.kubeconfig)))
-    stream = watch.Watch()
     last_phase = None
     status: dict[str, Any] = {}
-    for event in stream.stream(api.list_namespaced_custom_object, GROUP, VERSION, stack.namespace, PLURAL,
-                               field_selector=f"metadata.name={name}", timeout_seconds=timeout):
-        status = dict(event["object"].get("status") or {})
+    for run in stack.watch_run(name, timeout):
+        status = dict(run.get("status") or {})
         phase = status.get("phase", "Pending")
         if phase != last_phase:
             print(f"      {time.monotonic() - applied:6.1f}s  {phase:<16} {status.get('message', '')}", flush=True)
             last_phase = phase
         if phase in TERMINAL:
-            stream.stop()
             return status
     raise TimeoutError(f"the run did not end within {timeout}s; last status: {json.dumps(status)}")
 

@@ -12,16 +12,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 from psycopg import sql
 
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
+from django_migration_operator.wait import KubeSource, watch_run
+from django_migration_operator.workflow import TERMINAL
 
 CRD_FILE = "crds/djangomigrations.djangoops.dev.yaml"
 
@@ -46,17 +50,30 @@ class BlogStack:
     def apply(self, *manifests: dict[str, Any]) -> None:
         self.cluster.apply(self.namespace, *manifests)
 
+    def watch_run(self, name: str, timeout: float) -> Iterator[dict[str, Any]]:
+        """The DjangoMigration `name` at each change for `timeout` seconds, through the waiter's watch: a phase of a
+        few tens of milliseconds, such as Verifying, would slip between two polls. Fails if the run is not there."""
+        api = config.new_client_from_config(config_file=str(self.cluster.kubeconfig))
+        for seen in watch_run(KubeSource(self.namespace, name, api), timeout):
+            if seen.run is None:
+                raise RuntimeError(f"DjangoMigration {self.namespace}/{name} "
+                                   f"{'was deleted' if seen.deleted else 'not found'}")
+            yield seen.run
+
     def prepare(self, posts: int = 200, migrate_to: str = "0002_populate_categories",
-                say: Callable[[str], None] = print) -> None:
+                say: Callable[[str], None] = print, copy_of: str | None = None) -> None:
         """The namespace, the database at `migrate_to` with sample posts, the Secret blog-db and the claim
-        blog-backups: all but the app's Deployments."""
-        create_database(self.cluster, self.database)
+        blog-backups: all but the app's Deployments. With `copy_of`, the database is a copy of that prepared one
+        (CREATE DATABASE ... TEMPLATE), in a fraction of the setup Job's time."""
+        create_database(self.cluster, self.database, template=copy_of)
         self.kubectl("apply", "-f", CRD_FILE)
         self.kubectl("create", "namespace", self.namespace)
         wait_for(lambda: self.kubectl("get", "serviceaccount", "default", "-n", self.namespace, check=False)
                  .returncode == 0, "the namespace's default ServiceAccount")
         say(f"namespace {self.namespace}: database {self.database}, Secret blog-db, claim blog-backups")
         self.apply(*self.database_objects())
+        if copy_of:
+            return
         say(f"preparing the database: migrate blog {migrate_to}, seed {posts} posts")
         setup = f"python manage.py migrate blog {migrate_to} --noinput && python manage.py seed_blog --posts {posts}"
         self.apply(self._job("blog-setup", ["sh", "-c", setup]))
@@ -159,6 +176,22 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60, inter
                          + (f" (last error: {last_error})" if last_error else ""))
 
 
+def wait_for_run(stack: BlogStack, name: str, until: Callable[[dict[str, Any]], bool], what: str,
+                 timeout: float) -> dict[str, Any]:
+    """The run's status once `until` holds for it; fails naming `what` after `timeout` seconds, as `wait_for` does."""
+    for run in stack.watch_run(name, timeout):
+        status = dict(run.get("status") or {})
+        if until(status):
+            return status
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_for_end(stack: BlogStack, name: str, timeout: float = 240) -> dict[str, Any]:
+    """The run's status once it Succeeded or Failed."""
+    return wait_for_run(stack, name, lambda status: status.get("phase") in TERMINAL, f"DjangoMigration {name} to end",
+                        timeout)
+
+
 def create_database(cluster: Cluster, name: str, template: str | None = None) -> None:
     """A fresh database `name` on devcluster's PostgreSQL: one of that name is dropped first."""
     drop_database(cluster, name)
@@ -179,10 +212,11 @@ class LocalOperator:
     `kill` is SIGKILL, as when a node dies: the failure drills restart it at any moment of a run.
     """
 
-    def __init__(self, cluster: Cluster, log_name: str, namespaces: tuple[str, ...] = ()) -> None:
+    def __init__(self, cluster: Cluster, log_name: str, namespaces: tuple[str, ...] = (),
+                 options: tuple[str, ...] = ()) -> None:
         self.log_path = cluster.layout.log_file(log_name)
         self._env = {**cluster.tool_env(), "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"}
-        self._arguments = [arg for namespace in namespaces for arg in ("--namespace", namespace)]
+        self._arguments = [*(arg for namespace in namespaces for arg in ("--namespace", namespace)), *options]
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0  # where this start's lines begin: the log file is shared with earlier starts
         # A port of its own: pods and other local operators share this host's network.
@@ -208,6 +242,16 @@ class LocalOperator:
                     return
             time.sleep(0.1)
         raise TimeoutError(f"the operator did not log in within {timeout:.0f}s; see {self.log_path}")
+
+    def usage(self) -> tuple[float, int]:
+        """The running operator's CPU seconds (user and system) and peak resident memory in bytes, from /proc."""
+        assert self._process is not None
+        proc = Path("/proc") / str(self._process.pid)
+        fields = (proc / "stat").read_text().rpartition(")")[2].split()  # from field 3 on: utime is 14, stime 15
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        peak = next(int(line.split()[1]) * 1024 for line in (proc / "status").read_text().splitlines()
+                    if line.startswith("VmHWM:"))
+        return cpu, peak
 
     def kill(self) -> None:
         self._end(signal.SIGKILL)

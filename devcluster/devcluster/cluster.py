@@ -100,6 +100,15 @@ class Layout:
     def component_kubeconfig(self, name: str) -> Path:
         return self.root / f"{name}.kubeconfig"
 
+    @property
+    def audit_policy(self) -> Path:
+        return self.root / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        """One JSON line per API request, with its user agent: bench/scale.py counts the operator's own."""
+        return self.log_file("kube-apiserver-audit")
+
 
 class Cluster:
     """The devcluster of one state folder: the Python face of the `devcluster` command."""
@@ -147,6 +156,7 @@ class Cluster:
         with self._lock():
             pki = ensure_pki(self.layout.pki)
             self._write_kubeconfigs(pki)
+            self.layout.audit_policy.write_text(_AUDIT_POLICY)
             self._prepare_postgres()
             components = self._components(bins, pki, with_scheduler)
             for component in components:
@@ -236,6 +246,8 @@ class Cluster:
                   f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
                   f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
                   "--kubelet-preferred-address-types=InternalIP", "--profiling=false",
+                  f"--audit-policy-file={layout.audit_policy}", f"--audit-log-path={layout.audit_log}",
+                  "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-maxbackup=1",
                   "--endpoint-reconciler-type=none"],  # no kube-proxy: clients use 127.0.0.1 directly
             port=PORTS.apiserver,
             healthy=lambda: _apiserver_ready(self._admin_tls()),
@@ -443,6 +455,14 @@ class Cluster:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
+
+# Every request once, when its response is complete, without bodies: who asked for what (user, user agent, verb).
+_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+"""
 
 _START_ORDER = ("etcd", "postgres", "kube-apiserver", "kube-controller-manager", "kubelet", "kube-scheduler")
 _REQUIRED = _START_ORDER[:-1]

@@ -10,6 +10,10 @@ import prometheus_client
 
 from django_migration_operator import handlers as _handlers  # noqa: F401  (registers the handlers)
 
+# Apps stopped at once: past a few, they only share the nodes' CPUs and the database server's disk, and each one's
+# downtime grows (bench/scale.py); the others lose nothing by waiting while they serve.
+DEFAULT_MAX_STOPPED_APPS = 4
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="django-migration-operator", description=__doc__)
@@ -24,6 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease-namespace", metavar="NAMESPACE",
                         help="where the one-run-per-database Leases live (default: the operator's own namespace in "
                              "a cluster, 'default' outside)")
+    parser.add_argument("--max-stopped-apps", type=int, default=DEFAULT_MAX_STOPPED_APPS, metavar="N",
+                        help="at most N runs stop their app at once; the others wait in Queued with the app serving "
+                             "(default: %(default)s; 0: no limit)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
@@ -35,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(kopf.operator(
         standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
-        memo=kopf.Memo(lease_namespace=args.lease_namespace)))
+        memo=kopf.Memo(lease_namespace=args.lease_namespace, namespaces=args.namespace,
+                       max_stopped_apps=args.max_stopped_apps)))
 
 
 if __name__ == "__main__":

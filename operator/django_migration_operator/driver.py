@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -24,6 +24,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import database, jobs, lease, messages, metrics, notify, observe
+from django_migration_operator.admission import Admission
 from django_migration_operator.classify import MigrationClass
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
@@ -84,8 +85,8 @@ class Stop(Enum):
     DELETED = "deleted"  # the run was deleted: end it first if the app was touched, its finalizer holds it
 
 
-async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logger | logging.LoggerAdapter[Any],
-                stopping: Callable[[], Stop | None]) -> None:
+async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
+                logger: logging.Logger | logging.LoggerAdapter[Any], stopping: Callable[[], Stop | None]) -> None:
     """Drives the run until it ends, or until `stopping()` says to leave it.
 
     A run deleted after it started stopping the app is driven to its end (restored and started again on
@@ -99,7 +100,7 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
         while stopping() is not Stop.LEAVE:
             wakeup.clear()
             try:
-                step, entered = await _turn(kube, ref, stopping, logger, entered)
+                step, entered = await _turn(kube, wakeups, admission, ref, stopping, logger, entered)
             except Exception as error:
                 problem = transient(error)
                 if problem is None:
@@ -124,10 +125,11 @@ async def drive(kube: Kube, wakeups: Wakeups, ref: RunRef, logger: logging.Logge
         wakeups.forget(ref.namespace, ref.name)
         # A queued run, in any namespace, may go now. Here, not after the last step: kopf may cancel this driver as
         # soon as the run is terminal, and a spurious wake-up only makes a run look again.
+        _wake(wakeups, admission.forget(ref.key))
         wakeups.wake_all()
 
 
-async def _turn(kube: Kube, ref: RunRef, stopping: Callable[[], Stop | None],
+async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef, stopping: Callable[[], Stop | None],
                 logger: logging.Logger | logging.LoggerAdapter[Any],
                 entered: tuple[str, float] | None) -> tuple[Step | None, tuple[str, float] | None]:
     """One look at the run and the step it leads to, carried out: the step, or None when the run is over here; and
@@ -148,13 +150,22 @@ async def _turn(kube: Kube, ref: RunRef, stopping: Callable[[], Stop | None],
         return None, entered
     metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
     world = await asyncio.to_thread(observe.observe, kube, ref, spec, status)
-    step = advance(spec, status, world)
+    # The slot read and the step's record of it in one go of the event loop: no other run takes it in between.
+    step = advance(spec, status, replace(world, slots=admission.slots(ref.key)))
+    _wake(wakeups, admission.note(ref.key, {**status, **step.status}))
     # Before the patch: once the run is terminal, kopf may cancel this driver at any await. Not again when the same
     # step is tried once more after an outage.
     if "phase" in step.status and (entered is None or entered[0] != step.status["phase"]):
         entered = _measure(entered, step.status)
     await asyncio.to_thread(carry_out, kube, ref, body, spec, step, logger)
     return step, entered
+
+
+def _wake(wakeups: Wakeups, keys: list[str]) -> None:
+    """Wakes the runs named namespace/name (the waiters a freed slot admits)."""
+    for key in keys:
+        namespace, _, name = key.partition("/")
+        wakeups.wake(namespace, name)
 
 
 @dataclass(frozen=True)

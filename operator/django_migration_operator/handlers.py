@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from django_migration_operator import driver
+from django_migration_operator.admission import Admission
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, VERSION, RunRef
 from django_migration_operator.workflow import TERMINAL
@@ -30,6 +31,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
     memo.kube = Kube(lease_namespace=memo.get("lease_namespace"))
     memo.wakeups = driver.Wakeups()
+    memo.admission = Admission(memo.get("max_stopped_apps", 0))
+    # Before any driver starts: the apps a previous operator left stopped hold their slots from the first look on.
+    memo.admission.seed((f"{run['metadata']['namespace']}/{run['metadata']['name']}", run.get("status") or {})
+                        for run in memo.kube.list_runs(memo.get("namespaces", [])))
 
 
 def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
@@ -57,7 +62,7 @@ async def run(name: str, namespace: str | None, uid: str, memo: kopf.Memo, stopp
 
     waker = asyncio.create_task(wake_when_stopped())
     try:
-        await driver.drive(memo.kube, memo.wakeups, ref, logger, stopping)
+        await driver.drive(memo.kube, memo.wakeups, memo.admission, ref, logger, stopping)
     finally:
         waker.cancel()
 

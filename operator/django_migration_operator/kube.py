@@ -27,6 +27,8 @@ LEASE_PREFIX = "djangoops-db-"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Named in managedFields, so `kubectl get -o yaml --show-managed-fields` tells the operator's writes apart.
 FIELD_MANAGER = "django-migration-operator"
+# The client's name in the API server's audit log (kopf's own requests say kopf/<version>).
+USER_AGENT = "django-migration-operator"
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
 LOG_TAIL_LINES = 400
 # An event's name is <run>.<16 hex digits>, at most 253 characters.
@@ -53,6 +55,7 @@ class Kube:
     def __init__(self, lease_namespace: str | None = None, api_client: client.ApiClient | None = None) -> None:
         in_cluster = api_client is None and _load_config()
         api_client = api_client or client.ApiClient()
+        api_client.user_agent = USER_AGENT
         # One namespace holds the Leases of every run, so two runs on one database in different namespaces are
         # serialised too: the operator's own namespace in a cluster, "default" outside (or as configured).
         self.lease_namespace = lease_namespace or (_own_namespace() if in_cluster else None) or "default"
@@ -68,6 +71,13 @@ class Kube:
         body: dict[str, Any] | None = _unless_absent(self.custom.get_namespaced_custom_object, GROUP, VERSION,
                                                      namespace, PLURAL, name)
         return body
+
+    def list_runs(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every DjangoMigration in the namespaces, or in the cluster when none are named."""
+        if not namespaces:
+            return list(self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"])
+        return [run for namespace in namespaces
+                for run in self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]]
 
     def patch_run_status(self, run: RunRef, status: RunStatus) -> None:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, run.namespace, PLURAL, run.name,

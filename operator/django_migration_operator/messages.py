@@ -148,6 +148,11 @@ def queued(holder: str) -> str:
     return f"waiting for run {holder}, which holds this database"
 
 
+def waiting_for_slot(taken: int, limit: int) -> str:
+    return (f"queued, the app serving: {taken} other apps are stopped for their migrations now, the most this "
+            f"operator stops at once (maxStoppedApps: {limit}); this run stops its app when one of them ends")
+
+
 def planning() -> str:
     return "planning: listing the migrations to apply"
 

@@ -29,7 +29,8 @@ class Reason(StrEnum):
     An event that tells of a run entering a phase has the phase's name as its reason (workflow.Phase).
     """
 
-    QUEUED = "Queued"
+    QUEUED = "Queued"  # for another run's Lease on the database
+    WAITING_FOR_SLOT = "WaitingForSlot"  # Queued: the operator stops as many apps at once as it may (admission.py)
     RUNNING = "Running"
     INVALID_SPEC = "InvalidSpec"
     STRATEGY_CHOSEN = "StrategyChosen"

@@ -13,6 +13,8 @@ phase change with status.message and exits with
     2  timed out (the run goes on), the object is missing or was deleted, or the API refused us
 
 Needs get, list and watch on djangomigrations in the namespace, nothing else.
+
+That watch, `watch_run`, is also how the demo, the e2e tests and the bench follow a run.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class Progress:
         return Report((f"{self.ref}: cannot read it: {error}",), EXIT_UNKNOWN)
 
 
-# --- the loop: list, watch, list again after 410 ------------------------------------------------------------------
+# --- the watcher: list, watch, list again after 410; the waiter's loop on it ------------------------------------
 
 
 class Gone(Exception):
@@ -142,58 +144,74 @@ class Source(Protocol):
         """(type, object) events of the object after `resource_version`, ending within `timeout_seconds`."""
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """The run as one list or one watch event showed it."""
+
+    run: dict[str, Any] | None  # None: not there (a list found no such object, or a watch saw it deleted)
+    deleted: bool = False  # a watch saw it deleted
+
+
+def watch_run(source: Source, timeout: float, clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep,
+              on_retry: Callable[[Transient], None] = lambda _: None) -> Iterator[Sighting]:
+    """The run at each look for `timeout` seconds (math.inf: until the caller stops): a list, then every event of
+    watches from the last resourceVersion seen; a list again after 410 Gone, and after an error a retry may cure
+    (`on_retry` hears of it first), after a pause. The caller stops once it saw what it waits for: the iteration
+    ends only at the timeout."""
+    deadline = clock() + timeout
+    resource_version: str | None = None
+    while (remaining := deadline - clock()) > 0:
+        try:
+            if resource_version is None:
+                run, resource_version = source.get()
+                yield Sighting(run)
+                continue
+            for kind, body in source.events(resource_version, max(1, int(min(WATCH_SECONDS, remaining)))):
+                resource_version = str((body.get("metadata") or {}).get("resourceVersion") or resource_version)
+                if kind == "DELETED":
+                    yield Sighting(None, deleted=True)
+                elif kind != "BOOKMARK":
+                    yield Sighting(body)
+        except Gone:
+            resource_version = None
+        except Transient as error:
+            on_retry(error)
+            sleep(min(RETRY_SECONDS, max(0.0, deadline - clock())))
+            resource_version = None
+
+
 def follow(source: Source, progress: Progress, timeout: float, write: Callable[[str], None],
            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
     """Reports the run's progress until it ends or `timeout` seconds passed; returns the exit code."""
-    deadline = clock() + timeout
 
     def say(report: Report) -> int | None:
         for line in report.lines:
             write(line)
         return report.exit_code
 
-    resource_version: str | None = None
-    while True:
-        remaining = deadline - clock()
-        if remaining <= 0:
-            return say(progress.timed_out(timeout)) or EXIT_UNKNOWN
-        try:
-            if resource_version is None:
-                body, resource_version = source.get()
-                if body is None:
-                    return say(progress.missing()) or EXIT_UNKNOWN
-                code = say(progress.see(body.get("status")))
-                if code is not None:
-                    return code
-                continue
-            for kind, body in source.events(resource_version, max(1, min(WATCH_SECONDS, int(remaining)))):
-                resource_version = str((body.get("metadata") or {}).get("resourceVersion") or resource_version)
-                if kind == "BOOKMARK":
-                    continue
-                if kind == "DELETED":
-                    return say(progress.deleted()) or EXIT_UNKNOWN
-                code = say(progress.see(body.get("status")))
-                if code is not None:
-                    return code
-        except Gone:
-            resource_version = None
-        except Transient:
-            sleep(min(RETRY_SECONDS, max(0.0, deadline - clock())))
-            resource_version = None
+    for seen in watch_run(source, timeout, clock, sleep):
+        if seen.run is None:
+            return say(progress.deleted() if seen.deleted else progress.missing()) or EXIT_UNKNOWN
+        code = say(progress.see(seen.run.get("status")))
+        if code is not None:
+            return code
+    return say(progress.timed_out(timeout)) or EXIT_UNKNOWN
 
 
 # --- the Kubernetes side ----------------------------------------------------------------------------------------
 
 
 class KubeSource:
-    """The DjangoMigration through the API: one list by name, then watches of that name."""
+    """The DjangoMigration through the API: one list by name, then watches of that name. Without `api_client`, the
+    pod's service account in a cluster, else the default kubeconfig."""
 
-    def __init__(self, namespace: str, name: str) -> None:
+    def __init__(self, namespace: str, name: str, api_client: Any = None) -> None:
         from kubernetes import client
 
         self.namespace = namespace
         self.name = name
-        self.api = client.CustomObjectsApi(_api_client())
+        self.api = client.CustomObjectsApi(api_client or _api_client())
 
     def get(self) -> tuple[dict[str, Any] | None, str]:
         with _transient_errors():

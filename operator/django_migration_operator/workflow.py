@@ -48,7 +48,7 @@ from django_migration_operator.status import (
     condition,
 )
 from django_migration_operator.window import Window
-from django_migration_operator.world import DeploymentState, JobState, World
+from django_migration_operator.world import DeploymentState, JobState, Slots, World
 
 
 class Phase(StrEnum):
@@ -69,6 +69,10 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
+
+# status.waitingFor of a run Queued for one of the operator's slots for stopped apps (admission.py), named after the
+# setting that makes it wait; a run Queued for a Lease names the holder there (namespace/name).
+WAITING_FOR_SLOT = "maxStoppedApps"
 
 # What a rehearsal's prediction adds to the dump and the migration: stopping the app's pods, starting the Jobs' and
 # the app's again (about 3 s on devcluster, bench/timings.py).
@@ -173,6 +177,8 @@ def _pending(spec: Spec, status: RunStatus, world: World) -> Step:
 
 
 def _queued(spec: Spec, status: RunStatus, world: World) -> Step:
+    if queued_for_slot(status):
+        return _start(spec, status, world, _recorded_plan_summary(status))
     return _queue_or_plan(status, world, {})
 
 
@@ -301,8 +307,12 @@ def _start(spec: Spec, status: RunStatus, world: World, summary: str) -> Step:
     if waiting:
         return waiting
     if not _online(status):
+        if world.slots and not world.slots.free:
+            return _wait_for_slot(status, world, world.slots)
         message = messages.stopping_the_app(summary)
-        return Step(status={"phase": Phase.SCALING_DOWN, "message": message},
+        return Step(status={"phase": Phase.SCALING_DOWN, "waitingFor": None, "message": message,
+                            "conditions": _conditions(status, world, (ConditionType.SUCCEEDED, "Unknown",
+                                                                      Reason.RUNNING, message))},
                     events=[Event(Phase.SCALING_DOWN, message)])
     if spec.backup_enabled:
         message = messages.backing_up_online(summary, spec.backup_claim)
@@ -310,6 +320,17 @@ def _start(spec: Spec, status: RunStatus, world: World, summary: str) -> Step:
     message = messages.migrating_online_without_backup(summary)
     return Step(status={"phase": Phase.MIGRATING, "message": message},
                 events=[Event(Phase.MIGRATING, message, warning=True)])
+
+
+def _wait_for_slot(status: RunStatus, world: World, slots: Slots) -> Step:
+    """Queued with the app serving: as many apps as the operator stops at once are stopped now."""
+    if queued_for_slot(status):
+        return Step(wait=True)  # admission.Admission wakes the run when a slot is its turn
+    message = messages.waiting_for_slot(slots.taken, slots.limit)
+    return Step(status={"phase": Phase.QUEUED, "waitingFor": WAITING_FOR_SLOT, "message": message,
+                        "conditions": _conditions(status, world, (ConditionType.SUCCEEDED, "Unknown",
+                                                                  Reason.WAITING_FOR_SLOT, message))},
+                events=[Event(Phase.QUEUED, message)], wait=True)
 
 
 def _until_the_window(spec: Spec, status: RunStatus, world: World) -> Step | None:
@@ -530,6 +551,7 @@ class PhaseFacts:
     counts_rows: bool = False  # counts rows before its Job may change them (spec.verify.rowCounts)
     verifies: bool = False  # reads django_migrations, the row counts and the checks
     rehearses: bool = False  # a scratch copy may exist: observed, verified once migrated, dropped if deleted
+    holds_slot: bool = False  # Offline: the app is stopping, stopped or starting; counts against --max-stopped-apps
     health: str = "Progressing"  # the Argo CD health of a run in this phase (charts/.../argocd/health.lua)
     notice: str | None = None  # what spec.notify's webhooks are told when a run enters this phase
 
@@ -542,18 +564,29 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended",
                                         notice="AwaitingApproval"),
     Phase.SCHEDULED: PhaseFacts(_scheduled, touched=False, notice="Scheduled"),
-    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, notice="Stopping"),
-    Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, reads_app=True, counts_rows=True),
-    Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, reads_app=True, counts_rows=True),
-    Phase.VERIFYING: PhaseFacts(_verifying, app_stopped=True, reads_app=True, verifies=True),
-    Phase.RESTORING: PhaseFacts(_restoring, job="restore", app_stopped=True, reads_app=True),
-    Phase.SCALING_UP: PhaseFacts(_scaling_up, reads_app=True),
+    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, holds_slot=True, notice="Stopping"),
+    Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, holds_slot=True, reads_app=True,
+                                 counts_rows=True),
+    Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, holds_slot=True, reads_app=True,
+                                counts_rows=True),
+    Phase.VERIFYING: PhaseFacts(_verifying, app_stopped=True, holds_slot=True, reads_app=True, verifies=True),
+    Phase.RESTORING: PhaseFacts(_restoring, job="restore", app_stopped=True, holds_slot=True, reads_app=True),
+    Phase.SCALING_UP: PhaseFacts(_scaling_up, holds_slot=True, reads_app=True),
     Phase.ROLLING_OUT: PhaseFacts(_rolling_out, reads_app=True),
     Phase.CONTRACTING: PhaseFacts(_contracting, job="contract"),
     Phase.SUCCEEDED: PhaseFacts(None, health="Healthy", notice="Succeeded"),
     Phase.FAILED: PhaseFacts(None, health="Degraded", notice="Failed"),
 }
 TERMINAL = frozenset(phase for phase, facts in PHASES.items() if facts.handler is None)
+
+
+def holds_slot(status: RunStatus) -> bool:
+    """The run counts against the operator's apps stopped at once: Offline, from ScalingDown to its end."""
+    return PHASES[phase_of(status)].holds_slot and not _online(status)
+
+
+def queued_for_slot(status: RunStatus) -> bool:
+    return phase_of(status) == Phase.QUEUED and status.get("waitingFor") == WAITING_FOR_SLOT
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------

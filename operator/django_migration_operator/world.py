@@ -31,6 +31,15 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class Slots:
+    """The operator's limit of apps stopped at once (--max-stopped-apps), as it stands for one run."""
+
+    free: bool  # this run may stop its app now (it holds a slot, or the next free one is its turn)
+    taken: int  # other runs whose app is stopping, stopped or starting
+    limit: int
+
+
+@dataclass(frozen=True)
 class World:
     now: datetime
     problems: tuple[str, ...] = ()  # input that cannot work, each naming the field and the fix
@@ -43,3 +52,4 @@ class World:
     applied: frozenset[tuple[str, str]] | None = None  # (app, name) rows of django_migrations
     check_results: dict[str, str] | None = None  # check name -> the value its SQL returned
     scratch_exists: bool = False  # the rehearsal's scratch database is there
+    slots: Slots | None = None  # None: no limit of apps stopped at once

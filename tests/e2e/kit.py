@@ -8,20 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from kubernetes import client, config, watch
 
-from demo.stack import BlogStack, LocalOperator
-from demo.stack import wait_for as wait_for  # the scenarios' one waiter, imported from here
+from demo.stack import BlogStack, LocalOperator, wait_for_run
+from demo.stack import wait_for as wait_for  # the scenarios import these from kit
+from demo.stack import wait_for_end as wait_for_end
 from devcluster.cluster import Cluster
-from django_migration_operator.resource import GROUP, PLURAL, VERSION
-from django_migration_operator.workflow import PHASES
+from django_migration_operator.status import RunStatus
+from django_migration_operator.workflow import PHASES, Phase, phase_of
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 # --- the demo blog stack and its runs -------------------------------------------------------------------------
-
-TERMINAL = ("Succeeded", "Failed")
 
 
 def make_stack(cluster: Cluster, namespace: str, posts: int = 120, migrate_to: str = "0002_populate_categories",
@@ -45,30 +43,19 @@ def run_to_end(stack: BlogStack, manifest: dict[str, Any], timeout: float = 240)
     return wait_for_end(stack, manifest["metadata"]["name"], timeout)
 
 
-def wait_for_end(stack: BlogStack, name: str, timeout: float = 240) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        status = run_status(stack, name)
-        return status if status.get("phase") in TERMINAL else None
-
-    result: dict[str, Any] = wait_for(finished, f"DjangoMigration {name} to end", timeout=timeout)
-    return result
+def wait_for_phase(stack: BlogStack, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+    """The run's status once it is in `phase`."""
+    return wait_for_run(stack, name, lambda status: status.get("phase") == phase, f"{name} to reach {phase}", timeout)
 
 
 def reach(stack: BlogStack, name: str, target: str, timeout: float = 120) -> str:
-    """Follows the run until it reached `target` or went past it, in the phase table's order; the phase it saw.
-
-    A watch, not polling: Verifying lasts a few tens of milliseconds and would slip between two polls.
-    """
+    """Follows the run until it reached `target` or went past it, in the phase table's order; the phase it saw."""
     order: list[str] = list(PHASES)
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(stack.cluster.kubeconfig)))
-    stream = watch.Watch()
-    phase = "Pending"
-    for event in stream.stream(api.list_namespaced_custom_object, GROUP, VERSION, stack.namespace, PLURAL,
-                               field_selector=f"metadata.name={name}", timeout_seconds=int(timeout)):
-        phase = (event["object"].get("status") or {}).get("phase") or "Pending"
+    phase = Phase.PENDING
+    for run in stack.watch_run(name, timeout):
+        phase = phase_of(run.get("status") or RunStatus())
         if order.index(phase) >= order.index(target):
-            stream.stop()
-            return phase
+            return str(phase)  # its name, as the callers print and count it
     raise AssertionError(f"{name} did not reach {target} within {timeout:.0f}s (last seen: {phase})")
 
 

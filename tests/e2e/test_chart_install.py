@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -181,17 +180,14 @@ def record(fixture: str, obj: dict[str, Any]) -> None:
 
 
 def follow(stack: BlogStack, name: str, timeout: float = 240) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Polls the run until it ends: (its final object, the first object seen in a running phase, if any)."""
-    deadline = time.monotonic() + timeout
+    """Follows the run until it ends: (its final object, the first object seen in a running phase, if any)."""
     running: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        obj = live(stack, name)
+    for obj in stack.watch_run(name, timeout):
         phase = (obj.get("status") or {}).get("phase")
         if phase in TERMINAL:
             return obj, running
         if phase in RUNNING and running is None:
             running = obj
-        time.sleep(0.2)
     raise AssertionError(f"DjangoMigration {name} did not end within {timeout:.0f}s: {run_status(stack, name)}")
 
 

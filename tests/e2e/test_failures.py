@@ -36,19 +36,11 @@ from tests.e2e.kit import (
     spec_replicas,
     wait_for,
     wait_for_end,
+    wait_for_phase,
 )
 
 RECORDED = {"web": 2, "worker": 1}
 NO_CHECKS: dict[str, list[Any]] = {"checks": []}  # the demo's check holds only once 0005 ran
-
-
-def wait_for_phase(stack: BlogStack, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        status = run_status(stack, name)
-        return status if status.get("phase") == phase else None
-
-    result: dict[str, Any] = wait_for(reached, f"{name} to reach {phase}", timeout=timeout, interval=0.1)
-    return result
 
 
 def assert_rolled_back(stack: BlogStack, name: str, status: dict[str, Any], before: dict[str, str],
@@ -334,6 +326,8 @@ def test_webhooks_get_every_message_of_a_run_in_order_and_a_failing_one_never_ho
         stack.kubectl("patch", "djm", "told", "-n", stack.namespace, "--type=merge", "-p",
                       json.dumps({"spec": {"approval": "Automatic"}}))
         final = wait_for_end(stack, "told")
+        # The last message goes out after the status says Succeeded, to each webhook in turn: silent's comes last.
+        wait_for(lambda: len(receivers["silent"].bodies) >= 4, "the last message at every webhook", timeout=20)
     finally:
         for receiver in receivers.values():
             receiver.close()

@@ -25,11 +25,11 @@ from tests.e2e.kit import (
     make_stack,
     query,
     replicas,
-    run_status,
     run_to_end,
     running_images,
     wait_for,
     wait_for_end,
+    wait_for_phase,
 )
 
 RELEASE_3 = ["0006_post_subtitle", "0007_post_created_index", "0008_remove_post_status"]
@@ -83,7 +83,7 @@ def test_an_online_migration_gives_up_on_a_lock_and_no_request_waits_longer_than
         wait_for(lambda: len(load.acknowledged) >= 5, "the app to acknowledge writes", timeout=30)
         holder.execute("SELECT count(*) FROM blog_post")  # ACCESS SHARE until the rollback: ALTER TABLE waits
         stack.apply(stack.migration(name="locked", image="blog:3.0", verify=NO_SUBTITLES))
-        wait_for(lambda: run_status(stack, "locked").get("phase") == "Migrating", "the expand step", timeout=120)
+        wait_for_phase(stack, "locked", "Migrating")  # the expand step
         time.sleep(3 * LOCK_TIMEOUT_SECONDS)  # long enough for an attempt to give up
         holder.rollback()
         status = wait_for_end(stack, "locked")

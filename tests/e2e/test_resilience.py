@@ -21,8 +21,8 @@ import pytest
 
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
+from django_migration_operator.workflow import TERMINAL
 from tests.e2e.kit import (
-    TERMINAL,
     applied_migrations,
     checksum,
         images,

@@ -12,6 +12,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import database, driver, messages
+from django_migration_operator.admission import Admission
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef
 from django_migration_operator.status import Reason
@@ -49,8 +50,8 @@ class FlakyKube:
 
 
 def drive(kube: FlakyKube) -> None:
-    asyncio.run(asyncio.wait_for(driver.drive(cast(Kube, kube), driver.Wakeups(), RUN, logging.getLogger("test"),
-                                              lambda: None), timeout=10))
+    asyncio.run(asyncio.wait_for(driver.drive(cast(Kube, kube), driver.Wakeups(), Admission(0), RUN,
+                                              logging.getLogger("test"), lambda: None), timeout=10))
 
 
 @pytest.fixture(autouse=True)

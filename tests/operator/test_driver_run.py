@@ -15,9 +15,11 @@ import pytest
 from kubernetes import client
 
 from django_migration_operator import database, driver, jobs
+from django_migration_operator.admission import Admission
 from django_migration_operator.kube import ClaimState, Kube, LeaseRecord
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import ConditionType, RunStatus, condition
+from django_migration_operator.world import Slots
 from tests.operator.test_workflow import SCRIPT_PLAN, backup_log, plan_log
 
 RUN = RunRef("shop", "release-3", "uid-3")
@@ -134,8 +136,8 @@ def drive(kube: FakeKube, stopping: driver.Stop | None = None, once_in: str | No
     """Drives the run until it ends; or with `stopping`, told so once it is in the phase `once_in`."""
     def told() -> driver.Stop | None:
         return stopping if kube.body["status"].get("phase") == once_in else None
-    asyncio.run(asyncio.wait_for(driver.drive(cast(Kube, kube), driver.Wakeups(), RUN, logging.getLogger("test"),
-                                              told), timeout=10))
+    asyncio.run(asyncio.wait_for(driver.drive(cast(Kube, kube), driver.Wakeups(), Admission(0), RUN,
+                                              logging.getLogger("test"), told), timeout=10))
 
 
 FROM_PENDING_TO_SUCCEEDED = [
@@ -182,3 +184,27 @@ def test_a_run_deleted_once_the_app_is_stopped_is_driven_to_its_end_first() -> N
     kube = FakeKube()
     drive(kube, driver.Stop.DELETED, once_in="BackingUp")
     assert kube.done == FROM_PENDING_TO_SUCCEEDED and kube.replicas == REPLICAS
+
+
+def test_a_run_with_no_slot_free_waits_in_queued_serving_and_goes_on_when_the_slot_is_given_back() -> None:
+    kube = FakeKube()
+    admission = Admission(1)
+    admission.note("other/release-1", {"phase": "BackingUp"})  # the one app the operator may stop is stopped
+    wakeups = driver.Wakeups()
+
+    async def scenario() -> None:
+        run = asyncio.create_task(driver.drive(cast(Kube, kube), wakeups, admission, RUN, logging.getLogger("test"),
+                                               lambda: None))
+        while kube.body["status"].get("phase") != "Queued":
+            await asyncio.sleep(0.01)
+        assert kube.replicas == REPLICAS and ("scale", "web", "0") not in kube.done, "the app serves while queued"
+        assert admission.slots(RUN.key) == Slots(free=False, taken=1, limit=1)
+        for key in admission.forget("other/release-1"):  # that run ended: the driver wakes the waiter it admits
+            wakeups.wake(*key.split("/"))
+        await asyncio.wait_for(run, timeout=10)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+    assert kube.phases == ["Planning", "Queued", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp",
+                           "Succeeded"]
+    assert kube.body["status"]["waitingFor"] is None and kube.done == FROM_PENDING_TO_SUCCEEDED
+    assert admission.slots(RUN.key) == Slots(free=True, taken=0, limit=1), "its slot is given back at its end"

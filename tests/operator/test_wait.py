@@ -1,8 +1,10 @@
 """The waiter of the Helm hook (`python -m django_migration_operator.wait`): what it prints and how it exits, and its
-watch loop against a scripted source (410 Gone, deletion, API errors, timeout), without a cluster."""
+watch loop against a scripted source (410 Gone, deletion, API errors, timeout), without a cluster; the same watcher
+as the demo, the e2e tests and the bench follow a run with it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +20,10 @@ from django_migration_operator.wait import (
     Gone,
     Progress,
     Report,
+    Sighting,
     Transient,
     follow,
+    watch_run,
 )
 
 SUCCEEDED: RunStatus = {"phase": "Succeeded",
@@ -229,6 +233,57 @@ def test_follow_rides_out_api_errors_and_times_out_with_the_last_phase() -> None
     assert len(lines) == 2 and lines[0] == "DjangoMigration shop/web-7: Migrating: migrating"
     assert "timed out after 100s, still in phase Migrating (migrating)" in lines[-1]
     assert clock.now >= 100
+
+
+# --- watch_run: the watcher on its own, as the demo, the e2e tests and the bench use it ----------------------------
+
+
+def test_watch_run_shows_every_look_from_before_the_run_exists_to_after_it_is_deleted_until_the_timeout() -> None:
+    clock = Clock()
+    script = Script(clock, lists=[(None, "3")], watches=[
+        [("ADDED", body("4")), ("BOOKMARK", {"metadata": {"resourceVersion": "5"}}),
+         ("MODIFIED", body("6", running("Planning"))), ("MODIFIED", body("7", running("Planning"))),
+         ("DELETED", body("8", running("Planning"))), 10.0],
+        [25.0]])
+    seen = list(watch_run(script, 30, clock, clock.sleep))
+    # The bench starts watching before the run is applied; every event counts, a status unchanged too (the
+    # operator's first write is its finalizer).
+    assert seen == [Sighting(None), Sighting(body("4")), Sighting(body("6", running("Planning"))),
+                    Sighting(body("7", running("Planning"))), Sighting(None, deleted=True)]
+    assert script.watched_from == ["3", "8"], "each watch goes on from the last version, bookmarks included"
+    assert clock.now >= 30
+
+
+def test_watch_run_reads_no_more_once_the_caller_has_what_it_waits_for() -> None:
+    clock = Clock()
+    script = Script(clock, lists=[(body("1", running("Planning")), "1")],
+                    watches=[[("MODIFIED", body("2", running("Migrating"))), ("MODIFIED", body("3", SUCCEEDED))]])
+    phases: list[str] = []
+    for seen in watch_run(script, 600, clock, clock.sleep):
+        assert seen.run is not None
+        phases.append(seen.run["status"]["phase"])
+        if phases[-1] == "Migrating":
+            break
+    assert phases == ["Planning", "Migrating"]
+    assert script.watched_from == ["1"] and script.lists == [], "no other list or watch"
+
+
+def test_watch_run_without_a_timeout_tells_of_each_error_it_rides_out() -> None:
+    clock = Clock()
+    script = Script(clock,
+                    lists=[Transient("connection reset"), (body("5", running("Migrating")), "5"),
+                           (body("7", running("Migrating")), "7"), (body("9", SUCCEEDED), "9")],
+                    watches=[[Gone()], [Transient("HTTP 503")]])
+    retried: list[str] = []
+    phases: list[str] = []
+    for seen in watch_run(script, math.inf, clock, clock.sleep, on_retry=lambda error: retried.append(str(error))):
+        assert seen.run is not None
+        phases.append(seen.run["status"]["phase"])
+        if phases[-1] == "Succeeded":
+            break
+    assert phases == ["Migrating", "Migrating", "Succeeded"]
+    assert retried == ["connection reset", "HTTP 503"], "a 410 is no error: a list again, at once"
+    assert clock.now == 2 * wait.RETRY_SECONDS
 
 
 def test_main_exits_2_with_one_line_when_the_api_refuses(monkeypatch: pytest.MonkeyPatch,

@@ -13,9 +13,10 @@ from django_migration_operator.classify import MigrationClass
 from django_migration_operator.jobs import BACKUP_MARKER
 from django_migration_operator.plan import PLAN_MARKER
 from django_migration_operator.resource import Spec
-from django_migration_operator.status import RunStatus
+from django_migration_operator.status import Reason, RunStatus
 from django_migration_operator.workflow import (
     PHASES,
+    WAITING_FOR_SLOT,
     AcquireLease,
     CreateJob,
     DeleteJob,
@@ -26,9 +27,11 @@ from django_migration_operator.workflow import (
     SetImages,
     Step,
     advance,
+    holds_slot,
     online_migrations,
+    queued_for_slot,
 )
-from django_migration_operator.world import DeploymentState, JobState, World
+from django_migration_operator.world import DeploymentState, JobState, Slots, World
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 PLAN = [{"app": "blog", "name": "0003_add_post_status", "atomic": True, "reversible": True, "backwards": False,
@@ -245,6 +248,63 @@ class TestRefusals:
         step = advance(spec(approval="Manual"),
                        status, World(now=NOW, job=JobState("Complete", None, plan_log(SCRIPT_PLAN))))
         assert step.status["phase"] == Phase.AWAITING_APPROVAL and step.status["plan"] == CLASSIFIED
+
+
+class TestSlots:
+    """At most so many apps stopped at once (admission.py): a run with no slot free waits in Queued, serving."""
+
+    FULL = Slots(free=False, taken=4, limit=4)
+    PLANNED: ClassVar[RunStatus] = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+
+    def planned(self, slots: Slots | None, **top_level: Any) -> tuple[Spec, Step]:
+        s = spec(**top_level)
+        world = World(now=NOW, job=JobState("Complete", None, plan_log(SCRIPT_PLAN)), slots=slots)
+        return s, advance(s, self.PLANNED, world)
+
+    def test_an_offline_run_with_no_slot_free_waits_in_queued_and_touches_nothing(self) -> None:
+        s, step = self.planned(self.FULL)
+        assert step.status["phase"] == Phase.QUEUED and step.status["waitingFor"] == WAITING_FOR_SLOT
+        assert reasons(step.status)["Succeeded"] == Reason.WAITING_FOR_SLOT and not step.actions
+        assert step.status["message"] == messages.waiting_for_slot(4, 4)
+        assert [e.reason for e in step.events] == ["StrategyChosen", "Queued"]
+        queued = apply(self.PLANNED, step)
+        assert queued_for_slot(queued) and not holds_slot(queued)
+        again = advance(s, queued, World(now=NOW, slots=self.FULL))
+        assert again.wait and not again.status and not again.events, "said once"
+
+    def test_a_queued_run_stops_its_app_once_a_slot_is_its_turn(self) -> None:
+        s, step = self.planned(self.FULL)
+        queued = apply(self.PLANNED, step)
+        step = advance(s, queued, World(now=NOW, slots=Slots(free=True, taken=3, limit=4)))
+        assert step.status["phase"] == Phase.SCALING_DOWN and step.status["waitingFor"] is None
+        assert reasons(step.status)["Succeeded"] == Reason.RUNNING
+        assert holds_slot(apply(queued, step))
+
+    def test_a_free_slot_or_no_limit_goes_straight_to_stopping(self) -> None:
+        for slots in (Slots(free=True, taken=3, limit=4), None):
+            assert self.planned(slots)[1].status["phase"] == Phase.SCALING_DOWN
+
+    def test_a_queued_run_still_waits_for_its_window(self) -> None:
+        s, step = self.planned(self.FULL, window={"schedule": "0 12 * * *", "duration": "1h"})
+        queued = apply(self.PLANNED, step)
+        step = advance(s, queued, World(now=NOW + timedelta(hours=2), slots=Slots(free=True, taken=0, limit=4)))
+        assert step.status["phase"] == Phase.SCHEDULED, "the slot came after the window closed: the next one"
+        assert step.status["window"]["opensAt"] == "2026-11-25T12:00:00.000Z"
+
+    def test_an_online_run_takes_no_slot(self) -> None:
+        s, status, step = planned_online([EXPAND_ENTRY])
+        assert step.status["phase"] == Phase.BACKING_UP
+        for phase in (Phase.BACKING_UP, Phase.MIGRATING, Phase.ROLLING_OUT, Phase.VERIFYING):
+            assert not holds_slot({**apply(status, step), "phase": phase})
+        full = advance(s, status, World(now=NOW, job=JobState("Complete", None, plan_log([EXPAND_ENTRY])),
+                                        slots=self.FULL))
+        assert full.status["phase"] == Phase.BACKING_UP
+
+    def test_the_phases_that_hold_a_slot_are_those_from_stopping_the_app_to_the_end(self) -> None:
+        holding = {phase for phase, facts in PHASES.items() if facts.holds_slot}
+        assert holding == {Phase.SCALING_DOWN, Phase.BACKING_UP, Phase.MIGRATING, Phase.VERIFYING, Phase.RESTORING,
+                           Phase.SCALING_UP}
+        assert all(PHASES[phase].holds_slot for phase in PHASES if PHASES[phase].app_stopped)
 
 
 STOPPED = {"web": running(0), "worker": running(0)}

@@ -89,12 +89,12 @@ RESOURCES = {"custom_object": PLURAL, "custom_object_status": f"{PLURAL}/status"
 
 
 def client_calls() -> set[Rule]:
-    """Every `self.<api>.<verb>_namespaced_<kind>(` call of kube.py, as the rule it needs."""
+    """Every `self.<api>.<verb>_namespaced_<kind>(` (or `_cluster_`) call of kube.py, as the rule it needs."""
     rules: set[Rule] = set()
     source = (PACKAGE / "kube.py").read_text()
     # A call, or a read passed to _unless_absent (followed by its arguments).
     for api, method in re.findall(r"self\.(custom|core|apps|batch|coordination)\.(\w+)[(,]", source):
-        match = re.fullmatch(r"(read|get|list|create|patch|replace|delete)_namespaced_(\w+)", method)
+        match = re.fullmatch(r"(read|get|list|create|patch|replace|delete)_(?:namespaced|cluster)_(\w+)", method)
         assert match, f"kube.py calls {api}.{method}, which this test cannot map to an RBAC rule: add it"
         verb, kind = match.groups()
         rules.add((API_GROUPS[api], RESOURCES.get(kind, f"{kind}s"), VERBS[verb]))
