@@ -21,13 +21,13 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 # Dependencies first, in their own layer: they change far less often than the operator's code.
-# --no-default-groups leaves out the dev and demo groups that pyproject.toml installs by default.
+# --no-default-groups leaves out the dev and demo groups that pyproject.toml installs by default. The workspace's
+# other member, devcluster (the project's test cluster), is installed by the dev group only: it is not in the
+# build context, and uv needs it for nothing here.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-default-groups --no-install-project
 COPY operator/ operator/
-# pyproject.toml's wheel holds devcluster too (the project's test cluster): the build needs its sources.
-COPY devcluster/ devcluster/
 # --no-editable: the package is copied into the venv, so the runtime stage needs the venv alone.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-default-groups --no-editable

@@ -11,8 +11,11 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 
+# Every test folder but e2e: no cluster needed.
+UNIT := tests/operator tests/devcluster tests/demo tests/packaging
+
 unit:
-	.venv/bin/pytest -q tests/unit
+	.venv/bin/pytest -q $(UNIT)
 
 e2e:
 	.venv/bin/pytest -q tests/e2e

@@ -1,1 +1,1 @@
-"""Measurements of the operator on devcluster (SPEC §7); see bench/README.md."""
+"""Measurements of the operator on devcluster against the same work done alone; see bench/README.md."""

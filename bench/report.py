@@ -226,7 +226,7 @@ def report_downtime(report: Report, run: RunResult, durations: dict[str, float],
     parts = [(f"pg_dump --format=custom alone (median of {len(alone.dump_custom)})", dump, spread(alone.dump_custom)),
              (f"manage.py migrate --noinput alone (median of {len(alone.migrate)})", migrate, spread(alone.migrate))]
     report_against_limit(
-        report, "3. Downtime against the physical limit (SPEC §7)", run, durations, parts, "dump + migrate",
+        report, "3. Downtime against the physical limit", run, durations, parts, "dump + migrate",
         [("ScalingDown", None), ("BackingUp", dump), ("Migrating", migrate), ("Verifying", None), ("ScalingUp", None)],
         "downtime = stoppedAt -> ScalingUp done; the phases above add up to it (stoppedAt is written at the start "
         "of ScalingDown)")

@@ -1,4 +1,4 @@
-"""Timings of one demo run against the physical limits of SPEC §7: reaction, downtime, backup.
+"""Timings of one demo run against its physical limits, the same work done alone: reaction, downtime, backup.
 
 `.venv/bin/python -m bench.timings [--posts 2000] [--repeat 3] [--path success|failure] [--output FILE]`
 

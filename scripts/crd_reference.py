@@ -1,6 +1,6 @@
 """Writes docs/crd-reference.md from the CRD, the one source of the schema: `python scripts/crd_reference.py`.
 
-tests/unit/test_docs.py fails when the committed reference differs from what this prints, so the two never drift.
+tests/packaging/test_docs.py fails when the committed reference differs from what this prints, so the two never drift.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The words a run says: its status.message texts, its events and its failures, each one a function of the facts.
 
 The workflow decides, this module words: a message can be reworded here without touching a transition, and
-tests/unit/test_messages.py is where the wording is pinned. Every message that ends a run says where the app and
+tests/operator/test_messages.py is where the wording is pinned. Every message that ends a run says where the app and
 the data are. Pure: no I/O, no decisions about the run.
 """
 

@@ -14,7 +14,7 @@ from kubernetes import client, config
 from demo.stack import CRD_FILE, BlogStack, LocalOperator, create_database, drop_database
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
-from kit import Kubectl, make_stack, wait_for
+from tests.e2e.kit import Kubectl, make_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def new_stack(request: pytest.FixtureRequest, cluster: Cluster,
     """Builds demo stacks with the given options (drills, release, posts), each in a namespace of its own, with the
     module's operator watching; drops them after the test."""
     made: list[BlogStack] = []
-    prefix = request.module.__name__.removeprefix("test_")[:8].replace("_", "-")
+    prefix = request.path.stem.removeprefix("test_")[:8].replace("_", "-")
 
     def build(**options: Any) -> BlogStack:
         stack = make_stack(cluster, f"{prefix}-{uuid.uuid4().hex[:6]}", **options)

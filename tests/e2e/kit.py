@@ -13,6 +13,7 @@ from demo.stack import BlogStack, LocalOperator, wait_for_run
 from demo.stack import wait_for as wait_for  # the scenarios import these from kit
 from demo.stack import wait_for_end as wait_for_end
 from devcluster.cluster import Cluster
+from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import PHASES, Phase, phase_of
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -49,10 +50,10 @@ def wait_for_phase(stack: BlogStack, name: str, phase: str, timeout: float = 120
 
 def reach(stack: BlogStack, name: str, target: str, timeout: float = 120) -> str:
     """Follows the run until it reached `target` or went past it, in the phase table's order; the phase it saw."""
-    order = list(PHASES)
+    order: list[str] = list(PHASES)
     phase = Phase.PENDING
     for run in stack.watch_run(name, timeout):
-        phase = phase_of(run.get("status") or {})
+        phase = phase_of(run.get("status") or RunStatus())
         if order.index(phase) >= order.index(target):
             return str(phase)  # its name, as the callers print and count it
     raise AssertionError(f"{name} did not reach {target} within {timeout:.0f}s (last seen: {phase})")

@@ -6,8 +6,8 @@ its own, deploys the demo blog app (demo/stack.py) into another and runs the dem
 chart's operator; then `helm uninstall` must leave no operator object behind and keep the CRD and the runs.
 
 The health check of Argo CD (charts/.../argocd/health.lua) is evaluated on the live objects at each step. With
-DJM_RECORD_ARGOCD_FIXTURES=1 the objects are also saved into tests/unit/argocd/, the statuses the unit tests of the
-health check run against.
+DJM_RECORD_ARGOCD_FIXTURES=1 the objects are also saved into tests/packaging/argocd/, the statuses the cluster-free
+tests of the health check run against.
 
 Only one operator may drive a run: before installing, each scenario checks that no other operator process (the
 local one of test_operator.py, the demo's, a bench's, another chart's) watches every namespace or one of its own.
@@ -23,16 +23,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from demo.stack import BlogStack
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
+from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import TERMINAL, Phase, phase_of
-from kit import Kubectl, applied_migrations, events, jobs_ran_once, make_stack, reach, run_status, wait_for
-from tests.unit.argocd.health import FIXTURES, evaluate, strip
+from tests.e2e.kit import Kubectl, applied_migrations, events, jobs_ran_once, make_stack, reach, run_status, wait_for
+from tests.packaging.argocd.health import FIXTURES, evaluate, strip
 
 pytestmark = pytest.mark.e2e
 
@@ -351,7 +352,7 @@ def test_the_lease_rights_taken_away_mid_run_are_said_and_the_runs_go_on_once_th
     assert "leases" in said[0]["message"] and f'namespace "{release.namespace}"' in said[0]["message"]
     first, _ = follow(stack, "first")
     assert first["status"]["phase"] == "Succeeded", first["status"].get("message")
-    assert phase_of(run_status(stack, "second")) == Phase.PENDING, "no turn without the rights"
+    assert phase_of(cast(RunStatus, run_status(stack, "second"))) == Phase.PENDING, "no turn without the rights"
     assert "Forbidden: the operator was refused" in release.log()
 
     kubectl("create", "-f", "-", input=json.dumps(granted))

@@ -7,13 +7,14 @@ import os
 import subprocess
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
 from devcluster.cluster import Cluster, postgres_major
-from kit import Kubectl, wait_for
+from tests.e2e.kit import Kubectl, wait_for
 
 GRACE_SECONDS = 5
 
@@ -159,7 +160,7 @@ def test_rbac_is_enforced_for_service_account_tokens(
     cluster.apply(namespace, *accounts, reader_role, binding, *jobs)
 
     for name in ("as-nobody", "as-reader"):
-        assert wait_for(lambda n=name: job_finished(batch, namespace, n), name, timeout=60) == "Complete"
+        assert wait_for(partial(job_finished, batch, namespace, name), name, timeout=60) == "Complete"
     nobody = kubectl("logs", "-n", namespace, "job/as-nobody").stdout.split()
     reader = kubectl("logs", "-n", namespace, "job/as-reader").stdout.split()
     assert nobody == ["denied", "403"]

@@ -21,7 +21,7 @@ from psycopg import sql
 from demo.load import LoadGenerator
 from demo.stack import BlogStack, LocalOperator, drop_database
 from devcluster.cluster import Cluster
-from kit import (
+from tests.e2e.kit import (
     applied_migrations,
     assert_no_secret,
     checksum,

@@ -18,7 +18,7 @@ import pytest
 from demo.load import LoadGenerator
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
-from kit import (
+from tests.e2e.kit import (
     applied_migrations,
     checksum,
     conditions,
@@ -151,7 +151,7 @@ def test_a_kube_apiserver_restart_during_a_run_is_waited_out_and_no_job_runs_twi
     assert {post_id for (post_id,) in query(stack, "SELECT id FROM blog_post")} >= written
     assert {"BackingUp", "Migrating", "PlanApplied"} <= {e["reason"] for e in events(stack, "api-restart")}
     # Whether the driver itself met the outage depends on when it looked (it sleeps until a Job's event or its
-    # safety net); tests/unit/test_driver.py covers how it waits one out.
+    # safety net); tests/operator/test_driver.py covers how it waits one out.
     with operator.log_path.open("rb") as log:
         log.seek(log_start)
         met = log.read().decode(errors="replace").count("APIUnavailable")

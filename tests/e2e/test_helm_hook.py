@@ -29,7 +29,7 @@ import pytest
 from demo.stack import CRD_FILE, BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
-from kit import applied_migrations, checksum, query, run_status
+from tests.e2e.kit import applied_migrations, checksum, query, run_status
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from demo.load import LoadGenerator
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from django_migration_operator.jobs import LOCK_TIMEOUT_SECONDS
-from kit import (
+from tests.e2e.kit import (
     applied_migrations,
     checksum,
         images,

@@ -13,7 +13,7 @@ import pytest
 
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster, postgres_major
-from kit import (
+from tests.e2e.kit import (
     applied_migrations,
         images,
     make_stack,

@@ -22,7 +22,7 @@ import pytest
 from demo.stack import BlogStack, LocalOperator
 from devcluster.cluster import Cluster
 from django_migration_operator.workflow import TERMINAL
-from kit import (
+from tests.e2e.kit import (
     applied_migrations,
     checksum,
         images,

@@ -1,6 +1,6 @@
 -- Argo CD health check for djangoops.dev/DjangoMigration, the value of the argocd-cm key
 -- resource.customizations.health.djangoops.dev_DjangoMigration (see docs/argocd.md). Argo CD runs it with
--- Lua 5.1 (gopher-lua) and `obj` set to the live object. tests/unit/test_argocd_health.py runs it against
+-- Lua 5.1 (gopher-lua) and `obj` set to the live object. tests/packaging/test_argocd_health.py runs it against
 -- statuses saved from real runs.
 --
 --   no status yet                  Progressing  (the operator has not picked the run up)

@@ -45,7 +45,7 @@ app.kubernetes.io/part-of: django-migration-operator
 {{/*
 What the operator does in a namespace where it runs DjangoMigrations, call by call
 (operator/django_migration_operator/kube.py and the kopf handlers of handlers.py); nothing more.
-tests/unit/test_chart.py derives the same list from those files and fails when the two differ.
+tests/packaging/test_chart.py derives the same list from those files and fails when the two differ.
 */}}
 {{- define "django-migration-operator.runRules" -}}
 # The runs: kopf watches them and keeps its finalizer and annotations on them (patch); the driver reads them

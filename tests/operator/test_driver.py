@@ -15,6 +15,7 @@ from django_migration_operator import database, driver, messages
 from django_migration_operator.admission import Admission
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef
+from django_migration_operator.status import Reason
 
 RUN = RunRef("shop", "blog-release-2", "uid-1")
 FORBIDDEN = ('leases.coordination.k8s.io "djangoops-db-x" is forbidden: User "system:serviceaccount:ops:operator" '
@@ -115,7 +116,7 @@ def test_the_pauses_grow_to_a_limit_and_start_again_after_a_recovery() -> None:
     outage = driver.Outage()
     pauses = [outage.pause() for _ in range(4)]
     assert pauses == [0.01, 0.02, 0.02, 0.02]
-    outage.problem = driver.Problem("Forbidden", "x")
+    outage.problem = driver.Problem(Reason.FORBIDDEN, "x")
     outage.end(logging.getLogger("test"))
     assert outage.pause() == 0.01
 

@@ -63,8 +63,8 @@ def base_state() -> ProjectState:
 
 def migration(*operations: Operation, **attributes: Any) -> migrations.Migration:
     instance = migrations.Migration("0002_change", "shop")
-    instance.operations = list(operations)
-    for name, value in attributes.items():
+    # What a migration file declares on its class, Migration.__init__ copies to the instance: set here alike.
+    for name, value in {"operations": list(operations), **attributes}.items():
         setattr(instance, name, value)
     return instance
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgserver import create_database, throwaway_postgres
+from tests.pgserver import create_database, throwaway_postgres
 
 BLOG = Path(__file__).resolve().parents[2] / "examples" / "blog"
 

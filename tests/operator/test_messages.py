@@ -1,6 +1,6 @@
 """The words of a run, pinned once: what each message says, and that it says where the app and the data are.
 
-tests/unit/test_workflow.py checks which message a transition chooses and with which facts; the wording is here.
+tests/operator/test_workflow.py checks which message a transition chooses and with which facts; the wording is here.
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ returns a table {status, message}. Here the interpreter is the real Lua 5.1 of l
 5.1 built into the wheel), with a stricter sandbox than Argo CD's: no standard library at all, so the check can
 only use the language itself.
 
-Shared by tests/unit/test_argocd_health.py (saved statuses) and tests/e2e/test_chart_install.py (live objects).
+Shared by tests/packaging/test_argocd_health.py (saved statuses) and tests/e2e/test_chart_install.py (live objects).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lupa.lua51 as lua51
 
@@ -26,15 +26,16 @@ _LIBRARIES = ("io", "os", "debug", "package", "require", "dofile", "loadfile", "
 
 def evaluate(obj: dict[str, Any], script: str | None = None) -> dict[str, str]:
     """The health the check gives `obj`: {"status": ..., "message": ...}."""
-    runtime = lua51.LuaRuntime(register_eval=False, register_builtins=False)
+    # types-lupa's LuaRuntime lists unpack_returned_tuples only, not the register_* options lupa documents and has.
+    runtime = lua51.LuaRuntime(register_eval=False, register_builtins=False)  # type: ignore[call-arg]
     assert runtime.lua_version == (5, 1)
     names = runtime.globals()
     for name in _LIBRARIES:
         names[name] = None
-    names.obj = runtime.table_from(obj, recursive=True)
+    names["obj"] = runtime.table_from(obj, recursive=True)
     result = runtime.execute(script if script is not None else HEALTH_LUA.read_text())
     assert lua51.lua_type(result) == "table", f"the health check returned {result!r}, not a table"
-    health = {str(key): str(value) for key, value in result.items()}
+    health = {str(key): str(value) for key, value in cast("lua51._LuaTable", result).items()}
     assert health.get("status") in ARGOCD_STATUSES, health
     return health
 

@@ -10,8 +10,10 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # devcluster/: this package, its image map, its Go modules
+REPO_ROOT = PROJECT_DIR.parent
+GOMOD_DIR = PROJECT_DIR / "gomod"
+IMAGE_MAP = PROJECT_DIR / "images.yaml"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The Argo CD health check of DjangoMigration (charts/django-migration-operator/argocd/health.lua).
 
-Run with a real Lua 5.1 interpreter (lupa.lua51, see tests/unit/argocd/health.py) against DjangoMigrations saved
-from real runs on devcluster (tests/unit/argocd/*.json, recorded by tests/e2e/test_chart_install.py with
+Run with a real Lua 5.1 interpreter (lupa.lua51, see tests/packaging/argocd/health.py) against DjangoMigrations saved
+from real runs on devcluster (tests/packaging/argocd/*.json, recorded by tests/e2e/test_chart_install.py with
 DJM_RECORD_ARGOCD_FIXTURES=1), and against variants of them for the cases a run passes through too briefly to
 record: no status yet, approved but not yet seen by the operator, a phase this check does not know.
 """
@@ -18,7 +18,7 @@ import pytest
 from lupa.lua51 import LuaError
 
 from django_migration_operator.workflow import PHASES, Phase
-from tests.unit.argocd.health import FIXTURES, HEALTH_LUA, evaluate
+from tests.packaging.argocd.health import FIXTURES, HEALTH_LUA, evaluate
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "argocd.md"
 
@@ -40,7 +40,8 @@ def test_fixtures_are_real_runs_of_the_demo() -> None:
     assert saved("awaiting-approval")["spec"]["approval"] == "Manual"
     assert saved("running")["status"]["phase"] not in ("Succeeded", "Failed", "AwaitingApproval")
     for path in FIXTURES.glob("*.json"):
-        # No secret may be in a status (SPEC rule 7); the fixtures are committed, so check them too.
+        # A status never holds a secret (the operator redacts the database URL's password from all it writes); the
+        # fixtures are committed, so check them too.
         assert not re.search(r"postgres(ql)?://[^\s\"]*:[^\s\"]*@", path.read_text()), path.name
 
 
@@ -53,7 +54,7 @@ def test_failed_is_degraded_with_the_message_that_says_where_app_and_data_are() 
     obj = saved("failed")
     health = evaluate(obj)
     assert health == {"status": "Degraded", "message": obj["status"]["message"]}
-    # Rule 9 of the spec: the end state says where the app and the data are; Argo CD shows it as it is.
+    # A run's end state says where the app and the data are; Argo CD shows it as it is.
     assert "The app runs again" in health["message"]
     assert "the database was restored from the backup" in health["message"]
 

@@ -30,7 +30,7 @@ from django_migration_operator.plan import (
     plan_command,
     timed_command,
 )
-from pgserver import create_database, throwaway_postgres
+from tests.pgserver import create_database, throwaway_postgres
 
 BLOG = Path(__file__).resolve().parents[2] / "examples" / "blog"
 

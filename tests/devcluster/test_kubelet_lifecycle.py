@@ -192,7 +192,7 @@ def test_a_start_that_cannot_be_configured_is_retried_with_a_doubling_delay() ->
         c.start_failed("CreateContainerConfigError", 'secret "db" not found', clock)
     assert c.retry_at == 55.0  # at most 5 s
     running(c)
-    assert (c.retry_at, c.retry_delay) == (None, 0.5)
+    assert c.retry_at is None and c.retry_delay == 0.5
 
 
 def test_a_start_failure_after_a_run_keeps_that_run_as_last_state() -> None:

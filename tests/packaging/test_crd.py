@@ -1,6 +1,6 @@
 """The DjangoMigration CustomResourceDefinition (crds/djangomigrations.djangoops.dev.yaml), checked statically.
 
-No cluster here: the schema is loaded with PyYAML and its contract (SPEC.md section 2 and the CRD issue) is
+No cluster here: the schema is loaded with PyYAML and its contract, the API users write their runs against, is
 asserted: names, descriptions at every depth, defaults, enums, patterns, CEL rules and printer columns.
 """
 

@@ -1,7 +1,7 @@
 """The driver's loop against a fake Kube and a fake database: a run from Pending to its end, through observe.py,
 workflow.py and carry_out, with what it did to the cluster recorded in order.
 
-tests/unit/test_workflow.py proves each transition; here, that the driver observes, carries out and resumes them.
+tests/operator/test_workflow.py proves each transition; here, that the driver observes, carries out and resumes them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django_migration_operator.kube import ClaimState, Kube, LeaseRecord
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import ConditionType, RunStatus, condition
 from django_migration_operator.world import Slots
-from tests.unit.test_workflow import SCRIPT_PLAN, backup_log, plan_log
+from tests.operator.test_workflow import SCRIPT_PLAN, backup_log, plan_log
 
 RUN = RunRef("shop", "release-3", "uid-3")
 URL = "postgres://app:secret@db.internal:5432/shop"

@@ -63,7 +63,7 @@ def test_follow_waits_for_the_writer_to_finish(tmp_path: Path) -> None:
     writer = CriLogWriter(log)
     writer.write("stdout", b"first\n")
     reads = iter([False, False, True])
-    wrote_last = []
+    wrote_last: list[bool] = []
 
     def finished() -> bool:
         # The writer's last line lands just as it reports finished: the reader must still return it.

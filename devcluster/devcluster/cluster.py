@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +29,11 @@ import yaml
 
 from devcluster.build import Binaries, ensure_binaries
 from devcluster.config import (
+    IMAGE_MAP,
     NODE_NAME,
     POD_NETWORK,
     PORTS,
+    PROJECT_DIR,
     REPO_ROOT,
     SERVICE_ACCOUNT_ISSUER,
     SERVICE_CIDR,
@@ -142,7 +144,7 @@ class Cluster:
             raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def apply(self, namespace: str, *manifests: dict[str, object]) -> None:
+    def apply(self, namespace: str, *manifests: Mapping[str, object]) -> None:
         """`kubectl apply` of the manifests, as one List, into `namespace`."""
         self.kubectl("apply", "-n", namespace, "-f", "-",
                      input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)}))
@@ -272,7 +274,7 @@ class Cluster:
             port=PORTS.kubelet,
             healthy=lambda: _http_ok(f"https://127.0.0.1:{PORTS.kubelet}/healthz", expect="ok"),
             stop_seconds=60.0,  # it stops every pod first, each with its grace period
-            env={"PYTHONPATH": str(REPO_ROOT)},
+            env={"PYTHONPATH": str(PROJECT_DIR)},
         )
         components = [etcd, postgres, apiserver, controller_manager, kubelet]
         if with_scheduler:
@@ -374,7 +376,7 @@ class Cluster:
             path.chmod(0o600)
 
     def _write_kubelet_config(self, pki: Pki, bind_unscheduled: bool) -> Path:
-        images = yaml.safe_load((Path(__file__).parent / "images.yaml").read_text())
+        images = yaml.safe_load(IMAGE_MAP.read_text())
         substitutions = {"{repo}": str(REPO_ROOT), "{postgres_bin}": str(_postgres_bin()),
                          "{postgres_major}": str(postgres_major()), "{python_bin}": str(Path(sys.executable).parent)}
         config = {

@@ -14,7 +14,7 @@ from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import ClaimState
 from django_migration_operator.resource import RunRef
 from django_migration_operator.validation import Facts, problems
-from tests.unit.test_workflow import spec
+from tests.operator.test_workflow import spec
 
 RUN = RunRef("shop", "release-9", "uid-9")
 URL = DatabaseUrl("postgres://app:secret@db.internal:5432/shop")

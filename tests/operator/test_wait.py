@@ -12,6 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import wait
+from django_migration_operator.status import RunStatus
 from django_migration_operator.wait import (
     EXIT_FAILED,
     EXIT_SUCCEEDED,
@@ -25,9 +26,10 @@ from django_migration_operator.wait import (
     watch_run,
 )
 
-SUCCEEDED = {"phase": "Succeeded", "message": "3 migrations applied, 9s downtime; app running (web 2, worker 1)",
-             "conditions": [{"type": "Succeeded", "status": "True", "reason": "PlanApplied"}]}
-FAILED = {
+SUCCEEDED: RunStatus = {"phase": "Succeeded",
+                        "message": "3 migrations applied, 9s downtime; app running (web 2, worker 1)",
+                        "conditions": [{"type": "Succeeded", "status": "True", "reason": "PlanApplied"}]}
+FAILED: RunStatus = {
     "phase": "Failed",
     "message": "the migration failed: RuntimeError: drill: atomic migration fails. The app runs again "
                "(web 2, worker 1) after 12s of downtime; the database was restored from the backup taken before "
@@ -38,7 +40,7 @@ FAILED = {
 }
 
 
-def running(phase: str, message: str = "") -> dict[str, Any]:
+def running(phase: str, message: str = "") -> RunStatus:
     return {"phase": phase, "message": message,
             "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}
 
@@ -73,7 +75,7 @@ def test_a_multi_line_message_on_the_way_is_one_line_and_the_end_shows_it_whole(
         "DjangoMigration shop/web-7: Restoring: the migration failed: Traceback (most recent call last): [... 2 more "
         "lines ...] Applying x.0001...; restoring the database from /backups/web/web-7.dump",)
     assert progress.see(running("Restoring", "a\nb")).lines == ("DjangoMigration shop/web-7: Restoring: a b",)
-    failed = {**FAILED, "message": restoring + ". The app runs again"}
+    failed: RunStatus = {**FAILED, "message": restoring + ". The app runs again"}
     assert progress.see(failed).lines[0] == f"DjangoMigration shop/web-7: Failed: {restoring}. The app runs again"
 
 
@@ -95,9 +97,10 @@ def test_failed_exits_1_and_says_why_and_where_the_app_and_data_are() -> None:
 
 
 def test_failed_before_anything_changed_names_the_reason_without_rolled_back() -> None:
-    status = {"phase": "Failed", "message": "app.deployment: Deployment 'web' not found in namespace shop; create "
-                                            "it or correct the name. Nothing was changed",
-              "conditions": [{"type": "Succeeded", "status": "False", "reason": "InvalidSpec"}]}
+    status: RunStatus = {"phase": "Failed",
+                         "message": "app.deployment: Deployment 'web' not found in namespace shop; create it or "
+                                    "correct the name. Nothing was changed",
+                         "conditions": [{"type": "Succeeded", "status": "False", "reason": "InvalidSpec"}]}
     report = Progress("shop", "web-7").see(status)
     assert report.exit_code == EXIT_FAILED
     assert "failed (reason InvalidSpec)" in report.lines[1]
@@ -173,7 +176,7 @@ class Script:
             yield item
 
 
-def body(version: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+def body(version: str, status: RunStatus | None = None) -> dict[str, Any]:
     return {"metadata": {"name": "web-7", "resourceVersion": version}, "status": status or {}}
 
 

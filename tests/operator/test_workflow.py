@@ -13,7 +13,7 @@ from django_migration_operator.classify import MigrationClass
 from django_migration_operator.jobs import BACKUP_MARKER
 from django_migration_operator.plan import PLAN_MARKER
 from django_migration_operator.resource import Spec
-from django_migration_operator.status import Reason
+from django_migration_operator.status import Reason, RunStatus
 from django_migration_operator.workflow import (
     PHASES,
     WAITING_FOR_SLOT,
@@ -70,23 +70,23 @@ def backup_log(verified: bool = True) -> str:
     return f"{BACKUP_MARKER}{json.dumps(record)}\n"
 
 
-def apply(status: dict[str, Any], step: Step) -> dict[str, Any]:
+def apply(status: RunStatus, step: Step) -> RunStatus:
     """What the driver does with a step's status: a merge patch."""
     return {**status, **step.status}
 
 
-def conditions(status: dict[str, Any]) -> dict[str, str]:
+def conditions(status: RunStatus) -> dict[str, str]:
     return {c["type"]: c["status"] for c in status.get("conditions", [])}
 
 
-def reasons(status: dict[str, Any]) -> dict[str, str]:
+def reasons(status: RunStatus) -> dict[str, str]:
     return {c["type"]: c["reason"] for c in status.get("conditions", [])}
 
 
 class TestHappyPath:
     def test_a_run_goes_from_pending_to_succeeded(self) -> None:
         s = spec()
-        status: dict[str, Any] = {}
+        status: RunStatus = {}
 
         step = advance(s, status, World(now=NOW))
         assert step.actions == [AcquireLease()] and not step.status and not step.wait, "the Lease before the phase"
@@ -166,7 +166,7 @@ class TestHappyPath:
         assert final["message"] == messages.succeeded(1, False, 42.0, {"web": 2, "worker": 1}, {})
 
     def test_an_empty_plan_succeeds_without_stopping_anything(self) -> None:
-        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        status: RunStatus = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
         step = advance(spec(), status, World(now=NOW, job=JobState("Complete", None, plan_log([]))))
         assert step.status["phase"] == Phase.SUCCEEDED and reasons(step.status)["Succeeded"] == "NothingToMigrate"
         assert step.status["downtimeSeconds"] == 0
@@ -177,7 +177,7 @@ class TestRestartInTheMiddle:
     """The driver restarts from the status alone: each step repeated gives the same, safe decision."""
 
     def test_replicas_already_recorded_are_never_recorded_again(self) -> None:
-        status = {"phase": Phase.SCALING_DOWN, "replicas": {"web": 2, "worker": 1}, "plan": PLAN}
+        status: RunStatus = {"phase": Phase.SCALING_DOWN, "replicas": {"web": 2, "worker": 1}, "plan": PLAN}
         half_scaled = World(now=NOW, deployments={"web": running(0, pods=2), "worker": running(1)})
         step = advance(spec(), status, half_scaled)
         assert "replicas" not in step.status
@@ -187,7 +187,7 @@ class TestRestartInTheMiddle:
                                                      (Phase.MIGRATING, "migrate"), (Phase.RESTORING, "restore")])
     def test_a_running_job_is_waited_for_and_a_recorded_missing_one_created(self, phase: Phase,
                                                                            job_step: str) -> None:
-        status = {"phase": phase, "jobs": {job_step: job_step}, "rowCounts": {}, "replicas": {"web": 1}}
+        status: RunStatus = {"phase": phase, "jobs": {job_step: job_step}, "rowCounts": {}, "replicas": {"web": 1}}
         running_job = World(now=NOW, deployments={"web": running(0)}, job=JobState(None, None, ""))
         step = advance(spec(), status, running_job)
         assert step.wait and not step.actions
@@ -196,7 +196,7 @@ class TestRestartInTheMiddle:
         assert step.actions == [CreateJob(job_step)] and not step.status
 
     def test_scaling_up_again_after_a_restart_only_waits(self) -> None:
-        status = {"phase": Phase.SCALING_UP, "replicas": {"web": 2, "worker": 1}}
+        status: RunStatus = {"phase": Phase.SCALING_UP, "replicas": {"web": 2, "worker": 1}}
         step = advance(spec(), status, World(now=NOW, deployments={"web": running(2, available=0),
                                                                     "worker": running(1)}))
         assert step.wait and not step.actions
@@ -229,7 +229,7 @@ class TestRefusals:
     def test_a_conflict_fails_planning_with_djangos_message(self) -> None:
         error = "Conflicting migrations detected; multiple leaf nodes in the migration graph"
         log = f'{PLAN_MARKER}{json.dumps({"error": error, "reason": "Conflict"})}\n'
-        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        status: RunStatus = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
         step = advance(spec(), status, World(now=NOW, job=JobState("Failed", "BackoffLimitExceeded", log)))
         assert step.status["phase"] == Phase.FAILED and error in step.status["message"]
         assert [c["reason"] for c in step.status["conditions"] if c["type"] == "Succeeded"] == ["Conflict"]
@@ -237,14 +237,14 @@ class TestRefusals:
     def test_an_irreversible_backwards_step_is_refused_at_planning(self) -> None:
         plan = [{"app": "blog", "name": "0002_populate_categories", "atomic": True, "reversible": False,
                  "backwards": True, "operations": ["RunPython"]}]
-        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        status: RunStatus = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
         step = advance(spec(), status, World(now=NOW, job=JobState("Complete", None, plan_log(plan))))
         assert step.status["phase"] == Phase.FAILED and reasons(step.status)["Succeeded"] == "Irreversible"
         assert "blog.0002_populate_categories" in step.status["message"]
         assert not any(isinstance(a, Scale) for a in step.actions)
 
     def test_manual_approval_waits_with_the_plan(self) -> None:
-        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        status: RunStatus = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
         step = advance(spec(approval="Manual"),
                        status, World(now=NOW, job=JobState("Complete", None, plan_log(SCRIPT_PLAN))))
         assert step.status["phase"] == Phase.AWAITING_APPROVAL and step.status["plan"] == CLASSIFIED
@@ -254,7 +254,7 @@ class TestSlots:
     """At most so many apps stopped at once (admission.py): a run with no slot free waits in Queued, serving."""
 
     FULL = Slots(free=False, taken=4, limit=4)
-    PLANNED: ClassVar[dict[str, Any]] = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+    PLANNED: ClassVar[RunStatus] = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
 
     def planned(self, slots: Slots | None, **top_level: Any) -> tuple[Spec, Step]:
         s = spec(**top_level)
@@ -308,14 +308,15 @@ class TestSlots:
 
 
 STOPPED = {"web": running(0), "worker": running(0)}
-FAILURE_BASE = {"replicas": {"web": 2, "worker": 1}, "plan": PLAN, "rowCounts": {"blog_post": {"before": 200}},
-                "backup": {"path": "/backups/web/run.dump"}, "stoppedAt": "2026-11-24T11:59:00Z"}
+FAILURE_BASE: RunStatus = {"replicas": {"web": 2, "worker": 1}, "plan": PLAN,
+                           "rowCounts": {"blog_post": {"before": 200}}, "backup": {"path": "/backups/web/run.dump"},
+                           "stoppedAt": "2026-11-24T11:59:00Z"}
 
 
 class TestFailures:
 
     def test_a_failed_backup_starts_the_app_again_and_never_migrates(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
                                              job=JobState("Failed", "BackoffLimitExceeded", "pg_dump: error")))
         assert step.status["phase"] == Phase.SCALING_UP
@@ -329,7 +330,7 @@ class TestFailures:
                                                                      {"web": 2, "worker": 1}, {}, 60.0, restore=None)
 
     def test_a_failed_migration_restores_then_starts_the_app_and_fails_rolled_back(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
                                              job=JobState("Failed", "BackoffLimitExceeded", "RuntimeError: boom")))
         assert step.status["phase"] == Phase.RESTORING
@@ -350,8 +351,8 @@ class TestFailures:
                                                                {}, 60.0, restore=final["restore"])
 
     def test_a_restore_says_what_it_gave_back_besides_the_data(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
-                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
+                             "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
         kept_all = ('DJANGOOPS_RESTORE {"path": "/backups/web/run.dump", "restored": true, "kept": ["objectOwners", '
                     '"owner", "comment", "privileges", "settings"], "notActingAs": "", "refused": 0}')
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED, job=JobState("Complete", None, kept_all)))
@@ -373,8 +374,8 @@ class TestFailures:
         assert "went away" not in step.status["message"]
 
     def test_a_restore_that_ran_again_after_the_server_went_away_says_so(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
-                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
+                             "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
         log = ('restore: attempt 1 broke off: the server went away; waiting for it to answer\n'
                'DJANGOOPS_RESTORE {"path": "/backups/web/run.dump", "restored": true, "kept": ["objectOwners"], '
                '"notActingAs": "", "refused": 0, "attempts": 2}')
@@ -389,7 +390,7 @@ class TestFailures:
                "    raise RuntimeError(\"drill: atomic migration fails\")\n"
                "RuntimeError: drill: atomic migration fails\n"
                "  Applying blog.0003_add_post_status... OK\n  Applying drill_fail_atomic.0001_initial...")
-        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
                                              job=JobState("Failed", "BackoffLimitExceeded", log)))
         assert step.status["failure"] == {"step": "Migrating", "reason": "MigrationFailed",
@@ -399,14 +400,14 @@ class TestFailures:
         assert conditions(apply(status, step))["Migrated"] == "False"
 
     def test_a_timed_out_migration_says_so(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED,
                                              job=JobState("Failed", "DeadlineExceeded", "")))
         assert step.status["failure"]["message"] == messages.migration_failed(True, "")
 
     def test_a_failed_restore_leaves_the_app_stopped_and_says_where_the_backup_is(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
-                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"restore": "restore"},
+                             "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
         step = advance(spec(), status, World(now=NOW, job=JobState("Failed", None, "pg_restore: error")))
         assert step.status["phase"] == Phase.FAILED
         assert not any(isinstance(a, Scale) for a in step.actions)
@@ -418,7 +419,7 @@ class TestFailures:
         assert reasons(apply(status, step))["Succeeded"] == "RestoreFailed"
 
     def test_verification_failures_name_each_problem(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.VERIFYING}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.VERIFYING}
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED, row_counts={"blog_post": 100},
                                              applied=frozenset(), check_results={"no orphans": "3"}))
         assert step.status["phase"] == Phase.RESTORING and step.status["failure"]["reason"] == "VerificationFailed"
@@ -427,7 +428,7 @@ class TestFailures:
             messages.lost_rows("blog_post", 200, 100), messages.check_failed("no orphans", "3", "0")])
 
     def test_on_failure_keep_leaves_database_and_app_as_they_are(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
         step = advance(spec(onFailure="Keep"),
                        status, World(now=NOW, deployments={"web": running(0)}, job=JobState("Failed", None, "x")))
         assert step.status["phase"] == Phase.FAILED and reasons(step.status)["Succeeded"] == "MigrationFailed"
@@ -438,7 +439,7 @@ class TestFailures:
     @pytest.mark.parametrize("phase", [phase for phase, facts in PHASES.items() if facts.app_stopped])
     def test_a_deployment_scaled_up_during_the_run_is_scaled_down_with_a_warning(self, phase: Phase) -> None:
         # In every phase the table says the app is stopped: old code must not meet a database being changed.
-        status = {**FAILURE_BASE, "phase": phase, "jobs": {"migrate": "migrate"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": phase, "jobs": {"migrate": "migrate"}}
         scaled = DeploymentState(replicas=3, pods=3, available=3, rolled_out=True, scaled_by="argocd-controller")
         step = advance(spec(), status, World(now=NOW, deployments={"web": scaled, "worker": running(0)}))
         assert step.actions == [Scale("web", 0)]
@@ -471,7 +472,7 @@ class TestRehearsal:
 
     COPIED = 'DJANGOOPS_REHEARSAL_COPY {"dumpSeconds": 1.5, "restoreSeconds": 2.0, "sizeBytes": 4096, ' \
              '"rowCounts": {"blog_post": 200}}'
-    BASE: ClassVar[dict[str, Any]] = {
+    BASE: ClassVar[RunStatus] = {
         "phase": Phase.REHEARSING, "plan": PLAN, "planCount": 1, "strategy": "Offline",
         "jobs": {"plan": "plan", "rehearse": "rehearse"}}
     VERIFIED: ClassVar[dict[str, Any]] = {
@@ -482,7 +483,7 @@ class TestRehearsal:
         return spec(rehearsal={"enabled": True}, **more)
 
     def test_a_plan_to_rehearse_goes_to_rehearsing_before_anything_stops(self) -> None:
-        status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+        status: RunStatus = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
         step = advance(self.rehearsing(), status, World(now=NOW, job=JobState("Complete", None, plan_log(SCRIPT_PLAN))))
         assert step.status["phase"] == Phase.REHEARSING and not step.actions
         step = advance(self.rehearsing(), {**status, **step.status, "jobs": {"plan": "plan"}}, World(now=NOW))
@@ -530,7 +531,7 @@ class TestRehearsal:
 class TestWindow:
     """spec.window: the run waits in Scheduled until the window opens with room for the predicted downtime."""
 
-    READY: ClassVar[dict[str, Any]] = {"phase": Phase.AWAITING_APPROVAL, "plan": PLAN, "planCount": 1,
+    READY: ClassVar[RunStatus] = {"phase": Phase.AWAITING_APPROVAL, "plan": PLAN, "planCount": 1,
                                        "strategy": "Offline"}
     ONCE: ClassVar[dict[str, str]] = {"start": "2026-11-24T13:00:00Z", "duration": "1h"}
 
@@ -548,7 +549,7 @@ class TestWindow:
     def test_a_predicted_downtime_that_does_not_fit_waits_for_the_next_window_or_fails(self) -> None:
         weekly = {"schedule": "0 12 * * *", "duration": "1h"}  # daily at noon UTC; NOW is noon
         late = World(now=NOW + timedelta(minutes=50))
-        rehearsed = {**self.READY, "rehearsal": {"outcome": "Succeeded", "predictedDowntimeSeconds": 900}}
+        rehearsed: RunStatus = {**self.READY, "rehearsal": {"outcome": "Succeeded", "predictedDowntimeSeconds": 900}}
         step = advance(spec(window=weekly), rehearsed, late)
         assert step.status["phase"] == Phase.SCHEDULED and step.status["window"]["opensAt"].startswith("2026-11-25T12")
         assert step.status["message"] == messages.scheduled("2026-11-25T12:00:00+00:00", "UTC",
@@ -569,7 +570,7 @@ class TestStartDeadline:
         return JobState(None, None, "", created=NOW - timedelta(seconds=seconds), not_started=self.PULLING)
 
     def test_a_pod_may_take_its_time_to_start_within_the_deadline(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
         step = advance(spec(jobTemplate={"startTimeoutSeconds": 60}), status,
                        World(now=NOW, deployments=STOPPED, job=self.pending(59)))
         assert step == Step(wait=True)
@@ -577,7 +578,7 @@ class TestStartDeadline:
         assert advance(spec(), status, World(now=NOW, deployments=STOPPED, job=running_job)) == Step(wait=True)
 
     def test_a_backup_pod_that_never_starts_fails_the_backup_and_starts_the_app_again(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.BACKING_UP, "jobs": {"backup": "backup"}}
         late = spec(jobTemplate={"startTimeoutSeconds": 60})
         step = advance(late, status, World(now=NOW, deployments=STOPPED, job=self.pending(61)))
         assert step.actions == [DeleteJob("backup")] and "phase" not in step.status
@@ -592,15 +593,17 @@ class TestStartDeadline:
                                                                            messages.not_started(60, self.PULLING))
 
     def test_a_migrate_pod_that_never_starts_goes_down_the_migrations_failure_path(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"},
-                  "notStarted": {"step": "migrate", "message": "its pod did not start within ...: Unschedulable"}}
+        status: RunStatus = {
+            **FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"},
+            "notStarted": {"step": "migrate", "message": "its pod did not start within ...: Unschedulable"}}
         step = advance(spec(), status, World(now=NOW, deployments=STOPPED))
         # Restored all the same: the pod may have started in the moment before it was deleted.
         assert step.status["phase"] == Phase.RESTORING and "Unschedulable" in step.status["message"]
 
     def test_a_record_of_another_step_does_not_stop_this_one(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.RESTORING, "jobs": {"migrate": "migrate", "restore": "restore"},
-                  "notStarted": {"step": "migrate", "message": "..."}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.RESTORING,
+                             "jobs": {"migrate": "migrate", "restore": "restore"},
+                             "notStarted": {"step": "migrate", "message": "..."}}
         assert advance(spec(), status, World(now=NOW, deployments=STOPPED)).actions == [CreateJob("restore")]
 
 
@@ -608,7 +611,7 @@ class TestRelease:
     """With app.image the run ends on the release image; a failed one on the images it found."""
 
     def test_the_containers_that_run_the_app_image_are_recorded_with_the_replicas(self) -> None:
-        status = {"phase": Phase.SCALING_DOWN, "plan": PLAN}
+        status: RunStatus = {"phase": Phase.SCALING_DOWN, "plan": PLAN}
         world = World(now=NOW, deployments={
             "web": on("shop:1", 2, django="shop:1", proxy="envoy:1"),
             "worker": on("shop:1", 1, celery="shop:1"),
@@ -618,7 +621,7 @@ class TestRelease:
         assert step.status["replicas"] == {"web": 2, "worker": 1, "beat": 1} and not step.actions
 
     def test_without_app_image_no_image_is_recorded_or_changed(self) -> None:
-        status = {"phase": Phase.SCALING_DOWN, "plan": PLAN}
+        status: RunStatus = {"phase": Phase.SCALING_DOWN, "plan": PLAN}
         step = advance(spec(), status, World(now=NOW, deployments={"web": on("shop:1", 2), "worker": on("shop:1", 1)}))
         assert step.status["images"] == {}
         status = {**FAILURE_BASE, **apply(status, step), "phase": Phase.SCALING_UP}
@@ -626,8 +629,8 @@ class TestRelease:
         assert step.actions == [Scale("web", 2), Scale("worker", 1)]
 
     def test_a_success_starts_the_recorded_containers_on_the_release_image(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "planCount": 1, "images": RECORDED_IMAGES,
-                  "replicas": {"web": 2, "worker": 1}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "planCount": 1, "images": RECORDED_IMAGES,
+                             "replicas": {"web": 2, "worker": 1}}
         stopped = {"web": on("shop:1", 0), "worker": on("shop:1", 0, celery="shop:1")}
         step = advance(spec(**RELEASE), status, World(now=NOW, deployments=stopped))
         assert step.actions == [Scale("web", 2, {"django": "shop:2"}), Scale("worker", 1, {"celery": "shop:2"})]
@@ -640,8 +643,8 @@ class TestRelease:
         assert step.status["phase"] == Phase.SUCCEEDED and "on shop:2" in step.status["message"]
 
     def test_a_failure_starts_the_images_it_found_even_if_something_moved_them(self) -> None:
-        status = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "images": RECORDED_IMAGES,
-                  "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "images": RECORDED_IMAGES,
+                             "failure": {"step": "Migrating", "reason": "MigrationFailed", "message": "boom"}}
         moved = {"web": on("shop:2", 0), "worker": on("shop:1", 0, celery="shop:1")}
         step = advance(spec(**RELEASE), status, World(now=NOW, deployments=moved))
         assert step.actions == [Scale("web", 2, {"django": "shop:1"}), Scale("worker", 1, {"celery": "shop:1"})]
@@ -654,8 +657,8 @@ class TestSuccess:
     @pytest.mark.parametrize("backwards", [True, False])
     def test_a_success_says_whether_the_plan_applied_or_unapplied(self, backwards: bool) -> None:
         plan = [{**PLAN[0], "backwards": backwards}]
-        status = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "plan": plan, "planCount": 1,
-                  "stoppedAt": "2026-11-24T11:59:56Z"}
+        status: RunStatus = {**FAILURE_BASE, "phase": Phase.SCALING_UP, "plan": plan, "planCount": 1,
+                             "stoppedAt": "2026-11-24T11:59:56Z"}
         step = advance(spec(), status, World(now=NOW, deployments={"web": running(2), "worker": running(1)}))
         final = apply(status, step)
         assert final["phase"] == Phase.SUCCEEDED and reasons(final)["Succeeded"] == "PlanApplied"
@@ -678,9 +681,9 @@ CONTRACT_ENTRY = script_entry("0008_remove_post_status", "RemoveField", {"column
 ONLINE = {"app": {"deployment": "web", "stop": ["worker"], "image": "shop:3"}, "strategy": "Online"}
 
 
-def planned_online(entries: list[dict[str, Any]], **top_level: Any) -> tuple[Spec, dict[str, Any], Step]:
+def planned_online(entries: list[dict[str, Any]], **top_level: Any) -> tuple[Spec, RunStatus, Step]:
     s = spec(**{**ONLINE, **top_level})
-    status = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
+    status: RunStatus = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
     return s, status, advance(s, status, World(now=NOW, job=JobState("Complete", None, plan_log(entries))))
 
 
@@ -828,7 +831,7 @@ class TestToolsImage:
 def test_a_migration_its_pod_timed_out_names_the_migration_that_was_running() -> None:
     log = ("  Applying blog.0003_add_post_status... OK\n  Applying blog.0004_rollback...\nTraceback (most recent "
            "call last):\n  File \"manage.py\", line 22, in <module>\nKeyboardInterrupt\nDJANGOOPS_TIMEOUT 8\n")
-    status = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
+    status: RunStatus = {**FAILURE_BASE, "phase": Phase.MIGRATING, "jobs": {"migrate": "migrate"}}
     step = advance(spec(), status, World(now=NOW, deployments=STOPPED, job=JobState("Failed", None, log)))
     assert step.status["failure"]["message"] == messages.migration_failed(True, log), "the marker says: timed out"
     assert "Applying blog.0004_rollback..." in step.status["migrateOutput"]

@@ -19,7 +19,7 @@ from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
 from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS, parse_plan_output
 from django_migration_operator.resource import RUN_LABEL, STEP_LABEL, RunRef, Spec
-from pgserver import create_database, stopped, throwaway_postgres
+from tests.pgserver import create_database, stopped, throwaway_postgres
 
 RUN = RunRef(namespace="shop", name="blog-release-42", uid="0f5c-uid")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -393,7 +393,8 @@ for argument; do case $argument in --file=*) echo archive > "${{argument#--file=
     done = run_tools_job(BUILDERS["backup"](make_spec()), "postgres://nowhere/db", tmp_path, str(tools))
     assert done.returncode == 0, done.stderr
     assert f"--format=custom --create --compress={compress} " in calls.read_text()
-    assert jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER)["compression"] == compression
+    marker = jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER)
+    assert marker is not None and marker["compression"] == compression
 
 
 def test_a_failed_backup_leaves_nothing(postgres: tuple[str, str], tmp_path: Path) -> None:

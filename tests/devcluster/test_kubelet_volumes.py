@@ -134,9 +134,9 @@ def test_write_atomically_removes_names_no_longer_there(tmp_path: Path) -> None:
 
 
 def test_provisioned_volume_for_a_claim(tmp_path: Path) -> None:
-    claim = {"metadata": {"name": "backups", "namespace": "shop", "uid": "c-1"},
-             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
-                      "resources": {"requests": {"storage": "2Gi"}}}}
+    claim: dict[str, Any] = {"metadata": {"name": "backups", "namespace": "shop", "uid": "c-1"},
+                             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                                      "resources": {"requests": {"storage": "2Gi"}}}}
     volume = volume_for_claim(claim, tmp_path)
     assert volume["metadata"]["name"] == "devcluster-shop-backups"
     spec = volume["spec"]
