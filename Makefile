@@ -12,7 +12,7 @@ lint:
 	.venv/bin/mypy
 
 # Every test folder but e2e: no cluster needed.
-UNIT := tests/operator tests/devcluster tests/demo tests/packaging
+UNIT := tests/operator tests/devcluster tests/demo tests/packaging tests/bench
 
 unit:
 	.venv/bin/pytest -q $(UNIT)

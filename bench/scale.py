@@ -122,6 +122,13 @@ def by_who(spans: Sequence[Span]) -> dict[str, float]:
     return totals
 
 
+def time_queued(seen: Observations) -> float:
+    """Seconds from Queued (for a slot, after planning) to ScalingDown; 0 for a run that never queued."""
+    queued = next((t for t, phase in seen.phases if phase == "Queued"), None)
+    stopping = next((t for t, phase in seen.phases if phase == "ScalingDown"), None)
+    return stopping - queued if queued is not None and stopping is not None else 0.0
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -246,8 +253,7 @@ def report_scale(report: Report, args: argparse.Namespace, alone: Observations, 
     window = sum(parts.values())
     reactions = [span.seconds for run in succeeded for span in downtime_spans(run) if span.who == OPERATOR]
     reaction_p95 = percentile(reactions, 0.95)
-    queued = [next((t for t, phase in run.phases if phase == "ScalingDown"), applied)
-              - next((t for t, phase in run.phases if phase == "Queued"), applied) for run in succeeded]
+    queued = [time_queued(run) for run in succeeded]
     requests_per_run = sum(requests.values()) / n
     mib = peak_rss / 2**20
 

@@ -1,0 +1,58 @@
+"""bench.scale's attribution of a run's downtime, from stamped watch events: every second goes to someone."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.observe import DeploymentEvent, JobRecord, Observations, PodRecord
+from bench.scale import CONTROLLERS, KUBELET, OPERATOR, WORK, Span, by_who, downtime_spans, percentile, time_queued
+
+
+def offline_run() -> Observations:
+    """An Offline run as the watches stamp it: ScalingDown at 10, the app's one pod gone at 13, backup and migrate
+    Jobs, the app back and Ready at 24, Succeeded at 24.5."""
+    seen = Observations(phases=[(1.0, "Planning"), (5.0, "Queued"), (10.0, "ScalingDown"), (13.2, "BackingUp"),
+                                (16.0, "Migrating"), (20.0, "Verifying"), (20.1, "ScalingUp"), (24.5, "Succeeded")])
+    seen.deployments = [DeploymentEvent(0.5, "web", 1, True), DeploymentEvent(10.2, "web", 0, False),
+                        DeploymentEvent(20.3, "web", 1, False), DeploymentEvent(24.2, "web", 1, True)]
+    seen.pods = {
+        "web-old": PodRecord("web-old", "web", False, 0.5, terminating_at=10.3, deleted=13.0),
+        "run-backup-x": PodRecord("run-backup-x", "backup", True, 13.5, running=14.0, ended=15.0),
+        "run-migrate-x": PodRecord("run-migrate-x", "migrate", True, 16.3, running=16.8, ended=19.8),
+        "web-new": PodRecord("web-new", "web", False, 20.4, running=21.0, ready_at=24.0),
+    }
+    seen.jobs = {"run-backup": JobRecord("run-backup", "backup", 13.3), "run-migrate": JobRecord("run-migrate",
+                                                                                                 "migrate", 16.1)}
+    return seen
+
+
+def test_the_spans_follow_the_run_and_add_up_to_its_downtime() -> None:
+    spans = downtime_spans(offline_run())
+    assert [span.who for span in spans] == [
+        OPERATOR, CONTROLLERS, KUBELET,  # scaled to 0, the pod deleted by the ReplicaSet, stopped by the kubelet
+        OPERATOR, CONTROLLERS, KUBELET, WORK,  # the backup Job
+        OPERATOR, CONTROLLERS, KUBELET, WORK,  # the migrate Job
+        OPERATOR, CONTROLLERS, KUBELET, WORK, OPERATOR]  # verified, scaled up, the app's start, the end seen
+    assert spans[0].start == 10.0 and spans[-1].end == 24.5
+    assert all(a.end == b.start for a, b in zip(spans, spans[1:], strict=False))
+    totals = by_who(spans)
+    assert sum(totals.values()) == pytest.approx(14.5)
+    assert totals[OPERATOR] == pytest.approx(0.2 + 0.3 + 1.1 + 0.5 + 0.5)
+    assert totals[WORK] == pytest.approx(1.0 + 3.0 + 3.0)
+
+
+def test_a_mark_not_seen_gives_its_span_to_the_next() -> None:
+    seen = offline_run()
+    seen.pods["run-backup-x"].running = None  # the watch missed Running: starting and work are one span
+    spans = downtime_spans(seen)
+    assert Span(WORK, 13.5, 15.0) in spans and sum(by_who(spans).values()) == pytest.approx(14.5)
+
+
+def test_time_queued_counts_only_a_run_that_queued() -> None:
+    assert time_queued(offline_run()) == 5.0
+    never = Observations(phases=[(1.0, "Planning"), (3.0, "ScalingDown"), (9.0, "Succeeded")])
+    assert time_queued(never) == 0.0
+
+
+def test_percentile() -> None:
+    assert percentile([float(v) for v in range(1, 101)], 0.95) == 96.0
