@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bench.observe import DeploymentEvent, JobRecord, Observations, PodRecord
@@ -34,7 +36,7 @@ def test_the_spans_follow_the_run_and_add_up_to_its_downtime() -> None:
         OPERATOR, CONTROLLERS, KUBELET, WORK,  # the migrate Job
         OPERATOR, CONTROLLERS, KUBELET, WORK, OPERATOR]  # verified, scaled up, the app's start, the end seen
     assert spans[0].start == 10.0 and spans[-1].end == 24.5
-    assert all(a.end == b.start for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(spans))
     totals = by_who(spans)
     assert sum(totals.values()) == pytest.approx(14.5)
     assert totals[OPERATOR] == pytest.approx(0.2 + 0.3 + 1.1 + 0.5 + 0.5)
