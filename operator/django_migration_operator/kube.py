@@ -2,7 +2,10 @@
 
 I/O only: what the answers mean is observe.py's and lease.py's to say.
 
-The `kubernetes` client is synchronous; the driver calls these functions through `asyncio.to_thread`.
+Requests go through the `kubernetes` package's transport (`ApiClient`: its configuration, authentication and urllib3
+pool), never its generated API classes or models, which cost ~110 MiB of memory once imported (docs/architecture.md).
+Every answer is the API's JSON as a dict. The transport is synchronous; the driver calls these functions through
+`asyncio.to_thread`.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import config
+from kubernetes.client.api_client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
@@ -31,6 +35,15 @@ FIELD_MANAGER = "django-migration-operator"
 USER_AGENT = "django-migration-operator"
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
 LOG_TAIL_LINES = 400
+# The Content-Type of each patch, as the generated client sends it: a JSON merge patch for a custom resource (which has
+# no strategic merge), a strategic merge patch for built-in kinds (containers merge by name).
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# The RBAC verb of a request -> its HTTP method: the calls name the verb, so the chart's rules can be read off them.
+HTTP_METHODS = {"get": "GET", "list": "GET", "create": "POST", "patch": "PATCH", "update": "PUT", "delete": "DELETE"}
+# The one resource whose answer is text, not JSON.
+TEXT_RESOURCES = frozenset({"pods/log"})
+RUNS_API = f"{GROUP}/{VERSION}"  # the DjangoMigrations' apiVersion
 # An event's name is <run>.<16 hex digits>, at most 253 characters.
 _EVENT_PREFIX_LENGTH = 253 - 17
 
@@ -50,72 +63,98 @@ class LeaseRecord:
 
 
 class Kube:
-    """A thin, typed facade over the API groups the operator uses."""
+    """A thin, typed facade over the operator's API calls, each a `_call` that names its verb, API and resource."""
 
-    def __init__(self, lease_namespace: str | None = None, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, lease_namespace: str | None = None, api_client: ApiClient | None = None) -> None:
         in_cluster = api_client is None and _load_config()
-        api_client = api_client or client.ApiClient()
-        api_client.user_agent = USER_AGENT
+        self.api_client = api_client or ApiClient()
+        self.api_client.user_agent = USER_AGENT
         # One namespace holds the Leases of every run, so two runs on one database in different namespaces are
         # serialised too: the operator's own namespace in a cluster, "default" outside (or as configured).
         self.lease_namespace = lease_namespace or (_own_namespace() if in_cluster else None) or "default"
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.coordination = client.CoordinationV1Api(api_client)
+
+    def _call(self, verb: str, api_version: str, resource: str, namespace: str | None = None, name: str | None = None,
+              *, query: Sequence[tuple[str, str | int]] = (), body: Any = None, patch_type: str | None = None) -> Any:
+        """One request: `verb` (RBAC's) on `resource` (its plural, then "/subresource" if any) of `api_version` ("v1"
+        for the core group), in `namespace` or cluster-wide, on the object `name` or the collection.
+
+        The answer is the JSON as a dict, or text for a log; any other status than 2xx raises the ApiException the
+        generated client raises, with its status, reason and body.
+        """
+        plural, _, subresource = resource.partition("/")
+        path = ("/apis/" if "/" in api_version else "/api/") + api_version
+        path_params: dict[str, str] = {}
+        if namespace is not None:
+            path += "/namespaces/{namespace}"
+            path_params["namespace"] = namespace
+        path += f"/{plural}"
+        if name is not None:
+            path += "/{name}"
+            path_params["name"] = name
+        if subresource:
+            path += f"/{subresource}"
+        # The generated client asks for JSON, even of a log (the server answers text/plain), and sends a Content-Type
+        # only with a patch: a POST, PUT or DELETE body goes as JSON without one.
+        headers = {"Accept": "application/json", **({"Content-Type": patch_type} if patch_type else {})}
+        # param_serialize quotes the names, adds the User-Agent and the credentials (a bearer token is refreshed by
+        # the configuration's hook when it expires); the client certificates are the pool's.
+        request = self.api_client.param_serialize(HTTP_METHODS[verb], path, path_params=path_params,
+                                                  query_params=list(query), header_params=headers, body=body,
+                                                  auth_settings=["BearerToken"])
+        response = self.api_client.call_api(*request)
+        response.read()
+        # The generated client's own decoding and errors: "object" keeps the JSON as parsed.
+        answer_type = "str" if resource in TEXT_RESOURCES else "object"
+        return self.api_client.response_deserialize(response, {"2XX": answer_type}).data
 
     # --- the DjangoMigration ------------------------------------------------------------------------------
 
     def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
-        body: dict[str, Any] | None = _unless_absent(self.custom.get_namespaced_custom_object, GROUP, VERSION,
-                                                     namespace, PLURAL, name)
+        body: dict[str, Any] | None = _unless_absent(self._call, "get", RUNS_API, PLURAL, namespace, name)
         return body
 
     def list_runs(self, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every DjangoMigration in the namespaces, or in the cluster when none are named."""
         if not namespaces:
-            return list(self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"])
-        return [run for namespace in namespaces
-                for run in self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]]
+            return list(self._call("list", RUNS_API, PLURAL)["items"])
+        return [run for namespace in namespaces for run in self._call("list", RUNS_API, PLURAL, namespace)["items"]]
 
     def patch_run_status(self, run: RunRef, status: RunStatus) -> None:
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, run.namespace, PLURAL, run.name,
-                                                          {"status": status})
+        self._call("patch", RUNS_API, f"{PLURAL}/status", run.namespace, run.name, body={"status": status},
+                   patch_type=MERGE_PATCH)
 
     def post_event(self, run: RunRef, reason: str, message: str, warning: bool) -> None:
-        now = datetime.now(UTC)
+        now = datetime.now(UTC).isoformat()
         # Named as Kubernetes' own event recorder names them, <object>.<UnixNano in hex>: kubectl describe sorts by
         # lastTimestamp, whole seconds, and keeps the API's order (by name) among events of one second, so a
         # run's events of one second still read in the order they were posted.
-        self.core.create_namespaced_event(run.namespace, client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{run.name[:_EVENT_PREFIX_LENGTH]}.{time.time_ns():x}"),
-            involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind=KIND,
-                                                     name=run.name, namespace=run.namespace, uid=run.uid),
-            reason=reason, message=message[:1024], type="Warning" if warning else "Normal",
-            first_timestamp=now, last_timestamp=now, count=1,
-            source=client.V1EventSource(component="django-migration-operator"),
-            reporting_component="djangoops.dev/django-migration-operator", reporting_instance="operator"))
+        self._call("create", "v1", "events", run.namespace, body={
+            "metadata": {"name": f"{run.name[:_EVENT_PREFIX_LENGTH]}.{time.time_ns():x}"},
+            "involvedObject": {"apiVersion": RUNS_API, "kind": KIND, "name": run.name, "namespace": run.namespace,
+                               "uid": run.uid},
+            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": "django-migration-operator"},
+            "reportingComponent": "djangoops.dev/django-migration-operator", "reportingInstance": "operator"})
 
     # --- Deployments and their pods -----------------------------------------------------------------------
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        deployment = _unless_absent(self.apps.read_namespaced_deployment, name, namespace)
-        if deployment is None:
-            return None
-        result: dict[str, Any] = self.apps.api_client.sanitize_for_serialization(deployment)
-        return result
+        deployment: dict[str, Any] | None = _unless_absent(self._call, "get", "apps/v1", "deployments", namespace,
+                                                           name)
+        return deployment
 
-    def list_pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
-        pods: list[client.V1Pod] = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        pods: list[dict[str, Any]] = self._call("list", "v1", "pods", namespace,
+                                                query=[("labelSelector", selector)])["items"]
         return pods
 
     def scale_deployment(self, namespace: str, name: str, replicas: int, images: dict[str, str]) -> None:
         """Sets spec.replicas and, in the same patch, the images of the named containers: one rollout, so no pod
         starts on an image the run does not want."""
         if not images:
-            self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}},
-                                                        field_manager=FIELD_MANAGER)
+            self._call("patch", "apps/v1", "deployments/scale", namespace, name, body={"spec": {"replicas": replicas}},
+                       query=[("fieldManager", FIELD_MANAGER)], patch_type=STRATEGIC_MERGE_PATCH)
             return
         self._patch_deployment(namespace, name, {"replicas": replicas, **_containers_patch(images)})
 
@@ -125,61 +164,67 @@ class Kube:
 
     def _patch_deployment(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         # A strategic merge patch: containers merge by name, the other fields of each stay as they are.
-        self.apps.patch_namespaced_deployment(name, namespace, {"spec": spec}, field_manager=FIELD_MANAGER)
+        self._call("patch", "apps/v1", "deployments", namespace, name, body={"spec": spec},
+                   query=[("fieldManager", FIELD_MANAGER)], patch_type=STRATEGIC_MERGE_PATCH)
 
     # --- the backup claim ---------------------------------------------------------------------------------
 
     def claim(self, namespace: str, name: str) -> ClaimState | None:
         """The PersistentVolumeClaim's phase and capacity; None when there is no such claim."""
-        claim = _unless_absent(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+        claim = _unless_absent(self._call, "get", "v1", "persistentvolumeclaims", namespace, name)
         if claim is None:
             return None
-        status = claim.status
+        status = claim.get("status") or {}
         # The bound volume's capacity, or what the claim asks for while it waits for one.
-        size = ((status.capacity if status else None) or {}).get("storage") or \
-            ((claim.spec.resources.requests if claim.spec.resources else None) or {}).get("storage")
-        return ClaimState(phase=(status.phase if status else None) or "Pending",
+        size = (status.get("capacity") or {}).get("storage") or \
+            ((claim["spec"].get("resources") or {}).get("requests") or {}).get("storage")
+        return ClaimState(phase=status.get("phase") or "Pending",
                           capacity_bytes=int(parse_quantity(size)) if size else None)
 
     # --- Secrets ------------------------------------------------------------------------------------------
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """The value, or None when the Secret or the key is missing. Never logged, never stored."""
-        secret = _unless_absent(self.core.read_namespaced_secret, name, namespace)
+        secret = _unless_absent(self._call, "get", "v1", "secrets", namespace, name)
         if secret is None:
             return None
-        encoded = (secret.data or {}).get(key)
+        encoded = (secret.get("data") or {}).get(key)
         return base64.b64decode(encoded).decode() if encoded is not None else None
 
     # --- Jobs -------------------------------------------------------------------------------------------
 
     def create_job(self, manifest: dict[str, Any]) -> None:
         try:
-            self.batch.create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+            self._call("create", "batch/v1", "jobs", manifest["metadata"]["namespace"], body=manifest)
         except ApiException as error:
             if error.status != 409:  # already created before a restart: the same deterministic Job
                 raise
 
-    def read_job(self, namespace: str, name: str) -> client.V1Job | None:
-        return _unless_absent(self.batch.read_namespaced_job, name, namespace)
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        job: dict[str, Any] | None = _unless_absent(self._call, "get", "batch/v1", "jobs", namespace, name)
+        return job
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Deletes the Job and, before it goes, its pod (foreground); an absent Job is already deleted."""
-        _unless_absent(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
+        _unless_absent(self._call, "delete", "batch/v1", "jobs", namespace, name,
+                       query=[("propagationPolicy", "Foreground")])
 
     def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
         """The end of one container's log; ApiException when it has none (it never started)."""
-        log: str = self.core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=LOG_TAIL_LINES)
+        log: str = self._call("get", "v1", "pods/log", namespace, pod,
+                              query=[("container", container), ("tailLines", LOG_TAIL_LINES)])
         return log
 
     # --- the one-run-per-database Lease -------------------------------------------------------------------
 
     def lease_holder(self, database_id: str) -> LeaseRecord | None:
         """The database's Lease: its holder and version; None when there is none."""
-        lease = _unless_absent(self.coordination.read_namespaced_lease, _lease_name(database_id), self.lease_namespace)
+        lease = _unless_absent(self._call, "get", "coordination.k8s.io/v1", "leases", self.lease_namespace,
+                               _lease_name(database_id))
         if lease is None:
             return None
-        return LeaseRecord(holder=lease.spec.holder_identity or "", version=lease.metadata.resource_version)
+        return LeaseRecord(holder=(lease.get("spec") or {}).get("holderIdentity") or "",
+                           version=lease["metadata"]["resourceVersion"])
 
     def acquire_lease(self, run: RunRef, database_id: str, stale_version: str | None) -> bool:
         """Creates the Lease naming this run, or replaces the one at `stale_version`; True when this run won.
@@ -188,26 +233,30 @@ class Kube:
         Lease was deleted meanwhile) and False, looks again, and queues behind a winner it finds.
         """
         name = _lease_name(database_id)
-        now = datetime.now(UTC)
-        spec = client.V1LeaseSpec(holder_identity=run.key, acquire_time=now, renew_time=now)
+        now = datetime.now(UTC).isoformat()
         # The version read when the holder was judged stale, not a fresh read: that one may be a live winner's.
-        metadata = client.V1ObjectMeta(name=name, labels={RUN_LABEL: run.name, RUN_NAMESPACE_LABEL: run.namespace},
-                                       resource_version=stale_version)
-        lease = client.V1Lease(metadata=metadata, spec=spec)
+        metadata: dict[str, Any] = {"name": name, "labels": {RUN_LABEL: run.name, RUN_NAMESPACE_LABEL: run.namespace}}
+        if stale_version is not None:
+            metadata["resourceVersion"] = stale_version
+        lease = {"metadata": metadata, "spec": {"holderIdentity": run.key, "acquireTime": now, "renewTime": now}}
         if stale_version is None:
-            return _written(self.coordination.create_namespaced_lease, self.lease_namespace, lease)
-        return _written(self.coordination.replace_namespaced_lease, name, self.lease_namespace, lease)
+            return _written(self._call, "create", "coordination.k8s.io/v1", "leases", self.lease_namespace,
+                            body=lease)
+        return _written(self._call, "update", "coordination.k8s.io/v1", "leases", self.lease_namespace, name,
+                        body=lease)
 
     def release_lease(self, run: RunRef) -> None:
         """Deletes the Lease this run holds, found by its labels: the database URL's Secret may be gone by now."""
         selector = f"{RUN_LABEL}={run.name},{RUN_NAMESPACE_LABEL}={run.namespace}"
-        for lease in self.coordination.list_namespaced_lease(self.lease_namespace, label_selector=selector).items:
-            if lease.spec.holder_identity != run.key:
+        leases = self._call("list", "coordination.k8s.io/v1", "leases", self.lease_namespace,
+                            query=[("labelSelector", selector)])["items"]
+        for lease in leases:
+            if (lease.get("spec") or {}).get("holderIdentity") != run.key:
                 continue  # taken over since: no longer ours
             # Deleted only at the version listed: one taken over or gone since is not ours to delete.
-            _written(self.coordination.delete_namespaced_lease, lease.metadata.name, self.lease_namespace,
-                     body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
-                         resource_version=lease.metadata.resource_version)))
+            _written(self._call, "delete", "coordination.k8s.io/v1", "leases", self.lease_namespace,
+                     lease["metadata"]["name"],
+                     body={"preconditions": {"resourceVersion": lease["metadata"]["resourceVersion"]}})
 
 
 def _unless_absent(call: Callable[..., Any], *arguments: Any, **options: Any) -> Any:

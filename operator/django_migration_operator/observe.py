@@ -10,7 +10,6 @@ import functools
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import database, jobs, lease, validation
@@ -20,6 +19,8 @@ from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import PHASES, Phase, phase_of, queued_for_slot
 from django_migration_operator.world import DeploymentState, JobState, World
+
+Pod = dict[str, Any]  # a pod as the API answers it
 
 
 def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
@@ -98,14 +99,15 @@ def job_state(kube: Kube, namespace: str, name: str) -> JobState | None:
     if job is None:
         return None
     finished = reason = None
-    for condition in job.status.conditions or []:
-        if condition.status == "True" and condition.type in ("Complete", "Failed"):
-            finished, reason = condition.type, condition.reason
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            finished, reason = condition["type"], condition.get("reason")
     pods = kube.list_pods(namespace, f"job-name={name}")
     if finished is None:
         finished = _ended_by_itself(pods)
     return JobState(finished=finished, reason=reason, log=_last_pod_log(kube, namespace, pods) if finished else "",
-                    created=job.metadata.creation_timestamp, not_started=None if finished else _not_started(pods))
+                    created=datetime.fromisoformat(job["metadata"]["creationTimestamp"]),
+                    not_started=None if finished else _not_started(pods))
 
 
 def _replicas_manager(deployment: dict[str, Any]) -> str | None:
@@ -117,7 +119,7 @@ def _replicas_manager(deployment: dict[str, Any]) -> str | None:
     return None
 
 
-def _ended_by_itself(pods: list[client.V1Pod]) -> str | None:
+def _ended_by_itself(pods: list[Pod]) -> str | None:
     """"Complete" or "Failed" as soon as the Job's one pod ended by itself; None while it runs or is stopped.
 
     One pod, never retried (backoffLimit 0): its end is the Job's. The Job controller batches its status writes for
@@ -126,46 +128,62 @@ def _ended_by_itself(pods: list[client.V1Pod]) -> str | None:
     (DeadlineExceeded) tells a timeout apart.
     """
     for pod in pods:
-        if pod.metadata.deletion_timestamp is None and pod.status.phase in ("Succeeded", "Failed"):
-            return "Complete" if pod.status.phase == "Succeeded" else "Failed"
+        phase = _status(pod).get("phase")
+        if pod["metadata"].get("deletionTimestamp") is None and phase in ("Succeeded", "Failed"):
+            return "Complete" if phase == "Succeeded" else "Failed"
     return None
 
 
-def _last_pod_log(kube: Kube, namespace: str, pods: list[client.V1Pod]) -> str:
+def _last_pod_log(kube: Kube, namespace: str, pods: list[Pod]) -> str:
     """The output of the Job's pod: each initContainer's that ran (the rehearsal's copy), then its container's."""
     if not pods:
         return ""
-    pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
-    ran = [status.name for status in pod.status.init_container_statuses or []
-           if status.state and (status.state.running or status.state.terminated)]
+    # RFC 3339 in UTC, to the second: the text sorts as the time does.
+    pod = max(pods, key=lambda p: str(p["metadata"]["creationTimestamp"]))
+    ran = [status["name"] for status in _status(pod).get("initContainerStatuses") or [] if _ran(status)]
     logs, missing = [], ""
-    for container in [*ran, pod.spec.containers[0].name]:
+    for container in [*ran, pod["spec"]["containers"][0]["name"]]:
         try:
-            logs.append(kube.read_pod_log(namespace, pod.metadata.name, container))
+            logs.append(kube.read_pod_log(namespace, pod["metadata"]["name"], container))
         except ApiException as error:  # a container that never started has no log: its status says why
             missing = f"(no log: {error.reason})"
     return "\n".join(log.rstrip("\n") for log in logs if log) or _pod_problem(pod) or missing
 
 
-def _not_started(pods: list[client.V1Pod]) -> str | None:
+def _not_started(pods: list[Pod]) -> str | None:
     """Why the Job's pod has not started yet, in the words of the scheduler or the kubelet; None once it runs."""
-    live = [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+    live = [pod for pod in pods if pod["metadata"].get("deletionTimestamp") is None]
     if not live:
         return "the Job controller has created no pod"
     pod = live[0]
-    statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
-    if pod.status.phase != "Pending" or any(s.state and (s.state.running or s.state.terminated) for s in statuses):
+    if _status(pod).get("phase") != "Pending" or any(_ran(status) for status in _container_statuses(pod)):
         return None  # a container ran: the pod started, and the step's own deadline bounds it from here
-    for condition in pod.status.conditions or []:
-        if condition.type == "PodScheduled" and condition.status == "False":
-            return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(": ")
+    for condition in _status(pod).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"{condition.get('reason') or 'Unschedulable'}: {condition.get('message') or ''}".strip(": ")
     return _pod_problem(pod) or "Pending"
 
 
-def _pod_problem(pod: client.V1Pod) -> str | None:
+def _pod_problem(pod: Pod) -> str | None:
     """The first container that waits for a reason of its own (PodInitializing only says an initContainer runs)."""
-    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
-        waiting = status.state.waiting if status.state else None
-        if waiting and waiting.reason and waiting.reason != "PodInitializing":
-            return f"{waiting.reason}: {waiting.message or ''}".strip()
+    for status in _container_statuses(pod):
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip()
     return None
+
+
+def _status(pod: Pod) -> dict[str, Any]:
+    status: dict[str, Any] = pod.get("status") or {}
+    return status
+
+
+def _container_statuses(pod: Pod) -> list[dict[str, Any]]:
+    """The initContainers' statuses, then the containers'."""
+    return [*(_status(pod).get("initContainerStatuses") or []), *(_status(pod).get("containerStatuses") or [])]
+
+
+def _ran(container_status: dict[str, Any]) -> bool:
+    """Whether the container runs or ran: its state names running or terminated (present, even when empty)."""
+    state = container_status.get("state") or {}
+    return state.get("running") is not None or state.get("terminated") is not None

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from kubernetes import client
 
 from django_migration_operator import database, driver, jobs
 from django_migration_operator.admission import Admission
@@ -42,7 +41,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.body: dict[str, Any] = {"metadata": {"name": RUN.name, "generation": 1}, "spec": SPEC, "status": {}}
         self.replicas = dict(REPLICAS)
-        self.jobs: dict[str, datetime] = {}
+        self.jobs: dict[str, str] = {}  # each Job's creationTimestamp
         self.lease: str | None = None
         self.done: list[tuple[str, ...]] = []  # what the run did to the cluster, in order
         self.events: list[str] = []
@@ -75,26 +74,25 @@ class FakeKube:
         self.done.append(("scale", name, str(replicas)))
         self.replicas[name] = replicas
 
-    def list_pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         label, _, value = selector.partition("=")
         if label == "job-name":
-            return [client.V1Pod(metadata=client.V1ObjectMeta(name=f"{value}-x", creation_timestamp=self.jobs[value]),
-                                 spec=client.V1PodSpec(containers=[client.V1Container(name="django")]),
-                                 status=client.V1PodStatus(phase="Succeeded"))]
-        return [client.V1Pod()] * self.replicas[value]
+            return [{"metadata": {"name": f"{value}-x", "creationTimestamp": self.jobs[value]},
+                     "spec": {"containers": [{"name": "django"}]}, "status": {"phase": "Succeeded"}}]
+        return [{"metadata": {"name": f"{value}-{index}"}} for index in range(self.replicas[value])]
 
     # --- Jobs
 
     def create_job(self, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
         self.done.append(("create job", name))
-        self.jobs[name] = datetime.now(UTC)
+        self.jobs[name] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # as the API writes it
 
-    def read_job(self, namespace: str, name: str) -> client.V1Job | None:
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         if name not in self.jobs:
             return None
-        return client.V1Job(metadata=client.V1ObjectMeta(name=name, creation_timestamp=self.jobs[name]),
-                            status=client.V1JobStatus())  # its pod ended: the Job's condition is not written yet
+        # Its pod ended: the Job's condition is not written yet.
+        return {"metadata": {"name": name, "creationTimestamp": self.jobs[name]}, "status": {}}
 
     def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
         return LOGS[pod.removesuffix("-x")]

@@ -1,5 +1,5 @@
-"""The one-run-per-database Lease against a fake apiserver that checks resourceVersions as the real one does: kube.py's
-calls, and lease.py's judgement of who holds it."""
+"""The one-run-per-database Lease against a fake apiserver, under the client's real transport, that checks
+resourceVersions as the real one does: kube.py's calls, and lease.py's judgement of who holds it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import lease
 from django_migration_operator.kube import Kube, LeaseRecord
-from django_migration_operator.resource import RunRef
+from django_migration_operator.resource import GROUP, PLURAL, VERSION, RunRef
+from tests.operator.fake_api import FakePool, Request, api_client
 
 DATABASE = "db.internal:5432/shop"
 FINISHED = RunRef(namespace="shop", name="release-42", uid="uid-42")  # ended, but its Lease is still there
@@ -23,81 +22,80 @@ RUN_A = RunRef(namespace="shop", name="release-43", uid="uid-43")
 RUN_B = RunRef(namespace="blog", name="release-7", uid="uid-7")
 
 
-class FakeCoordination:
-    """The Lease calls of CoordinationV1Api over a dict: 404 when missing, 409 on a name taken or a stale version."""
+class FakeApiServer(FakePool):
+    """The Lease calls over a dict, checking resourceVersions as the apiserver does (404 when missing, 409 on a name
+    taken or a stale version); and the runs' reads: each run's phase, 404 when missing, 403 in a namespace not
+    granted."""
 
     def __init__(self) -> None:
-        self.leases: dict[tuple[str, str], client.V1Lease] = {}
+        super().__init__()
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self._versions = itertools.count(1)
-
-    def read_namespaced_lease(self, name: str, namespace: str) -> client.V1Lease:
-        if (namespace, name) not in self.leases:
-            raise ApiException(status=404)
-        return copy.deepcopy(self.leases[namespace, name])
-
-    def create_namespaced_lease(self, namespace: str, body: client.V1Lease) -> client.V1Lease:
-        if (namespace, body.metadata.name) in self.leases:
-            raise ApiException(status=409)
-        return self._store(namespace, body)
-
-    def replace_namespaced_lease(self, name: str, namespace: str, body: client.V1Lease) -> client.V1Lease:
-        current = self.read_namespaced_lease(name, namespace)
-        # As the apiserver: a resourceVersion in the body is a precondition; none replaces unconditionally.
-        if body.metadata.resource_version and body.metadata.resource_version != current.metadata.resource_version:
-            raise ApiException(status=409)
-        return self._store(namespace, body)
-
-    def delete_namespaced_lease(self, name: str, namespace: str, body: client.V1DeleteOptions | None = None) -> None:
-        current = self.read_namespaced_lease(name, namespace)
-        wanted = body.preconditions.resource_version if body and body.preconditions else None
-        if wanted and wanted != current.metadata.resource_version:
-            raise ApiException(status=409)
-        del self.leases[namespace, name]
-
-    def list_namespaced_lease(self, namespace: str, label_selector: str = "") -> client.V1LeaseList:
-        wanted = dict(term.split("=", 1) for term in label_selector.split(",") if term)
-        return client.V1LeaseList(items=[
-            copy.deepcopy(lease) for (lease_namespace, _), lease in self.leases.items()
-            if lease_namespace == namespace and wanted.items() <= (lease.metadata.labels or {}).items()])
-
-    def _store(self, namespace: str, body: client.V1Lease) -> client.V1Lease:
-        stored = copy.deepcopy(body)
-        stored.metadata.namespace = namespace
-        stored.metadata.resource_version = str(next(self._versions))  # every write is a new version
-        self.leases[namespace, stored.metadata.name] = stored
-        return copy.deepcopy(stored)
-
-
-class FakeRuns:
-    """The runs' reads of CustomObjectsApi: each run's phase; 404 when missing, 403 in a namespace not granted."""
-
-    def __init__(self) -> None:
         self.phases: dict[RunRef, str] = {}
         self.forbidden: set[str] = set()
         self.on_read: Callable[[], None] = lambda: None  # what happens elsewhere while a run is read
 
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
-                                     name: str) -> dict[str, Any]:
+    def answer(self, request: Request) -> tuple[int, Any]:
+        match request.path.strip("/").split("/"):
+            case ["apis", "coordination.k8s.io", "v1", "namespaces", namespace, "leases", *name]:
+                return self._lease(request, namespace, name[0] if name else None)
+            case ["apis", group, version, "namespaces", namespace, plural, name] if (group, version, plural) == (
+                    GROUP, VERSION, PLURAL) and request.method == "GET":
+                return self._run(namespace, name)
+        raise AssertionError(f"unexpected request {request}")
+
+    def _lease(self, request: Request, namespace: str, name: str | None) -> tuple[int, Any]:
+        if name is None and request.method == "GET":
+            wanted = dict(term.split("=", 1) for term in request.query.get("labelSelector", "").split(",") if term)
+            return 200, {"items": [copy.deepcopy(lease) for (lease_namespace, _), lease in self.leases.items()
+                                   if lease_namespace == namespace
+                                   and wanted.items() <= lease["metadata"].get("labels", {}).items()]}
+        if name is None and request.method == "POST":
+            if (namespace, request.body["metadata"]["name"]) in self.leases:
+                return 409, {"reason": "AlreadyExists"}
+            return 201, self._store(namespace, request.body)
+        current = self.leases.get((namespace, str(name)))
+        if current is None:
+            return 404, {"reason": "NotFound"}
+        # As the apiserver: a resourceVersion in the body (or a delete's preconditions) must be the current one.
+        wanted_version = (request.body or {}).get("metadata", {}).get("resourceVersion") if request.method == "PUT" \
+            else ((request.body or {}).get("preconditions") or {}).get("resourceVersion")
+        if request.method in ("PUT", "DELETE") and wanted_version and \
+                wanted_version != current["metadata"]["resourceVersion"]:
+            return 409, {"reason": "Conflict"}
+        if request.method == "PUT":
+            return 200, self._store(namespace, request.body)
+        if request.method == "DELETE":
+            del self.leases[namespace, str(name)]
+            return 200, {"kind": "Status", "status": "Success"}
+        return 200, copy.deepcopy(current)
+
+    def _store(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(body)
+        stored["metadata"]["namespace"] = namespace
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))  # every write is a new version
+        self.leases[namespace, stored["metadata"]["name"]] = stored
+        return copy.deepcopy(stored)
+
+    def _run(self, namespace: str, name: str) -> tuple[int, Any]:
         self.on_read()
         if namespace in self.forbidden:
-            raise ApiException(status=403)
+            return 403, {"reason": "Forbidden"}
         for run, phase in self.phases.items():
             if (run.namespace, run.name) == (namespace, name):
-                return {"metadata": {"name": name, "namespace": namespace}, "status": {"phase": phase}}
-        raise ApiException(status=404)
+                return 200, {"metadata": {"name": name, "namespace": namespace}, "status": {"phase": phase}}
+        return 404, {"reason": "NotFound"}
 
 
 @pytest.fixture
 def kube() -> Kube:
-    kube = Kube(lease_namespace="ops", api_client=client.ApiClient())  # an explicit client: no config is loaded
-    kube.coordination = FakeCoordination()
-    kube.custom = FakeRuns()
-    return kube
+    return Kube(lease_namespace="ops", api_client=api_client(FakeApiServer()))  # an explicit client: no config
 
 
-def runs(kube: Kube) -> FakeRuns:
-    assert isinstance(kube.custom, FakeRuns)
-    return kube.custom
+def runs(kube: Kube) -> FakeApiServer:
+    server = kube.api_client.rest_client.pool_manager
+    assert isinstance(server, FakeApiServer)
+    return server
 
 
 def held(kube: Kube) -> LeaseRecord:

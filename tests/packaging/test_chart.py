@@ -26,7 +26,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from devcluster.build import binaries
 from devcluster.config import KUBERNETES_VERSION
-from django_migration_operator import metrics, resource
+from django_migration_operator import kube, metrics, resource
 from django_migration_operator.resource import GROUP, PLURAL, RunRef
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,25 +79,34 @@ def expand(rules: Iterable[dict[str, Any]]) -> set[Rule]:
 
 # --- what the operator calls, read from its source ------------------------------------------------------------
 
-API_GROUPS = {"custom": GROUP, "core": "", "apps": "apps", "batch": "batch", "coordination": "coordination.k8s.io"}
-VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch", "replace": "update",
-         "delete": "delete"}
-# Client method suffix -> the resource (and subresource) it addresses.
-RESOURCES = {"custom_object": PLURAL, "custom_object_status": f"{PLURAL}/status",
-             "deployment_scale": "deployments/scale", "pod_log": "pods/log",
-             "persistent_volume_claim": "persistentvolumeclaims"}
+RBAC_VERBS = {"get", "list", "create", "patch", "update", "delete"}
 
 
 def client_calls() -> set[Rule]:
-    """Every `self.<api>.<verb>_namespaced_<kind>(` (or `_cluster_`) call of kube.py, as the rule it needs."""
-    rules: set[Rule] = set()
+    """Every request of kube.py, as the rule it needs: each is a `self._call(verb, api_version, resource, ...)`, called
+    or passed with its arguments to a wrapper (`_unless_absent(self._call, "get", ...)`), its first three arguments
+    evaluated over kube.py's own names (RUNS_API, PLURAL, ...)."""
     source = (PACKAGE / "kube.py").read_text()
-    # A call, or a read passed to _unless_absent (followed by its arguments).
-    for api, method in re.findall(r"self\.(custom|core|apps|batch|coordination)\.(\w+)[(,]", source):
-        match = re.fullmatch(r"(read|get|list|create|patch|replace|delete)_(?:namespaced|cluster)_(\w+)", method)
-        assert match, f"kube.py calls {api}.{method}, which this test cannot map to an RBAC rule: add it"
-        verb, kind = match.groups()
-        rules.add((API_GROUPS[api], RESOURCES.get(kind, f"{kind}s"), VERBS[verb]))
+    # The helper is the only way out: one request built, and every mention of it a call this parser reads.
+    assert source.count("param_serialize(") == 1, "kube.py must build every request in Kube._call"
+    rules: set[Rule] = set()
+    found = 0
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        if ast.unparse(node.func) == "self._call":
+            arguments = node.args
+        elif node.args and ast.unparse(node.args[0]) == "self._call":
+            arguments = node.args[1:]
+        else:
+            continue
+        found += 1
+        verb, api_version, resource_name = (eval(compile(ast.Expression(argument), "kube.py", "eval"), vars(kube))
+                                            for argument in arguments[:3])
+        assert verb in RBAC_VERBS, f"kube.py calls {ast.unparse(node)}: {verb!r} is no RBAC verb this test knows"
+        group = api_version.rpartition("/")[0]  # "v1" is the core group, ""
+        rules.add((group, resource_name, verb))
+    assert found == source.count("self._call"), "a mention of self._call this parser does not read"
     return rules
 
 

@@ -1,0 +1,96 @@
+"""observe.job_state over pods as the API answers them (JSON, camelCase, fields absent rather than null): a Job's end
+by its pod's, the log of each container that ran, and why a pod has not started."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes.client.exceptions import ApiException
+
+from django_migration_operator import observe
+from django_migration_operator.kube import Kube
+from django_migration_operator.world import JobState
+
+CREATED = "2026-12-02T06:00:00Z"
+
+
+class JobKube:
+    """One Job, its pods, and the logs of the containers that have one."""
+
+    def __init__(self, pods: list[dict[str, Any]], conditions: list[dict[str, Any]] | None = None,
+                 logs: dict[str, str] | None = None) -> None:
+        self.pods = pods
+        self.job = {"metadata": {"name": "run-migrate", "creationTimestamp": CREATED},
+                    "status": {"conditions": conditions} if conditions else {}}
+        self.logs = logs or {}
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.job
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        assert selector == "job-name=run-migrate"
+        return self.pods
+
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
+        if (pod, container) not in [tuple(key.split("/")) for key in self.logs]:
+            raise ApiException(status=400, reason="Bad Request")
+        return self.logs[f"{pod}/{container}"]
+
+
+def pod(name: str, phase: str, created: str = CREATED, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"containers": [{"name": "django"}]}, "status": {"phase": phase, **status}}
+
+
+def state(kube: JobKube) -> JobState:
+    found = observe.job_state(cast(Kube, kube), "shop", "run-migrate")
+    assert found is not None
+    return found
+
+
+def test_a_job_ends_with_its_pod_and_reads_the_latest_pods_logs_init_containers_first() -> None:
+    ran = {"name": "copy", "state": {"terminated": {"exitCode": 0}}}
+    never = {"name": "wait", "state": {"waiting": {"reason": "PodInitializing"}}}
+    deleted = pod("old", "Failed", "2026-12-02T05:59:00Z")
+    deleted["metadata"]["deletionTimestamp"] = CREATED  # stopped, not ended by itself: not the Job's end
+    kube = JobKube([deleted, pod("new", "Succeeded", initContainerStatuses=[ran, never])],
+                   logs={"new/copy": "copied\n", "new/django": "migrated\n", "old/django": "old\n"})
+    found = state(kube)
+    assert (found.finished, found.reason, found.log) == ("Complete", None, "copied\nmigrated")
+    assert found.created == datetime(2026, 12, 2, 6, 0, tzinfo=UTC) and found.not_started is None
+
+
+def test_the_jobs_condition_gives_the_end_and_its_reason() -> None:
+    kube = JobKube([], conditions=[{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}])
+    found = state(kube)
+    assert (found.finished, found.reason, found.log) == ("Failed", "DeadlineExceeded", "")
+
+
+def test_a_pod_being_deleted_has_not_ended_the_job_by_itself() -> None:
+    stopped = pod("x", "Failed")
+    stopped["metadata"]["deletionTimestamp"] = CREATED
+    found = state(JobKube([stopped]))
+    assert found.finished is None and found.not_started == "the Job controller has created no pod"
+
+
+def test_an_unschedulable_pod_says_why() -> None:
+    condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/1 nodes are available"}
+    found = state(JobKube([pod("x", "Pending", conditions=[condition])]))
+    assert found.not_started == "Unschedulable: 0/1 nodes are available"
+
+
+def test_a_container_waiting_for_its_image_says_why() -> None:
+    waiting = {"name": "django", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}
+    assert state(JobKube([pod("x", "Pending", containerStatuses=[waiting])])).not_started == \
+        "ImagePullBackOff: no such image"
+
+
+def test_a_started_pod_is_not_waited_for_and_a_failed_one_without_log_says_why() -> None:
+    running = {"name": "django", "state": {"running": {"startedAt": CREATED}}}
+    assert state(JobKube([pod("x", "Pending", containerStatuses=[running])])).not_started is None
+    crashed = {"name": "django", "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                       "message": "secret not found"}}}
+    found = state(JobKube([pod("x", "Failed", containerStatuses=[crashed])]))
+    assert (found.finished, found.log) == ("Failed", "CreateContainerConfigError: secret not found")
