@@ -59,20 +59,26 @@ class Wakeups:
     def __init__(self) -> None:
         self._events: dict[str, dict[str, asyncio.Event]] = defaultdict(dict)
         self._queued: set[tuple[str, str]] = set()  # runs Queued for another run's Lease
+        self._counting_pods: set[tuple[str, str]] = set()  # runs that wait for the app's pods to go
 
     def event(self, namespace: str, name: str) -> asyncio.Event:
         return self._events[namespace].setdefault(name, asyncio.Event())
 
     def forget(self, namespace: str, name: str) -> None:
         self._events[namespace].pop(name, None)
-        self._queued.discard((namespace, name))
+        self.note(namespace, name, queued=False, counts_pods=False)
 
-    def note_queued(self, namespace: str, name: str, queued: bool) -> None:
-        """Whether the run waits for another run's end (Queued for its Lease): `wake_queued` wakes it then."""
-        if queued:
-            self._queued.add((namespace, name))
-        else:
-            self._queued.discard((namespace, name))
+    def note(self, namespace: str, name: str, *, queued: bool, counts_pods: bool) -> None:
+        """What the run waits for now: another run's end (Queued for its Lease; `wake_queued` wakes it then), or
+        the app's pods to go (their events wake it; otherwise only its Jobs' pods and the Deployments do)."""
+        for waiting, runs in ((queued, self._queued), (counts_pods, self._counting_pods)):
+            if waiting:
+                runs.add((namespace, name))
+            else:
+                runs.discard((namespace, name))
+
+    def counts_pods_in(self, namespace: str) -> bool:
+        return any(run_namespace == namespace for run_namespace, _ in self._counting_pods)
 
     def active_in(self, namespace: str) -> bool:
         return bool(self._events.get(namespace))
@@ -163,7 +169,8 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     step = advance(spec, status, replace(world, slots=admission.slots(ref.key)))
     after: RunStatus = {**status, **step.status}
     _wake(wakeups, admission.note(ref.key, after))
-    wakeups.note_queued(ref.namespace, ref.name, phase_of(after) == Phase.QUEUED and not queued_for_slot(after))
+    wakeups.note(ref.namespace, ref.name, queued=phase_of(after) == Phase.QUEUED and not queued_for_slot(after),
+                 counts_pods=PHASES[phase_of(after)].counts_pods)
     # Before the patch: once the run is terminal, kopf may cancel this driver at any await. Not again when the same
     # step is tried once more after an outage.
     if "phase" in step.status and (entered is None or entered[0] != step.status["phase"]):

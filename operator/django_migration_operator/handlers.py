@@ -71,8 +71,10 @@ _LEAVE = (kopf.DaemonStoppingReason.OPERATOR_EXITING | kopf.DaemonStoppingReason
           | kopf.DaemonStoppingReason.FILTERS_MISMATCH)
 
 
+# A run's Jobs and their pods wake that run: it reads a Job's end from its pod's, a second before the Job's condition.
 @kopf.on.event("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT})
-def job_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event("", "v1", "pods", labels={RUN_LABEL: kopf.PRESENT})
+def step_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
     memo.wakeups.wake(namespace or "", labels[RUN_LABEL])
 
 
@@ -80,14 +82,19 @@ def _run_in_namespace(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
     return bool(memo.wakeups.active_in(namespace or ""))
 
 
-@kopf.on.event("", "v1", "pods", when=_run_in_namespace)
+def _pods_counted_in_namespace(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    return bool(memo.wakeups.counts_pods_in(namespace or ""))
+
+
 @kopf.on.event("apps", "v1", "deployments", when=_run_in_namespace)
+@kopf.on.event("", "v1", "pods", labels={RUN_LABEL: kopf.ABSENT}, when=_pods_counted_in_namespace)
 def app_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Pods going or coming, Deployments scaling: the runs of the namespace look again."""
+    """Deployments scaling or rolling out, and, while a run waits for them to go (ScalingDown), the app's pods: the
+    runs of the namespace look again. Every other pod event would only cost each run a look."""
     memo.wakeups.wake(namespace or "")
 
 
-_WAKEUP_HANDLERS = ("'job_changed'", "'app_changed'")
+_WAKEUP_HANDLERS = ("'step_changed'", "'app_changed'")
 
 
 def _quiet_wakeups(record: logging.LogRecord) -> bool:

@@ -124,8 +124,20 @@ def test_the_pauses_grow_to_a_limit_and_start_again_after_a_recovery() -> None:
 def test_a_run_that_ends_wakes_only_the_runs_queued_for_a_lease() -> None:
     wakeups = driver.Wakeups()
     queued, going, was_queued = (wakeups.event("shop", name) for name in ("queued", "going", "was-queued"))
-    wakeups.note_queued("shop", "queued", True)
-    wakeups.note_queued("shop", "was-queued", True)
-    wakeups.note_queued("shop", "was-queued", False)  # it got the Lease and went on
+    wakeups.note("shop", "queued", queued=True, counts_pods=False)
+    wakeups.note("shop", "was-queued", queued=True, counts_pods=False)
+    wakeups.note("shop", "was-queued", queued=False, counts_pods=False)  # it got the Lease and went on
     wakeups.wake_queued()
     assert queued.is_set() and not going.is_set() and not was_queued.is_set()
+
+
+def test_the_apps_pods_wake_a_namespace_only_while_one_of_its_runs_waits_for_them_to_go() -> None:
+    wakeups = driver.Wakeups()
+    wakeups.event("shop", "release-3")
+    wakeups.note("shop", "release-3", queued=False, counts_pods=True)  # ScalingDown
+    assert wakeups.counts_pods_in("shop") and not wakeups.counts_pods_in("blog")
+    wakeups.note("shop", "release-3", queued=False, counts_pods=False)  # BackingUp: its Jobs' pods wake it
+    assert not wakeups.counts_pods_in("shop")
+    wakeups.note("shop", "release-4", queued=False, counts_pods=True)
+    wakeups.forget("shop", "release-4")
+    assert not wakeups.counts_pods_in("shop")
