@@ -95,6 +95,8 @@ def downtime_spans(seen: Observations) -> list[Span]:
         (_first(pod.added for pod in new), CONTROLLERS),
         (_last(pod.running for pod in new), KUBELET),
         (_last(pod.ready_at for pod in new), WORK),
+        # The Deployment controller counts the Ready pods as available: what the operator waits for.
+        (_last(e.at for e in seen.deployments if e.at >= steps_done and e.ready), CONTROLLERS),
         (end, OPERATOR),
     ]
     spans: list[Span] = []
