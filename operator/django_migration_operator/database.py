@@ -16,6 +16,8 @@ from psycopg import sql
 
 CONNECT_TIMEOUT_SECONDS = 5
 
+Connection = psycopg.Connection[tuple[object, ...]]
+
 
 class Unreachable(Exception):
     """The server did not answer, or the connection broke mid-way: a later attempt may get through.
@@ -107,42 +109,59 @@ def missing_tables(database: DatabaseUrl, tables: tuple[str, ...]) -> list[str]:
 
 
 def row_counts(database: DatabaseUrl, tables: tuple[str, ...]) -> dict[str, int]:
-    counts: dict[str, int] = {}
     with _connect(database) as connection:
-        for table in tables:
-            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
-            row = connection.execute(query).fetchone()
-            counts[table] = int(str(row[0])) if row else 0
+        return _row_counts(connection, tables)
+
+
+@dataclass(frozen=True)
+class Verification:
+    row_counts: dict[str, int]
+    applied: frozenset[tuple[str, str]]  # (app, name) rows of django_migrations
+    check_results: dict[str, str]  # check name -> the value its SQL returned, or "error: ..."
+
+
+def verification(database: DatabaseUrl, tables: tuple[str, ...], checks: dict[str, str]) -> Verification:
+    """The row counts, django_migrations and the checks, on one connection: the app is stopped while this runs, and
+    each connection costs a round of authentication."""
+    with _connect(database) as connection:
+        return Verification(_row_counts(connection, tables), _applied_migrations(connection),
+                            _run_checks(connection, database, checks))
+
+
+def _row_counts(connection: Connection, tables: tuple[str, ...]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
+        row = connection.execute(query).fetchone()
+        counts[table] = int(str(row[0])) if row else 0
     return counts
 
 
-def applied_migrations(database: DatabaseUrl) -> frozenset[tuple[str, str]]:
-    with _connect(database) as connection:
-        if connection.execute("SELECT to_regclass('django_migrations')").fetchone() == (None,):
-            return frozenset()
-        rows = connection.execute("SELECT app, name FROM django_migrations").fetchall()
-        return frozenset((str(app), str(name)) for app, name in rows)
+def _applied_migrations(connection: Connection) -> frozenset[tuple[str, str]]:
+    if connection.execute("SELECT to_regclass('django_migrations')").fetchone() == (None,):
+        return frozenset()
+    rows = connection.execute("SELECT app, name FROM django_migrations").fetchall()
+    return frozenset((str(app), str(name)) for app, name in rows)
 
 
-def run_checks(database: DatabaseUrl, checks: dict[str, str]) -> dict[str, str]:
+def _run_checks(connection: Connection, database: DatabaseUrl, checks: dict[str, str]) -> dict[str, str]:
     """Each check's SQL in a read-only transaction: its first column of the first row, as text."""
     results: dict[str, str] = {}
-    with _connect(database) as connection:
-        for name, query in checks.items():
-            try:
-                with connection.transaction():
-                    connection.execute("SET TRANSACTION READ ONLY")
-                    row = connection.execute(query.encode()).fetchone()
-                results[name] = "" if row is None or row[0] is None else str(row[0])
-            except psycopg.Error as error:
-                if connection.broken:
-                    raise  # the server went away: not the check's answer
-                results[name] = f"error: {database.redact(str(error).strip())}"
+    for name, query in checks.items():
+        try:
+            with connection.transaction():
+                connection.execute("SET TRANSACTION READ ONLY")
+                row = connection.execute(query.encode()).fetchone()
+            results[name] = "" if row is None or row[0] is None else str(row[0])
+        except psycopg.Error as error:
+            if connection.broken:
+                raise  # the server went away: not the check's answer
+            results[name] = f"error: {database.redact(str(error).strip())}"
     return results
 
 
 @contextmanager
-def _connect(database: DatabaseUrl) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def _connect(database: DatabaseUrl) -> Iterator[Connection]:
     """A connection that raises Unreachable when the server does not answer or the connection breaks.
 
     Any other error (a query the server refused) stays psycopg's.

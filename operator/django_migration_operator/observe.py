@@ -46,20 +46,19 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
                 deployments[name] = state
     job = job_state(kube, ref.namespace, jobs.job_name(ref, facts.job)) if facts.job else None
     row_counts = applied = checks = None
+    spec_checks = {check.name: check.sql for check in spec.checks}
     if facts.rehearses:
         scratch = jobs.scratch_name(ref)
         exists = database.database_exists(url(), scratch)
         if exists and job and job.finished == "Complete" and "outcome" not in (status.get("rehearsal") or {}):
-            copy = url().with_name(scratch)  # verified as production would be, on the copy
-            row_counts = database.row_counts(copy, spec.row_count_tables)
-            applied = database.applied_migrations(copy)
-            checks = database.run_checks(copy, {c.name: c.sql for c in spec.checks})
+            # Verified as production would be, on the copy.
+            found = database.verification(url().with_name(scratch), spec.row_count_tables, spec_checks)
+            row_counts, applied, checks = found.row_counts, found.applied, found.check_results
         return World(now=now, job=job, scratch_exists=exists, row_counts=row_counts, applied=applied,
                      check_results=checks)
     if facts.verifies:
-        row_counts = database.row_counts(url(), spec.row_count_tables)
-        applied = database.applied_migrations(url())
-        checks = database.run_checks(url(), {c.name: c.sql for c in spec.checks})
+        found = database.verification(url(), spec.row_count_tables, spec_checks)
+        row_counts, applied, checks = found.row_counts, found.applied, found.check_results
     elif facts.counts_rows and "rowCounts" not in status:
         row_counts = database.row_counts(url(), spec.row_count_tables)
     return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,

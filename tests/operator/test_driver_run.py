@@ -123,8 +123,8 @@ def fake_database(monkeypatch: pytest.MonkeyPatch) -> None:
     """A PostgreSQL 16 server that allows everything, whose one table keeps its rows, and that applies the plan."""
     answers: dict[str, Any] = {"connection_problem": None, "createdb_problem": None, "server_major": 16,
                                "database_size": 2**30, "missing_tables": [], "row_counts": {"blog_post": 3},
-                               "applied_migrations": frozenset({("blog", "0003_add_post_status")}),
-                               "run_checks": {}}
+                               "verification": database.Verification(
+                                   {"blog_post": 3}, frozenset({("blog", "0003_add_post_status")}), {})}
     for name, answer in answers.items():
         monkeypatch.setattr(database, name, lambda *_, answer=answer: answer)
     monkeypatch.setattr(driver, "SAFETY_NET_SECONDS", 0.0)  # every change is there at once: look again at once

@@ -1,0 +1,36 @@
+"""database.py against a real PostgreSQL of its own: what Verifying reads, on one connection."""
+
+from __future__ import annotations
+
+import psycopg
+
+from django_migration_operator.database import DatabaseUrl, verification
+from tests.pgserver import create_database, throwaway_postgres
+
+
+def test_verification_reads_the_counts_the_applied_migrations_and_the_checks_on_one_connection() -> None:
+    with throwaway_postgres() as (server_url, _):
+        url = create_database(server_url, "shop")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE blog_post (id int, category_id int)")
+            connection.execute("INSERT INTO blog_post VALUES (1, 1), (2, NULL)")
+            connection.execute("CREATE TABLE django_migrations (app text, name text)")
+            connection.execute("INSERT INTO django_migrations VALUES ('blog', '0001_initial')")
+        checks = {"uncategorised": "SELECT count(*) FROM blog_post WHERE category_id IS NULL",
+                  "writes": "DELETE FROM blog_post", "empty": "SELECT 1 WHERE false"}
+        before = _connections(server_url)
+        found = verification(DatabaseUrl(url), ("blog_post",), checks)
+        assert _connections(server_url) == before + 1, "one connection for all of it"
+        assert found.row_counts == {"blog_post": 2}
+        assert found.applied == frozenset({("blog", "0001_initial")})
+        assert found.check_results["uncategorised"] == "1" and found.check_results["empty"] == ""
+        assert found.check_results["writes"].startswith("error: ") and "read-only" in found.check_results["writes"]
+        assert verification(DatabaseUrl(server_url), (), {}).applied == frozenset(), "no django_migrations table"
+
+
+def _connections(server_url: str) -> int:
+    """Sessions the server has accepted on the database shop so far (pg_stat_database, counted as each ends)."""
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = connection.execute("SELECT sum(sessions) FROM pg_stat_database WHERE datname = 'shop'").fetchone()
+    return int(str(row[0])) if row else 0
