@@ -360,11 +360,13 @@ def _until_the_window(spec: Spec, status: RunStatus, world: World) -> Step | Non
 
 
 def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
-    if "replicas" not in status:
-        # Recorded before anything scales, so a restart can never mistake 0 for the app's size.
-        return Step(status={"replicas": {name: world.deployments[name].replicas for name in spec.deployments},
-                            "images": _release_containers(spec, world), "stoppedAt": _iso(world.now)})
     actions: list[Action] = [Scale(name, 0) for name in spec.deployments if world.deployments[name].replicas != 0]
+    if "replicas" not in status:
+        # Recorded in the step's status, which is written before its actions: a restart can never mistake 0 for the
+        # app's size, and the scale follows in the same step.
+        return Step(status={"replicas": {name: world.deployments[name].replicas for name in spec.deployments},
+                            "images": _release_containers(spec, world), "stoppedAt": _iso(world.now)},
+                    actions=actions, wait=True)
     remaining = [name for name in spec.deployments if world.deployments[name].pods != 0]  # None: not counted
     if actions or remaining:
         return Step(actions=actions, wait=True)

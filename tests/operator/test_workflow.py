@@ -110,11 +110,11 @@ class TestHappyPath:
         world = World(now=NOW, deployments={"web": running(2), "worker": running(1)})
         step = advance(s, status, world)
         assert step.status["replicas"] == {"web": 2, "worker": 1}, "replicas are recorded before anything scales"
-        assert step.actions == []
+        assert step.actions == [Scale("web", 0), Scale("worker", 0)] and step.wait, "the status is written first"
+        # A restart between the record and the scale: the record says the app's size, and the scale is done again.
         status = apply(status, step)
-
         step = advance(s, status, world)
-        assert step.actions == [Scale("web", 0), Scale("worker", 0)] and step.wait
+        assert step.actions == [Scale("web", 0), Scale("worker", 0)] and step.wait and not step.status
         stopping = World(now=NOW, deployments={"web": running(0, pods=1), "worker": running(0, pods=0)})
         assert advance(s, status, stopping).wait and not advance(s, status, stopping).actions
 
@@ -618,7 +618,8 @@ class TestRelease:
             "beat": on("cron:7", 1, beat="cron:7")})
         step = advance(spec(**RELEASE), status, world)
         assert step.status["images"] == RECORDED_IMAGES, "a sidecar or another image is not the app's to change"
-        assert step.status["replicas"] == {"web": 2, "worker": 1, "beat": 1} and not step.actions
+        assert step.status["replicas"] == {"web": 2, "worker": 1, "beat": 1}
+        assert step.actions == [Scale("web", 0), Scale("worker", 0), Scale("beat", 0)], "scaled with no image change"
 
     def test_without_app_image_no_image_is_recorded_or_changed(self) -> None:
         status: RunStatus = {"phase": Phase.SCALING_DOWN, "plan": PLAN}
