@@ -21,6 +21,7 @@ from typing import Any
 
 from kubernetes import config
 from kubernetes.client.api_client import ApiClient
+from kubernetes.client.configuration import Configuration
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
@@ -33,6 +34,9 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 FIELD_MANAGER = "django-migration-operator"
 # The client's name in the API server's audit log (kopf's own requests say kopf/<version>).
 USER_AGENT = "django-migration-operator"
+# Threads of the driver's blocking calls (this module's requests, the database's queries), and connections to the API
+# server: with 50 runs at once, asyncio's default of 6 threads on 2 cores queued a run's look behind others'.
+API_THREADS = 16
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
 LOG_TAIL_LINES = 400
 # The Content-Type of each patch, as the generated client sends it: a JSON merge patch for a custom resource (which has
@@ -62,13 +66,67 @@ class LeaseRecord:
     version: str  # metadata.resourceVersion: a take-over replaces exactly this one, or fails
 
 
+class DeploymentCache:
+    """The Deployments of the namespaces where a run is driven, as kopf's watch last delivered them: a look at a
+    run reads them here instead of a GET each (bench/scale.py: 58 of a run's 181 requests were those GETs).
+
+    Newer wins, by metadata.resourceVersion, which Kubernetes makes comparable as an integer (KEP-5504, stable in
+    1.35; etcd's revision in every version before): a late event never hides a newer one, nor the operator's own
+    patch, whose version `patched` records as a floor. A version that is not a decimal integer is never cached.
+    """
+
+    def __init__(self) -> None:
+        # (namespace, name) -> (version, body); body None: at least this version exists (patched), not yet seen.
+        self._entries: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._entries.get((namespace, name), (0, None))[1]
+
+    def saw(self, namespace: str, name: str, deployment: dict[str, Any]) -> None:
+        """A Deployment as an event or a read showed it: kept unless something newer is known."""
+        version = _comparable(deployment["metadata"].get("resourceVersion"))
+        key = (namespace, name)
+        if version is None:
+            self._entries.pop(key, None)
+        elif version >= self._entries.get(key, (0, None))[0]:
+            self._entries[key] = (version, deployment)
+
+    def patched(self, namespace: str, name: str, answer: dict[str, Any]) -> None:
+        """The operator changed the Deployment: what is cached is older than the patch's answer (`answer` may be
+        the Scale subresource's, which carries the Deployment's version)."""
+        version = _comparable(answer["metadata"].get("resourceVersion"))
+        if version is None:
+            self._entries.pop((namespace, name), None)
+        elif version > self._entries.get((namespace, name), (0, None))[0]:
+            self._entries[(namespace, name)] = (version, None)
+
+    def gone(self, namespace: str, name: str) -> None:
+        self._entries.pop((namespace, name), None)
+
+    def forget_namespace(self, namespace: str) -> None:
+        """No run is driven there any more, so no event updates its entries: they go."""
+        for key in [key for key in self._entries if key[0] == namespace]:
+            del self._entries[key]
+
+
+def _comparable(version: str | None) -> int | None:
+    return int(version) if version and version.isdecimal() and not version.startswith("0") else None
+
+
 class Kube:
     """A thin, typed facade over the operator's API calls, each a `_call` that names its verb, API and resource."""
 
     def __init__(self, lease_namespace: str | None = None, api_client: ApiClient | None = None) -> None:
         in_cluster = api_client is None and _load_config()
-        self.api_client = api_client or ApiClient()
+        if api_client is None:
+            configuration = Configuration.get_default_copy()
+            # One connection per thread of the driver's pool: past the pool's size, urllib3 opens and drops a new
+            # connection (a TLS handshake) for every request.
+            configuration.connection_pool_maxsize = API_THREADS
+            api_client = ApiClient(configuration)
+        self.api_client = api_client
         self.api_client.user_agent = USER_AGENT
+        self.deployments = DeploymentCache()
         # One namespace holds the Leases of every run, so two runs on one database in different namespaces are
         # serialised too: the operator's own namespace in a cluster, "default" outside (or as configured).
         self.lease_namespace = lease_namespace or (_own_namespace() if in_cluster else None) or "default"
@@ -140,8 +198,12 @@ class Kube:
     # --- Deployments and their pods -----------------------------------------------------------------------
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        deployment: dict[str, Any] | None = _unless_absent(self._call, "get", "apps/v1", "deployments", namespace,
-                                                           name)
+        """The Deployment as the cache has it, else as read (and then cached); None when there is none."""
+        deployment: dict[str, Any] | None = self.deployments.get(namespace, name)
+        if deployment is None:
+            deployment = _unless_absent(self._call, "get", "apps/v1", "deployments", namespace, name)
+            if deployment is not None:
+                self.deployments.saw(namespace, name, deployment)
         return deployment
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -153,8 +215,10 @@ class Kube:
         """Sets spec.replicas and, in the same patch, the images of the named containers: one rollout, so no pod
         starts on an image the run does not want."""
         if not images:
-            self._call("patch", "apps/v1", "deployments/scale", namespace, name, body={"spec": {"replicas": replicas}},
-                       query=[("fieldManager", FIELD_MANAGER)], patch_type=STRATEGIC_MERGE_PATCH)
+            answer = self._call("patch", "apps/v1", "deployments/scale", namespace, name,
+                                body={"spec": {"replicas": replicas}}, query=[("fieldManager", FIELD_MANAGER)],
+                                patch_type=STRATEGIC_MERGE_PATCH)
+            self.deployments.patched(namespace, name, answer)
             return
         self._patch_deployment(namespace, name, {"replicas": replicas, **_containers_patch(images)})
 
@@ -164,8 +228,9 @@ class Kube:
 
     def _patch_deployment(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         # A strategic merge patch: containers merge by name, the other fields of each stay as they are.
-        self._call("patch", "apps/v1", "deployments", namespace, name, body={"spec": spec},
-                   query=[("fieldManager", FIELD_MANAGER)], patch_type=STRATEGIC_MERGE_PATCH)
+        answer = self._call("patch", "apps/v1", "deployments", namespace, name, body={"spec": spec},
+                            query=[("fieldManager", FIELD_MANAGER)], patch_type=STRATEGIC_MERGE_PATCH)
+        self.deployments.patched(namespace, name, answer)
 
     # --- the backup claim ---------------------------------------------------------------------------------
 

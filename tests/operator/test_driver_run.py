@@ -15,7 +15,7 @@ import pytest
 
 from django_migration_operator import database, driver, jobs
 from django_migration_operator.admission import Admission
-from django_migration_operator.kube import ClaimState, Kube, LeaseRecord
+from django_migration_operator.kube import ClaimState, DeploymentCache, Kube, LeaseRecord
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import ConditionType, RunStatus, condition
 from django_migration_operator.world import Slots
@@ -46,6 +46,7 @@ class FakeKube:
         self.done: list[tuple[str, ...]] = []  # what the run did to the cluster, in order
         self.events: list[str] = []
         self.phases: list[str] = []  # each phase the status was patched to
+        self.deployments = DeploymentCache()  # emptied when the last run of a namespace ends
 
     # --- the run
 
