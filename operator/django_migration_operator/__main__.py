@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import kopf
 import prometheus_client
 
 from django_migration_operator import handlers as _handlers  # noqa: F401  (registers the handlers)
-from django_migration_operator.kube import API_THREADS
 
 # Apps stopped at once: past a few, they only share the nodes' CPUs and the database server's disk, and each one's
 # downtime grows (bench/scale.py); the others lose nothing by waiting while they serve.
@@ -39,19 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.metrics != "off":
         address, _, port = args.metrics.rpartition(":")
         prometheus_client.start_http_server(int(port), addr=address or "0.0.0.0")
-    asyncio.run(_operate(args))
-
-
-async def _operate(args: argparse.Namespace) -> None:
-    # The drivers' blocking calls go through asyncio.to_thread: as many threads as the API client has connections.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, thread_name_prefix="driver"))
     # standalone: one replica (the chart's Deployment is Recreate), so no peering with other kopf operators, whose
     # CRDs may exist in the cluster and which the chart grants no rights for.
-    await kopf.operator(
+    asyncio.run(kopf.operator(
         standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         memo=kopf.Memo(lease_namespace=args.lease_namespace, namespaces=args.namespace,
-                       max_stopped_apps=args.max_stopped_apps))
+                       max_stopped_apps=args.max_stopped_apps)))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from typing import Any
 
 from kubernetes import config
 from kubernetes.client.api_client import ApiClient
-from kubernetes.client.configuration import Configuration
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
@@ -34,9 +33,6 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 FIELD_MANAGER = "django-migration-operator"
 # The client's name in the API server's audit log (kopf's own requests say kopf/<version>).
 USER_AGENT = "django-migration-operator"
-# Threads of the driver's blocking calls (this module's requests, the database's queries), and connections to the API
-# server: with 50 runs at once, asyncio's default of 6 threads on 2 cores queued a run's look behind others'.
-API_THREADS = 16
 # The end of a log is what counts: the marker line is the last one, and a failure shows at the end.
 LOG_TAIL_LINES = 400
 # The Content-Type of each patch, as the generated client sends it: a JSON merge patch for a custom resource (which has
@@ -118,13 +114,7 @@ class Kube:
 
     def __init__(self, lease_namespace: str | None = None, api_client: ApiClient | None = None) -> None:
         in_cluster = api_client is None and _load_config()
-        if api_client is None:
-            configuration = Configuration.get_default_copy()
-            # One connection per thread of the driver's pool: past the pool's size, urllib3 opens and drops a new
-            # connection (a TLS handshake) for every request.
-            configuration.connection_pool_maxsize = API_THREADS
-            api_client = ApiClient(configuration)
-        self.api_client = api_client
+        self.api_client = api_client or ApiClient()
         self.api_client.user_agent = USER_AGENT
         self.deployments = DeploymentCache()
         # One namespace holds the Leases of every run, so two runs on one database in different namespaces are

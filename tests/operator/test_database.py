@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import psycopg
+import socket
 
-from django_migration_operator.database import DatabaseUrl, verification
+import psycopg
+import pytest
+
+from django_migration_operator import database
+from django_migration_operator.database import DatabaseUrl, Unreachable, connection_problem, verification
 from tests.pgserver import create_database, throwaway_postgres
 
 
@@ -34,3 +38,25 @@ def _connections(server_url: str) -> int:
         connection.execute("SELECT pg_stat_clear_snapshot()")
         row = connection.execute("SELECT sum(sessions) FROM pg_stat_database WHERE datname = 'shop'").fetchone()
     return int(str(row[0])) if row else 0
+
+
+def test_a_busy_server_is_unreachable_for_now_and_a_wrong_url_is_a_problem(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with throwaway_postgres() as (server_url, _):
+        url = create_database(server_url, "shop")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE ROLE limited LOGIN CONNECTION LIMIT 1")
+        limited = DatabaseUrl(url.replace("postgres@", "limited@"))
+        assert connection_problem(limited) is None
+        with psycopg.connect(limited.url), pytest.raises(Unreachable, match="too many connections for role"):
+            connection_problem(limited)
+        problem = connection_problem(DatabaseUrl(url.replace("/shop", "/nowhere")))
+        assert problem is not None and 'database "nowhere" does not exist' in problem
+    # A server that accepts the connection and never answers: the handshake times out.
+    monkeypatch.setattr(database, "CONNECT_TIMEOUT_SECONDS", 1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(Unreachable, match="timeout"):
+            connection_problem(DatabaseUrl(f"postgres://postgres@127.0.0.1:{port}/shop"))
