@@ -37,6 +37,7 @@ from django_migration_operator.workflow import (
     CreateJob,
     DeleteJob,
     DropScratch,
+    Event,
     Phase,
     ReleaseLease,
     Scale,
@@ -110,12 +111,15 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     wakeup = wakeups.event(ref.namespace, ref.name)
     entered: tuple[str, float] | None = None  # the phase this process saw the run enter, and when
     outage = Outage()
+    # The events of steps whose status is written, not posted yet: an API that went away between the two still
+    # gets them on the next turn, which decides from that status and so never says them again itself.
+    owed: list[Event] = []
     metrics.RUNS_IN_PROGRESS.inc()
     try:
         while stopping() is not Stop.LEAVE:
             wakeup.clear()
             try:
-                step, entered = await _turn(kube, wakeups, admission, ref, stopping, logger, entered)
+                step, entered = await _turn(kube, wakeups, admission, ref, stopping, logger, entered, owed)
             except Exception as error:
                 problem = transient(error)
                 if problem is None:
@@ -147,8 +151,8 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
 
 
 async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef, stopping: Callable[[], Stop | None],
-                logger: logging.Logger | logging.LoggerAdapter[Any],
-                entered: tuple[str, float] | None) -> tuple[Step | None, tuple[str, float] | None]:
+                logger: logging.Logger | logging.LoggerAdapter[Any], entered: tuple[str, float] | None,
+                owed: list[Event]) -> tuple[Step | None, tuple[str, float] | None]:
     """One look at the run and the step it leads to, carried out: the step, or None when the run is over here; and
     the phase this process saw the run enter, and when."""
     body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
@@ -177,7 +181,7 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     # step is tried once more after an outage.
     if "phase" in step.status and (entered is None or entered[0] != step.status["phase"]):
         entered = _measure(entered, step.status)
-    await asyncio.to_thread(carry_out, kube, ref, body, spec, step, logger)
+    await asyncio.to_thread(carry_out, kube, ref, body, spec, step, owed, logger)
     return step, entered
 
 
@@ -280,8 +284,10 @@ def _measure(entered: tuple[str, float] | None, status: RunStatus) -> tuple[str,
     return phase, now
 
 
-def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: Step,
+def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: Step, owed: list[Event],
               logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    """Writes the step's status, does its actions and posts its events after any `owed` by an earlier step (each
+    taken off the list once posted)."""
     if step.status:
         update: RunStatus = {**step.status, "observedGeneration": body["metadata"].get("generation")}
         if "jobs" in update:  # the workflow keys Jobs by step; status shows their names
@@ -289,6 +295,7 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
         kube.patch_run_status(ref, update)
         if "phase" in step.status:
             logger.info("phase %s: %s", step.status["phase"], step.status.get("message", ""))
+    owed.extend(step.events)
     for action in step.actions:
         if isinstance(action, Scale):
             images = "".join(f", {container} on {image}" for container, image in action.images.items())
@@ -312,8 +319,9 @@ def carry_out(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, step: S
             lease.take(kube, ref, observe.database_url(kube, ref, spec).identity, logger)
         elif isinstance(action, ReleaseLease):
             kube.release_lease(ref)
-    for event in step.events:
-        kube.post_event(ref, event.reason, event.message, event.warning)
+    while owed:
+        kube.post_event(ref, owed[0].reason, owed[0].message, owed[0].warning)
+        owed.pop(0)
     notice = PHASES[Phase(step.status["phase"])].notice if "phase" in step.status else None
     if notice and spec.notify:
         status: RunStatus = {**(body.get("status") or {}), **step.status}

@@ -72,7 +72,6 @@ _LEAVE = (kopf.DaemonStoppingReason.OPERATOR_EXITING | kopf.DaemonStoppingReason
 
 
 # A run's Jobs and their pods wake that run: it reads a Job's end from its pod's, a second before the Job's condition.
-# A run's Jobs and their pods wake that run: it reads a Job's end from its pod's, a second before the Job's condition.
 # The wake-ups are coroutines: they only set an event, cheaper in the loop than through a thread.
 @kopf.on.event("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT})
 @kopf.on.event("", "v1", "pods", labels={RUN_LABEL: kopf.PRESENT})

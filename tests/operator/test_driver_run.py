@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+import urllib3
 
 from django_migration_operator import database, driver, jobs
 from django_migration_operator.admission import Admission
@@ -160,6 +161,43 @@ def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
     assert status["jobs"] == {step: jobs.job_name(RUN, step) for step in ("plan", "backup", "migrate")}
     assert status["observedGeneration"] == 1 and status["toolsImage"] == jobs.tools_image(
         Spec.from_body(SPEC), 16)
+
+
+class KubeAwayAfterBackingUp(FakeKube):
+    """The API goes away just after the status says BackingUp: it refuses the backup Job's create and the outage's
+    own event, then is back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals = 0
+
+    def _answer(self) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise urllib3.exceptions.MaxRetryError(None, "/apis")  # type: ignore[arg-type]
+
+    def patch_run_status(self, run: RunRef, status: RunStatus) -> None:
+        super().patch_run_status(run, status)
+        if status.get("phase") == "BackingUp":
+            self.refusals = 2
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        self._answer()
+        super().create_job(manifest)
+
+    def post_event(self, run: RunRef, reason: str, message: str, warning: bool) -> None:
+        self._answer()
+        super().post_event(run, reason, message, warning)
+
+
+def test_the_event_of_a_phase_whose_status_got_through_is_posted_once_the_api_is_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(driver.Outage, "FIRST_PAUSE_SECONDS", 0.01)
+    kube = KubeAwayAfterBackingUp()
+    drive(kube)
+    assert kube.done == FROM_PENDING_TO_SUCCEEDED
+    assert kube.events == ["Planning", "StrategyChosen", "ScalingDown", "BackingUp", "Migrating", "Verifying",
+                           "ScalingUp", "PlanApplied"], "each phase's event once, in order"
 
 
 @pytest.mark.parametrize("phase", ["Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp"])
