@@ -1,11 +1,16 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (what CI runs).
-.PHONY: demo test bootstrap lint unit e2e
+.PHONY: demo test bootstrap lint unit e2e image
 
 bootstrap:
 	bash scripts/bootstrap.sh
 
 demo: bootstrap
 	.venv/bin/python -m demo
+
+# The operator's OCI image from the Dockerfile, without Docker or a registry (buildah, a debootstrap base), unpacked
+# into ~/.cache/django-migration-operator/images/ (cached).
+image:
+	bash scripts/image.sh
 
 lint:
 	.venv/bin/ruff check .

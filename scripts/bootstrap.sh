@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks, then builds devcluster's binaries (cached: a second run is quick).
-# Debian packages: PostgreSQL server and client tools, openssl, util-linux (unshare). Python: uv, then the
-# locked environment in .venv. Go: the Kubernetes, etcd and helm builds into ~/.cache.
+# Debian packages: PostgreSQL server and client tools, openssl, util-linux (unshare), runc (devcluster's OCI
+# containers). Python: uv, then the locked environment in .venv. Go: the Kubernetes, etcd and helm builds into
+# ~/.cache. Then the operator's image from the Dockerfile (scripts/image.sh), which the chart's e2e tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_packages+=(postgre
 command -v pg_dump >/dev/null || need_packages+=(postgresql-client)
 command -v openssl >/dev/null || need_packages+=(openssl)
 command -v unshare >/dev/null || need_packages+=(util-linux)
+command -v runc >/dev/null || need_packages+=(runc)
 if [ ${#need_packages[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -32,3 +34,4 @@ fi
 uv sync --frozen -q
 
 .venv/bin/devcluster build
+bash scripts/image.sh >/dev/null

@@ -31,6 +31,7 @@ from devcluster.build import Binaries, ensure_binaries
 from devcluster.config import (
     IMAGE_MAP,
     NODE_NAME,
+    OCI_IMAGES,
     POD_NETWORK,
     PORTS,
     PROJECT_DIR,
@@ -378,7 +379,8 @@ class Cluster:
     def _write_kubelet_config(self, pki: Pki, bind_unscheduled: bool) -> Path:
         images = yaml.safe_load(IMAGE_MAP.read_text())
         substitutions = {"{repo}": str(REPO_ROOT), "{postgres_bin}": str(_postgres_bin()),
-                         "{postgres_major}": str(postgres_major()), "{python_bin}": str(Path(sys.executable).parent)}
+                         "{postgres_major}": str(postgres_major()), "{python_bin}": str(Path(sys.executable).parent),
+                         "{oci_images}": str(OCI_IMAGES)}
         config = {
             "kubeconfig": str(self.layout.component_kubeconfig("kubelet")),
             "nodeName": NODE_NAME,

@@ -37,8 +37,15 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 def cache_dir() -> Path:
     """Built binaries, per version: paid once per machine."""
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "django-migration-operator" / "devcluster"
+    return _project_cache() / "devcluster"
+
+
+def _project_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "django-migration-operator"
+
+
+# Unpacked OCI images, one folder per image name with a `current` link to its latest build (scripts/image.sh).
+OCI_IMAGES = _project_cache() / "images"
 
 
 def state_dir() -> Path:

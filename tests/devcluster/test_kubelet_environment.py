@@ -150,7 +150,16 @@ def test_process_env_puts_the_image_underneath_and_its_path_first() -> None:
 
 def test_argv_expands_command_and_args_and_falls_back_to_the_image_command() -> None:
     env = {"POD_IP": "127.0.1.4"}
-    assert container_argv({"command": ["gunicorn"], "args": ["--bind", "$(POD_IP):8000"]}, IMAGE, env) == [
+    entrypoint = IMAGE.command
+    assert container_argv({"command": ["gunicorn"], "args": ["--bind", "$(POD_IP):8000"]}, entrypoint, (), env) == [
         "gunicorn", "--bind", "127.0.1.4:8000"]
-    assert container_argv({"args": ["-c", "echo $$HOME $(POD_IP)"]}, IMAGE, env) == ["sh", "-c", "echo $HOME 127.0.1.4"]
-    assert container_argv({}, IMAGE, env) == ["sh"]
+    assert container_argv({"args": ["-c", "echo $$HOME $(POD_IP)"]}, entrypoint, (), env) == [
+        "sh", "-c", "echo $HOME 127.0.1.4"]
+    assert container_argv({}, entrypoint, (), env) == ["sh"]
+
+
+def test_argv_combines_with_the_images_entrypoint_and_cmd_as_kubernetes_does() -> None:
+    entrypoint, cmd = ("python", "-m", "app"), ("--serve",)
+    assert container_argv({}, entrypoint, cmd, {}) == ["python", "-m", "app", "--serve"]
+    assert container_argv({"args": ["--once"]}, entrypoint, cmd, {}) == ["python", "-m", "app", "--once"]
+    assert container_argv({"command": ["sh"]}, entrypoint, cmd, {}) == ["sh"], "a command leaves out the image's cmd"

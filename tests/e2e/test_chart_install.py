@@ -1,9 +1,10 @@
 """The Helm chart on devcluster: `helm install` runs the operator as a pod under its own ServiceAccount and RBAC.
 
-devcluster's kubelet runs the image django-migration-operator:dev through its image map: the command of the
-Dockerfile's entrypoint, from the repository's environment. Each scenario installs the chart into a namespace of
-its own, deploys the demo blog app (demo/stack.py) into another and runs the demo DjangoMigration through the
-chart's operator; then `helm uninstall` must leave no operator object behind and keep the CRD and the runs.
+The operator runs from its real image, django-migration-operator:oci: the Dockerfile built by `make image`, which
+devcluster's kubelet runs with runc under the chart's restricted securityContext (tests/e2e/test_oci_containers.py).
+Each scenario installs the chart into a namespace of its own, deploys the demo blog app (demo/stack.py) into another
+and runs the demo DjangoMigration through the chart's operator; then `helm uninstall` must leave no operator object
+behind and keep the CRD and the runs.
 
 The health check of Argo CD (charts/.../argocd/health.lua) is evaluated on the live objects at each step. With
 DJM_RECORD_ARGOCD_FIXTURES=1 the objects are also saved into tests/packaging/argocd/, the statuses the cluster-free
@@ -33,6 +34,7 @@ from devcluster.config import REPO_ROOT
 from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import TERMINAL, Phase, phase_of
 from tests.e2e.kit import Kubectl, applied_migrations, events, jobs_ran_once, make_stack, reach, run_status, wait_for
+from tests.e2e.test_oci_containers import runc
 from tests.packaging.argocd.health import FIXTURES, evaluate, strip
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +73,7 @@ class Release:
 
     def install(self) -> subprocess.CompletedProcess[str]:
         assert_alone(self.watch)
-        values = ["image.repository=django-migration-operator", "image.tag=dev"]
+        values = ["image.repository=django-migration-operator", "image.tag=oci"]
         if self.watch:
             values.append(f"watchNamespaces={{{','.join(self.watch)}}}")
         args = [arg for value in values for arg in ("--set", value)]
@@ -196,9 +198,27 @@ def assert_operator_pod(release: Release) -> None:
     assert pod["status"]["phase"] == "Running"
     assert pod["spec"]["serviceAccountName"] == release.fullname, "the chart's ServiceAccount, not default"
     (container,) = pod["spec"]["containers"]
-    assert container["image"] == "django-migration-operator:dev"
+    assert container["image"] == "django-migration-operator:oci"
     expected = [f"--namespace={namespace}" for namespace in release.watch]
     assert [arg for arg in container["args"] if arg.startswith("--namespace")] == expected
+    assert_restricted(release.cluster, pod["status"]["containerStatuses"][0]["containerID"])
+
+
+def assert_restricted(cluster: Cluster, container_id: str) -> None:
+    """The chart's securityContext holds in the operator's container: it runs as the image's user 10001, and only
+    /tmp (an emptyDir) can be written."""
+    container = container_id.removeprefix("runc://")
+    assert container != container_id, f"an OCI container, not {container_id}"
+    assert json.loads(runc(cluster, "state", container).stdout)["status"] == "running"
+    check = ("import os\n"
+             "print(os.getuid(), os.getgid())\n"
+             "for path in ('/app/written', '/tmp/written'):\n"
+             "    try:\n"
+             "        open(path, 'w').close(); print('wrote', path)\n"
+             "    except OSError as error:\n"
+             "        print('refused', path, error.strerror)\n")
+    facts = runc(cluster, "exec", container, "python", "-c", check).stdout.splitlines()
+    assert facts == ["10001 10001", "refused /app/written Read-only file system", "wrote /tmp/written"], facts
 
 
 def assert_log_clean(release: Release) -> None:

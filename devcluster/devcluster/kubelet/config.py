@@ -11,13 +11,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Image:
-    """What an image name runs as: there is no container runtime, only a folder, PATH entries and env."""
+    """What an image name runs as: a process container (a folder, PATH entries and env), or an unpacked OCI image
+    that runc runs (`oci`, its folder: see oci.py)."""
 
     name: str
     working_dir: str
     path: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     command: tuple[str, ...] = ()
+    oci: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class KubeletConfig:
         """One file per container process group, so a later kubelet can kill what this one left."""
         return self.state_dir / "processes"
 
+    @property
+    def runc_dir(self) -> Path:
+        """runc's state of the OCI containers, so a later kubelet can remove what this one left."""
+        return self.state_dir / "runc"
+
 
 def parse_config(raw: dict[str, Any]) -> KubeletConfig:
     images = {
@@ -58,6 +65,7 @@ def parse_config(raw: dict[str, Any]) -> KubeletConfig:
             path=tuple(entry.get("path") or ()),
             env={str(k): str(v) for k, v in (entry.get("env") or {}).items()},
             command=tuple(entry.get("command") or ()),
+            oci=entry.get("oci"),
         )
         for name, entry in (raw.get("images") or {}).items()
     }

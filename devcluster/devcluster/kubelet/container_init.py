@@ -5,6 +5,9 @@ In the container's own mount namespace it bind-mounts the volumes at their mount
 hostname, then execve's the container command: the process keeps the pid the kubelet spawned, and its exit
 code is the container's. Only the standard library is imported, to start fast.
 
+For an OCI container it mounts the overlay of the image's root filesystem that runc then runs on, and execs
+`runc run`: the mount lives in this namespace only, so it goes when the container does.
+
 When the command cannot start, it writes why into the spec's `startErrorFile` and exits 128, which the
 kubelet reports as reason StartError, as container runtimes do.
 """
@@ -27,8 +30,8 @@ START_ERROR_EXIT_CODE = 128
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(source: str, target: str, flags: int) -> None:
-    if _libc.mount(source.encode(), target.encode(), None, flags, None) != 0:
+def _mount(source: str, target: str, flags: int, fstype: str | None = None, data: str | None = None) -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype and fstype.encode(), flags, data and data.encode()) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"mount {source} on {target}: {os.strerror(error)}")
 
@@ -74,6 +77,11 @@ def mount_volumes(mounts: list[dict[str, Any]], image_dirs: list[str]) -> None:
 
 
 def start(spec: dict[str, Any]) -> None:
+    if overlay := spec.get("overlay"):
+        options = f"lowerdir={overlay['lowerdir']},upperdir={overlay['upperdir']},workdir={overlay['workdir']}"
+        for folder in (overlay["upperdir"], overlay["workdir"], overlay["target"]):
+            os.makedirs(folder, exist_ok=True)
+        _mount("overlay", overlay["target"], 0, "overlay", options)
     mount_volumes(spec["mounts"], spec.get("imageDirs", []))
     if spec.get("hostname"):
         socket.sethostname(spec["hostname"])

@@ -11,7 +11,7 @@ import base64
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -227,10 +227,13 @@ def process_env(image: Image, kubernetes_env: Mapping[str, str], hostname: str) 
     }
 
 
-def container_argv(container: Mapping[str, Any], image: Image, kubernetes_env: Mapping[str, str]) -> list[str]:
-    """command + args with `$(VAR)` expanded; the image's command stands in for a missing command."""
+def container_argv(container: Mapping[str, Any], entrypoint: Sequence[str], cmd: Sequence[str],
+                   kubernetes_env: Mapping[str, str]) -> list[str]:
+    """command + args with `$(VAR)` expanded, combined with the image's as Kubernetes does: a missing command is
+    the image's entrypoint, and then missing args are the image's cmd."""
     command = [str(c) for c in container.get("command") or []]
     args = [str(a) for a in container.get("args") or []]
     if not command:
-        command = list(image.command)
+        command = list(entrypoint)
+        args = args or list(cmd)
     return [expand(part, kubernetes_env) for part in [*command, *args]]

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+from devcluster.kubelet import oci
 from devcluster.kubelet.api import ApiError, Informer, KubeApi
 from devcluster.kubelet.binder import Binder
 from devcluster.kubelet.config import KubeletConfig
@@ -38,7 +39,7 @@ class Kubelet:
     def run(self) -> None:
         """Runs until `stop` is set, then stops every pod process and returns."""
         config = self.config
-        killed = kill_leftovers(config.processes_dir)
+        killed = kill_leftovers(config.processes_dir) + oci.remove_leftovers(config.runc_dir)
         if killed:
             log.info("killed %d processes a previous kubelet left", killed)
         api = KubeApi(config.kubeconfig)
@@ -144,4 +145,5 @@ class Kubelet:
         for process in processes:
             process.exited.wait(2)
         kill_own_children()
+        oci.remove_leftovers(self.config.runc_dir)  # a container's init is no child of the kubelet
         log.info("kubelet stopped")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from devcluster.kubelet import oci
 from devcluster.kubelet.api import STRATEGIC_MERGE_PATCH, ApiError, KubeApi, path_of
 from devcluster.kubelet.config import Image, KubeletConfig
 from devcluster.kubelet.environment import (
@@ -48,7 +50,7 @@ from devcluster.kubelet.logs import termination_message
 from devcluster.kubelet.node import hostname as node_hostname
 from devcluster.kubelet.objects import ApiObjects
 from devcluster.kubelet.probes import ProbeTarget, ProbeWorker, run_handler
-from devcluster.kubelet.runtime import ContainerProcess, LaunchSpec
+from devcluster.kubelet.runtime import ContainerProcess, LaunchSpec, RuncContainer
 from devcluster.kubelet.status import PodView, Terminated, build_pod_status, now, parse_time, terminated_reason
 from devcluster.kubelet.volumes import PodVolumes, VolumeError, container_mounts
 
@@ -77,7 +79,9 @@ class PodContext:
 
 
 def image_id(image: Image) -> str:
-    entry = {"workingDir": image.working_dir, "path": image.path, "env": image.env, "command": image.command}
+    """A process image's id is its entry; an OCI image's, the build its folder names now."""
+    entry = {"oci": str(Path(image.oci).resolve())} if image.oci else {
+        "workingDir": image.working_dir, "path": image.path, "env": image.env, "command": image.command}
     return "sha256:" + hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
 
 
@@ -334,33 +338,55 @@ class PodWorker(threading.Thread):
         kubernetes_env = resolve_env(pod, spec, self.ctx.objects, self.ctx.service_env, pod_ip, HOST_IP,
                                      self.ctx.node_allocatable)
         hostname = node_hostname() if self.host_network else (pod["spec"].get("hostname") or pod["metadata"]["name"])
-        env = process_env(image, kubernetes_env, hostname)
-        argv = container_argv(spec, image, kubernetes_env)
-        working_dir = spec.get("workingDir") or image.working_dir
         mounts = container_mounts(spec, self.volumes, kubernetes_env)
         instance = slot.instance()
         container_dir = self.pod_dir / "containers" / slot.name
         container_dir.mkdir(parents=True, exist_ok=True)
         slot.term_file = container_dir / f"termination-log-{instance}"
         slot.term_file.write_bytes(b"")
+        slot.term_file.chmod(0o666)  # as the kubelet's: the container's user, whoever it is, writes it
         slot.start_error_file = container_dir / f"start-error-{instance}"
         slot.start_error_file.unlink(missing_ok=True)
         mounts.append({"source": str(slot.term_file),
                        "target": spec.get("terminationMessagePath") or "/dev/termination-log", "readOnly": False})
-        if not self.host_network:
-            mounts.append({"source": str(self.pod_dir / "etc-hosts"), "target": "/etc/hosts", "readOnly": False})
+        hosts = "/etc/hosts" if self.host_network else str(self.pod_dir / "etc-hosts")
+        if not self.host_network or image.oci:  # a process container on the host network sees the host's own
+            mounts.append({"source": hosts, "target": "/etc/hosts", "readOnly": self.host_network})
         mounts.sort(key=lambda m: len(Path(m["target"]).parts))
-        launch = LaunchSpec(
-            argv=argv, env=env, working_dir=working_dir, mounts=mounts,
-            image_dirs=[image.working_dir, *image.path],
-            hostname=None if self.host_network else hostname,
-            log_path=self.log_dir / slot.name / f"{instance}.log",
-            spec_file=container_dir / f"launch-{instance}.json",
-            start_error_file=slot.start_error_file,
-        )
-        process = ContainerProcess(launch, config.processes_dir, lambda p: self._post_exit(slot, p))
+        log_path = self.log_dir / slot.name / f"{instance}.log"
+        spec_file = container_dir / f"launch-{instance}.json"
         named_ports = {p["name"]: int(p["containerPort"]) for p in spec.get("ports") or [] if p.get("name")}
-        slot.probe_target = ProbeTarget(pod_ip, process.pid, env, working_dir, named_ports)
+        if image.oci:
+            oci_image = oci.load(image.oci)
+            secure = oci.security(oci_image, pod["spec"], spec)
+            env = oci.process_env(oci_image, kubernetes_env, hostname, secure.identity.home)
+            argv = container_argv(spec, oci_image.entrypoint, oci_image.cmd, kubernetes_env)
+            bundle = container_dir / f"bundle-{instance}"
+            shutil.rmtree(bundle, ignore_errors=True)  # a kubelet before this one left it
+            bundle.mkdir()
+            (bundle / "config.json").write_text(json.dumps(oci.bundle_config(
+                oci_image, argv, env, spec.get("workingDir") or oci_image.working_dir, mounts,
+                None if self.host_network else hostname, secure)))
+            runc = RuncContainer(config.runc_dir, f"{self.uid}-{slot.name}-{instance}", bundle / "runc.log")
+            launch = LaunchSpec(
+                argv=oci.run_argv(runc.state_root, runc.container_id, bundle, runc.log_file),
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, working_dir="/", mounts=[], image_dirs=[],
+                hostname=None, log_path=log_path, spec_file=spec_file, start_error_file=slot.start_error_file,
+                overlay={"lowerdir": str(oci_image.rootfs), "upperdir": str(bundle / "upper"),
+                         "workdir": str(bundle / "work"), "target": str(bundle / "rootfs")},
+                runc=runc)
+        else:
+            env = process_env(image, kubernetes_env, hostname)
+            launch = LaunchSpec(
+                argv=container_argv(spec, image.command, (), kubernetes_env), env=env,
+                working_dir=spec.get("workingDir") or image.working_dir, mounts=mounts,
+                image_dirs=[image.working_dir, *image.path],
+                hostname=None if self.host_network else hostname, log_path=log_path, spec_file=spec_file,
+                start_error_file=slot.start_error_file)
+        process = ContainerProcess(launch, config.processes_dir, lambda p: self._post_exit(slot, p))
+        exec_prefix = (oci.RUNC, "--root", str(launch.runc.state_root), "exec", launch.runc.container_id) \
+            if launch.runc else ("nsenter", f"--mount=/proc/{process.pid}/ns/mnt", f"--wd={launch.working_dir}", "--")
+        slot.probe_target = ProbeTarget(pod_ip, process.pid, env, exec_prefix, named_ports)
         return process
 
     def _start_probes(self, slot: Container, process: ContainerProcess, kinds: tuple[str, ...]) -> None:

@@ -1,7 +1,8 @@
 """Probes (readiness, liveness, startup) and lifecycle handlers (preStop), run as the kubelet's prober does.
 
-httpGet goes to the pod IP by default; exec runs the command inside the container's mount namespace (via
-nsenter), with the container's environment and working folder.
+httpGet goes to the pod IP by default; exec runs the command inside the container: in a process container's mount
+namespace (via nsenter) with its environment and working folder, in an OCI container through `runc exec`, which
+takes the user, environment and folder from the container's own config.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class ProbeTarget:
     pod_ip: str
     pid: int
     env: dict[str, str]
-    working_dir: str
+    exec_prefix: tuple[str, ...]  # runs a command (the rest of the argv) inside the container
     named_ports: dict[str, int]
 
     def port(self, value: Any) -> int:
@@ -78,7 +79,7 @@ def _http_get(get: Mapping[str, Any], target: ProbeTarget, timeout: float) -> tu
 
 
 def _exec(command: list[str], target: ProbeTarget, timeout: float) -> tuple[bool, str]:
-    argv = ["nsenter", f"--mount=/proc/{target.pid}/ns/mnt", f"--wd={target.working_dir}", "--", *command]
+    argv = [*target.exec_prefix, *command]
     try:
         result = subprocess.run(argv, env=target.env, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:

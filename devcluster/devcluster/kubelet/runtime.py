@@ -23,12 +23,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from devcluster.kubelet import oci
+from devcluster.kubelet.container_init import START_ERROR_EXIT_CODE
 from devcluster.kubelet.logs import CriLogWriter
 
 log = logging.getLogger("devcluster.kubelet")
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds devcluster/
 LOG_DRAIN_SECONDS = 1.0  # how long an exit waits for the last output when a stray process holds the pipes
+
+
+@dataclass(frozen=True)
+class RuncContainer:
+    """An OCI container: the process is `runc run` of it, which leaves runc's state behind to clean up."""
+
+    state_root: Path
+    container_id: str
+    log_file: Path  # runc's own log: why it could not start the container
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class LaunchSpec:
     log_path: Path
     spec_file: Path
     start_error_file: Path
+    overlay: dict[str, str] | None = None  # lowerdir, upperdir, workdir and target of an OCI container's root
+    runc: RuncContainer | None = None
 
 
 def _proc_stat(pid: int) -> tuple[int, int, int] | None:
@@ -64,11 +77,13 @@ class ContainerProcess:
         self.finished_at = datetime.now(UTC)
         self._reap_lock = threading.Lock()
         self._reaped = False
+        self._killed = False
 
         spec.spec_file.parent.mkdir(parents=True, exist_ok=True)
         spec.spec_file.write_text(json.dumps({
             "argv": spec.argv, "env": spec.env, "workingDir": spec.working_dir, "mounts": spec.mounts,
             "imageDirs": spec.image_dirs, "hostname": spec.hostname, "startErrorFile": str(spec.start_error_file),
+            "overlay": spec.overlay,
         }))
         namespaces = ["--mount", "--uts"] if spec.hostname else ["--mount"]
         self.started_at = datetime.now(UTC)
@@ -90,12 +105,17 @@ class ContainerProcess:
 
     @property
     def container_id(self) -> str:
-        return f"devcluster://{self.pid}"
+        runc = self.spec.runc
+        return f"runc://{runc.container_id}" if runc else f"devcluster://{self.pid}"
 
     def signal_group(self, sig: int) -> None:
+        """To the group; runc forwards a SIGTERM to the container, and a SIGKILL is the container's removal."""
         with self._reap_lock:
             if self._reaped:
                 return  # the group id may belong to someone else by now
+            if sig == signal.SIGKILL and self.spec.runc:
+                self._killed = True
+                oci.remove(self.spec.runc.state_root, self.spec.runc.container_id)
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
 
@@ -133,6 +153,8 @@ class ContainerProcess:
             self.exit_code = 128 + self.signal
         else:
             self.exit_code = self.popen.returncode
+        if self.spec.runc:
+            self._end_container(self.spec.runc)
         self.record.unlink(missing_ok=True)
         self.logs_done.wait(LOG_DRAIN_SECONDS)
         self.exited.set()
@@ -140,6 +162,15 @@ class ContainerProcess:
             self.on_exit(self)
         except Exception:
             log.exception("handling the exit of pid %d failed", self.pid)
+
+
+    def _end_container(self, runc: RuncContainer) -> None:
+        """Removes what runc left; a container that never started ends as a process that could not start."""
+        why = oci.start_error(runc.log_file) if self.exit_code and not self._killed else None
+        if why is not None:
+            self.spec.start_error_file.write_text(why)
+            self.exit_code, self.signal = START_ERROR_EXIT_CODE, None
+        oci.remove(runc.state_root, runc.container_id)
 
 
 def kill_leftovers(processes_dir: Path) -> int:

@@ -82,6 +82,7 @@ class PodVolumes:
         own_dir: Path = self.pod_dir / "volumes" / str(volume["name"])
         if "emptyDir" in volume:
             own_dir.mkdir(parents=True, exist_ok=True)
+            own_dir.chmod(0o777)  # as the kubelet's: writable by a container that runs as any user
             return own_dir
         if claim := volume.get("persistentVolumeClaim"):
             return self._claim_folder(namespace, claim["claimName"], source)
