@@ -116,8 +116,9 @@ def test_the_bundle_config_runs_the_command_as_the_user_with_the_mounts_and_no_n
 
 def test_why_runc_could_not_start_a_container_comes_from_its_log(tmp_path: Path) -> None:
     log = tmp_path / "runc.log"
-    assert oci.start_error(log) is None
+    container = oci.RuncContainer(tmp_path / "state", "pod-1-django-0", log)
+    assert container.start_error() is None
     log.write_text('{"level":"warning","msg":"x"}\n{"level":"error","msg":"runc run failed: unable to start '
                    'container process: exec: \\"nope\\": executable file not found in $PATH"}\n')
-    assert oci.start_error(log) == 'unable to start container process: exec: "nope": executable file not found ' \
+    assert container.start_error() == 'unable to start container process: exec: "nope": executable file not found ' \
                                    'in $PATH'

@@ -12,6 +12,7 @@ and uts; the network is the host's, as for process containers. The cgroups here 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,11 +45,6 @@ class OciImage:
     @property
     def rootfs(self) -> Path:
         return self.folder / "rootfs"
-
-    @property
-    def digest(self) -> str:
-        """The export's folder is named by the build's key: a new build is a new image id."""
-        return self.folder.name
 
 
 def load(folder: str) -> OciImage:
@@ -199,33 +195,47 @@ def bundle_config(image: OciImage, argv: list[str], env: Mapping[str, str], work
 # --- runc, for the process that runs the container and for the kubelet that cleans up after it -------------------
 
 
-def run_argv(state_root: Path, container_id: str, bundle: Path, log_file: Path) -> list[str]:
-    """`runc run` in the foreground: stdio pass through, signals are forwarded, its exit code is the container's."""
-    return [RUNC, "--root", str(state_root), "--log", str(log_file), "--log-format", "json", "run", "--bundle",
-            str(bundle), container_id]
+@dataclass(frozen=True)
+class RuncContainer:
+    """An OCI container: the process is `runc run` of it, which leaves runc's state behind to clean up."""
 
+    state_root: Path
+    container_id: str
+    log_file: Path  # runc's own log: why it could not start the container
 
-def start_error(log_file: Path) -> str | None:
-    """What runc said when it could not start the container, from its log."""
-    try:
-        lines = log_file.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
+    def _runc(self, *arguments: str) -> list[str]:
+        return [RUNC, "--root", str(self.state_root), *arguments]
+
+    def run_argv(self, bundle: Path) -> list[str]:
+        """`runc run` in the foreground: stdio pass through, signals are forwarded, its exit code is the
+        container's."""
+        return self._runc("--log", str(self.log_file), "--log-format", "json", "run", "--bundle", str(bundle),
+                          self.container_id)
+
+    def exec_prefix(self) -> tuple[str, ...]:
+        """What runs a command inside the container (an exec probe, a preStop hook)."""
+        return tuple(self._runc("exec", self.container_id))
+
+    def start_error(self) -> str | None:
+        """What runc said when it could not start the container, from its log."""
         try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("level") == "error":
-            return str(entry.get("msg", "")).removeprefix("runc run failed: ")
-    return None
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") == "error":
+                return str(entry.get("msg", "")).removeprefix("runc run failed: ")
+        return None
 
-
-def remove(state_root: Path, container_id: str) -> None:
-    """Kills what is left of the container and forgets it: its init is a session of its own, which a signal to
-    runc's process group never reaches, and would outlive runc."""
-    subprocess.run([RUNC, "--root", str(state_root), "delete", "--force", container_id],
-                   stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    def remove(self) -> None:
+        """Kills what is left of the container and forgets it: its init is a session of its own, which a signal to
+        runc's process group never reaches, and would outlive runc."""
+        subprocess.run(self._runc("delete", "--force", self.container_id), stdin=subprocess.DEVNULL,
+                       capture_output=True, check=False)
 
 
 def remove_leftovers(state_root: Path) -> int:
@@ -236,5 +246,5 @@ def remove_leftovers(state_root: Path) -> int:
                             capture_output=True, text=True, check=False)
     names = listed.stdout.split()
     for name in names:
-        remove(state_root, name)
+        RuncContainer(state_root, name, Path(os.devnull)).remove()
     return len(names)

@@ -50,7 +50,7 @@ from devcluster.kubelet.logs import termination_message
 from devcluster.kubelet.node import hostname as node_hostname
 from devcluster.kubelet.objects import ApiObjects
 from devcluster.kubelet.probes import ProbeTarget, ProbeWorker, run_handler
-from devcluster.kubelet.runtime import ContainerProcess, LaunchSpec, RuncContainer
+from devcluster.kubelet.runtime import ContainerProcess, LaunchSpec
 from devcluster.kubelet.status import PodView, Terminated, build_pod_status, now, parse_time, terminated_reason
 from devcluster.kubelet.volumes import PodVolumes, VolumeError, container_mounts
 
@@ -367,9 +367,9 @@ class PodWorker(threading.Thread):
             (bundle / "config.json").write_text(json.dumps(oci.bundle_config(
                 oci_image, argv, env, spec.get("workingDir") or oci_image.working_dir, mounts,
                 None if self.host_network else hostname, secure)))
-            runc = RuncContainer(config.runc_dir, f"{self.uid}-{slot.name}-{instance}", bundle / "runc.log")
+            runc = oci.RuncContainer(config.runc_dir, f"{self.uid}-{slot.name}-{instance}", bundle / "runc.log")
             launch = LaunchSpec(
-                argv=oci.run_argv(runc.state_root, runc.container_id, bundle, runc.log_file),
+                argv=runc.run_argv(bundle),
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, working_dir="/", mounts=[], image_dirs=[],
                 hostname=None, log_path=log_path, spec_file=spec_file, start_error_file=slot.start_error_file,
                 overlay={"lowerdir": str(oci_image.rootfs), "upperdir": str(bundle / "upper"),
@@ -384,8 +384,8 @@ class PodWorker(threading.Thread):
                 hostname=None if self.host_network else hostname, log_path=log_path, spec_file=spec_file,
                 start_error_file=slot.start_error_file)
         process = ContainerProcess(launch, config.processes_dir, lambda p: self._post_exit(slot, p))
-        exec_prefix = (oci.RUNC, "--root", str(launch.runc.state_root), "exec", launch.runc.container_id) \
-            if launch.runc else ("nsenter", f"--mount=/proc/{process.pid}/ns/mnt", f"--wd={launch.working_dir}", "--")
+        exec_prefix = launch.runc.exec_prefix() if launch.runc else (
+            "nsenter", f"--mount=/proc/{process.pid}/ns/mnt", f"--wd={launch.working_dir}", "--")
         slot.probe_target = ProbeTarget(pod_ip, process.pid, env, exec_prefix, named_ports)
         return process
 

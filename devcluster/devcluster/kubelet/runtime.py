@@ -34,15 +34,6 @@ LOG_DRAIN_SECONDS = 1.0  # how long an exit waits for the last output when a str
 
 
 @dataclass(frozen=True)
-class RuncContainer:
-    """An OCI container: the process is `runc run` of it, which leaves runc's state behind to clean up."""
-
-    state_root: Path
-    container_id: str
-    log_file: Path  # runc's own log: why it could not start the container
-
-
-@dataclass(frozen=True)
 class LaunchSpec:
     argv: list[str]
     env: dict[str, str]
@@ -54,7 +45,7 @@ class LaunchSpec:
     spec_file: Path
     start_error_file: Path
     overlay: dict[str, str] | None = None  # lowerdir, upperdir, workdir and target of an OCI container's root
-    runc: RuncContainer | None = None
+    runc: oci.RuncContainer | None = None
 
 
 def _proc_stat(pid: int) -> tuple[int, int, int] | None:
@@ -115,7 +106,7 @@ class ContainerProcess:
                 return  # the group id may belong to someone else by now
             if sig == signal.SIGKILL and self.spec.runc:
                 self._killed = True
-                oci.remove(self.spec.runc.state_root, self.spec.runc.container_id)
+                self.spec.runc.remove()
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
 
@@ -163,14 +154,13 @@ class ContainerProcess:
         except Exception:
             log.exception("handling the exit of pid %d failed", self.pid)
 
-
-    def _end_container(self, runc: RuncContainer) -> None:
+    def _end_container(self, runc: oci.RuncContainer) -> None:
         """Removes what runc left; a container that never started ends as a process that could not start."""
-        why = oci.start_error(runc.log_file) if self.exit_code and not self._killed else None
+        why = runc.start_error() if self.exit_code and not self._killed else None
         if why is not None:
             self.spec.start_error_file.write_text(why)
             self.exit_code, self.signal = START_ERROR_EXIT_CODE, None
-        oci.remove(runc.state_root, runc.container_id)
+        runc.remove()
 
 
 def kill_leftovers(processes_dir: Path) -> int:
