@@ -143,7 +143,7 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
             metrics.RUN_OVERDUE.remove(ref.namespace, ref.name)
         wakeups.forget(ref.namespace, ref.name)
         if not wakeups.active_in(ref.namespace):
-            kube.deployments.forget_namespace(ref.namespace)
+            kube.forget_namespace(ref.namespace)
         # A queued run, in any namespace, may go now. Here, not after the last step: kopf may cancel this driver as
         # soon as the run is terminal, and a spurious wake-up only makes a run look again.
         _wake(wakeups, admission.forget(ref.key))

@@ -1,4 +1,4 @@
-"""The kopf layer: registration and wake-ups only. The run itself is in driver.py and workflow.py."""
+"""The kopf layer: registration, the caches' feeds and wake-ups only. The run itself is in driver.py and workflow.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import kopf
 
 from django_migration_operator import driver
 from django_migration_operator.admission import Admission
-from django_migration_operator.kube import Kube
+from django_migration_operator.kube import Kube, WatchCache
 from django_migration_operator.resource import GROUP, PLURAL, RUN_LABEL, VERSION, RunRef
 from django_migration_operator.workflow import TERMINAL
 
@@ -71,14 +71,6 @@ _LEAVE = (kopf.DaemonStoppingReason.OPERATOR_EXITING | kopf.DaemonStoppingReason
           | kopf.DaemonStoppingReason.FILTERS_MISMATCH)
 
 
-# A run's Jobs and their pods wake that run: it reads a Job's end from its pod's, a second before the Job's condition.
-# The wake-ups are coroutines: they only set an event, cheaper in the loop than through a thread.
-@kopf.on.event("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT})
-@kopf.on.event("", "v1", "pods", labels={RUN_LABEL: kopf.PRESENT})
-async def step_changed(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
-    memo.wakeups.wake(namespace or "", labels[RUN_LABEL])
-
-
 def _run_in_namespace(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
     return bool(memo.wakeups.active_in(namespace or ""))
 
@@ -87,15 +79,42 @@ def _pods_counted_in_namespace(namespace: str | None, memo: kopf.Memo, **_: Any)
     return bool(memo.wakeups.counts_pods_in(namespace or ""))
 
 
+def _keep(cache: WatchCache, namespace: str | None, name: str | None, type: str | None, body: kopf.Body) -> None:
+    """An object's event into the cache the runs' looks read (kube.WatchCache) instead of the API."""
+    if type == "DELETED":
+        cache.gone(namespace or "", name or "")
+    else:
+        cache.saw(namespace or "", name or "", dict(body))
+
+
+# Only in the namespaces where a run is driven: no run would read the others, and no event would update them.
+# The wake-ups are coroutines: they only set an event, cheaper in the loop than through a thread.
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_run_in_namespace)
+async def run_changed(namespace: str | None, name: str | None, type: str | None, body: kopf.Body, memo: kopf.Memo,
+                      **_: Any) -> None:
+    _keep(memo.kube.runs, namespace, name, type, body)
+
+
+# A run's Jobs and their pods wake that run: it reads a Job's end from its pod's, a second before the Job's condition.
+@kopf.on.event("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT}, when=_run_in_namespace)
+async def job_changed(namespace: str | None, name: str | None, type: str | None, labels: Mapping[str, str],
+                      body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _keep(memo.kube.jobs, namespace, name, type, body)
+    memo.wakeups.wake(namespace or "", labels[RUN_LABEL])
+
+
+@kopf.on.event("", "v1", "pods", labels={RUN_LABEL: kopf.PRESENT}, when=_run_in_namespace)
+async def job_pod_changed(namespace: str | None, name: str | None, type: str | None, labels: Mapping[str, str],
+                          body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _keep(memo.kube.pods, namespace, name, type, body)
+    memo.wakeups.wake(namespace or "", labels[RUN_LABEL])
+
+
 @kopf.on.event("apps", "v1", "deployments", when=_run_in_namespace)
 async def deployment_changed(namespace: str | None, name: str | None, type: str | None, body: kopf.Body,
                              memo: kopf.Memo, **_: Any) -> None:
-    """A Deployment scaling or rolling out: cached for the runs' looks (kube.DeploymentCache), and the runs of the
-    namespace look again."""
-    if type == "DELETED":
-        memo.kube.deployments.gone(namespace or "", name or "")
-    else:
-        memo.kube.deployments.saw(namespace or "", name or "", dict(body))
+    """A Deployment scaling or rolling out: the runs of the namespace look again."""
+    _keep(memo.kube.deployments, namespace, name, type, body)
     memo.wakeups.wake(namespace or "")
 
 
@@ -106,9 +125,10 @@ async def app_pod_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> N
     memo.wakeups.wake(namespace or "")
 
 
-_WAKEUP_HANDLERS = ("'step_changed'", "'deployment_changed'", "'app_pod_changed'")
+_WAKEUP_HANDLERS = ("'run_changed'", "'job_changed'", "'job_pod_changed'", "'deployment_changed'",
+                    "'app_pod_changed'")
 
 
 def _quiet_wakeups(record: logging.LogRecord) -> bool:
-    """Drops kopf's "Handler ... succeeded" lines of the wake-ups: one per pod or Job event, they bury the run."""
+    """Drops kopf's "Handler ... succeeded" lines of the caches and wake-ups: one per event, they bury the run."""
     return not (record.levelno <= logging.INFO and any(name in record.getMessage() for name in _WAKEUP_HANDLERS))

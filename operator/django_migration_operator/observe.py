@@ -101,7 +101,7 @@ def job_state(kube: Kube, namespace: str, name: str) -> JobState | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
             finished, reason = condition["type"], condition.get("reason")
-    pods = kube.list_pods(namespace, f"job-name={name}")
+    pods = kube.job_pods(namespace, job)
     if finished is None:
         finished = _ended_by_itself(pods)
     return JobState(finished=finished, reason=reason, log=_last_pod_log(kube, namespace, pods) if finished else "",

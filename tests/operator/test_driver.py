@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import database, driver, messages
 from django_migration_operator.admission import Admission
-from django_migration_operator.kube import DeploymentCache, Kube
+from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef
 from django_migration_operator.status import Reason
 
@@ -36,7 +36,9 @@ class FlakyKube:
         self.events: list[tuple[str, str, bool]] = []
         self.events_fail = events_fail
         self.reads = 0
-        self.deployments = DeploymentCache()  # emptied when the last run of a namespace ends
+
+    def forget_namespace(self, namespace: str) -> None:
+        pass
 
     def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads += 1

@@ -16,7 +16,7 @@ import urllib3
 
 from django_migration_operator import database, driver, jobs
 from django_migration_operator.admission import Admission
-from django_migration_operator.kube import ClaimState, DeploymentCache, Kube, LeaseRecord
+from django_migration_operator.kube import ClaimState, Kube, LeaseRecord
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import ConditionType, RunStatus, condition
 from django_migration_operator.world import Slots
@@ -47,9 +47,12 @@ class FakeKube:
         self.done: list[tuple[str, ...]] = []  # what the run did to the cluster, in order
         self.events: list[str] = []
         self.phases: list[str] = []  # each phase the status was patched to
-        self.deployments = DeploymentCache()  # emptied when the last run of a namespace ends
+        self.forgotten: list[str] = []  # namespaces whose cached objects went: their last run ended
 
     # --- the run
+
+    def forget_namespace(self, namespace: str) -> None:
+        self.forgotten.append(namespace)
 
     def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.body
@@ -77,11 +80,8 @@ class FakeKube:
         self.replicas[name] = replicas
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        label, _, value = selector.partition("=")
-        if label == "job-name":
-            return [{"metadata": {"name": f"{value}-x", "creationTimestamp": self.jobs[value]},
-                     "spec": {"containers": [{"name": "django"}]}, "status": {"phase": "Succeeded"}}]
-        return [{"metadata": {"name": f"{value}-{index}"}} for index in range(self.replicas[value])]
+        _, _, app = selector.partition("=")
+        return [{"metadata": {"name": f"{app}-{index}"}} for index in range(self.replicas[app])]
 
     # --- Jobs
 
@@ -95,6 +95,11 @@ class FakeKube:
             return None
         # Its pod ended: the Job's condition is not written yet.
         return {"metadata": {"name": name, "creationTimestamp": self.jobs[name]}, "status": {}}
+
+    def job_pods(self, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+        name = job["metadata"]["name"]
+        return [{"metadata": {"name": f"{name}-x", "creationTimestamp": self.jobs[name]},
+                 "spec": {"containers": [{"name": "django"}]}, "status": {"phase": "Succeeded"}}]
 
     def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
         return LOGS[pod.removesuffix("-x")]
@@ -161,6 +166,7 @@ def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
     assert status["jobs"] == {step: jobs.job_name(RUN, step) for step in ("plan", "backup", "migrate")}
     assert status["observedGeneration"] == 1 and status["toolsImage"] == jobs.tools_image(
         Spec.from_body(SPEC), 16)
+    assert kube.forgotten == ["shop"], "the namespace's last run ended: no event keeps its cached objects current"
 
 
 class KubeAwayAfterBackingUp(FakeKube):

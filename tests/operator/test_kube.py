@@ -87,6 +87,8 @@ CALLS: list[tuple[str, Callable[[Kube], object], str, str, dict[str, str], str |
     ("create_job", lambda k: k.create_job(JOB), "POST", "/apis/batch/v1/namespaces/shop/jobs", {}, None, JOB),
     ("read_job", lambda k: k.read_job("shop", "release-3-plan"),
      "GET", "/apis/batch/v1/namespaces/shop/jobs/release-3-plan", {}, None, None),
+    ("job_pods, none cached", lambda k: k.job_pods("shop", {"metadata": {"name": "release-3-plan", "uid": "u-1"}}),
+     "GET", "/api/v1/namespaces/shop/pods", {"labelSelector": "batch.kubernetes.io/controller-uid=u-1"}, None, None),
     ("delete_job", lambda k: k.delete_job("shop", "release-3-plan"),
      "DELETE", "/apis/batch/v1/namespaces/shop/jobs/release-3-plan", {"propagationPolicy": "Foreground"}, None,
      None),

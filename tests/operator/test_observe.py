@@ -28,8 +28,8 @@ class JobKube:
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.job
 
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        assert selector == "job-name=run-migrate"
+    def job_pods(self, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+        assert job is self.job
         return self.pods
 
     def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
