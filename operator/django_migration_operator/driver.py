@@ -26,7 +26,6 @@ from kubernetes.client.exceptions import ApiException
 from django_migration_operator import database, jobs, lease, messages, metrics, notify, observe
 from django_migration_operator.admission import Admission
 from django_migration_operator.classify import MigrationClass
-from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import ConditionType, Reason, RunStatus, condition
@@ -358,25 +357,28 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
             raise RuntimeError(f"app.deployment: Deployment '{spec.deployment}' disappeared during the run")
         template = deployment["spec"]["template"]
         if step == "plan":
-            url = observe.database_url(kube, ref, spec)
-            tools = (_tools_image(status, spec, url), database.server_major(url)) if spec.backup_enabled or \
-                spec.rehearsal else None
+            tools = (_tools_image(kube, ref, status, spec),
+                     database.server_major(observe.database_url(kube, ref, spec))) \
+                if spec.backup_enabled or spec.rehearsal else None
             return jobs.plan_job(ref, spec, template, tools)
         if step == "rehearse":
-            url = observe.database_url(kube, ref, spec)
-            return jobs.rehearse_job(ref, spec, template, url.name, _tools_image(status, spec, url))
+            return jobs.rehearse_job(ref, spec, template, observe.database_url(kube, ref, spec).name,
+                                     _tools_image(kube, ref, status, spec))
         if status.get("strategy") == "Online":
             wanted = MigrationClass.EXPAND if step == "migrate" else MigrationClass.CONTRACT
             return jobs.online_migrate_job(ref, spec, template, step, online_migrations(status, wanted))
         return jobs.migrate_job(ref, spec, template)
-    url = observe.database_url(kube, ref, spec)
-    image = _tools_image(status, spec, url)
+    image = _tools_image(kube, ref, status, spec)
     if step == "backup":
         return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref), image)
     return jobs.restore_job(ref, spec, status.get("backup", {}).get("path") or jobs.backup_path(spec, ref),
-                            url.name, image)
+                            observe.database_url(kube, ref, spec).name, image)
 
 
-def _tools_image(status: RunStatus, spec: Spec, url: DatabaseUrl) -> str:
-    # Recorded while Pending; a run started by an operator from before that record asks the server now.
-    return str(status.get("toolsImage") or jobs.tools_image(spec, database.server_major(url)))
+def _tools_image(kube: Kube, ref: RunRef, status: RunStatus, spec: Spec) -> str:
+    """Recorded while Pending, so the backup Job, made while the app is down, reads no Secret for it; a run started
+    by an operator from before that record asks the server now."""
+    recorded = status.get("toolsImage")
+    if recorded:
+        return str(recorded)
+    return jobs.tools_image(spec, database.server_major(observe.database_url(kube, ref, spec)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -47,6 +48,7 @@ class FakeKube:
         self.done: list[tuple[str, ...]] = []  # what the run did to the cluster, in order
         self.events: list[str] = []
         self.phases: list[str] = []  # each phase the status was patched to
+        self.secret_reads: Counter[str] = Counter()  # the database URL's reads, by the phase of the look
         self.forgotten: list[str] = []  # namespaces whose cached objects went: their last run ended
 
     # --- the run
@@ -107,6 +109,7 @@ class FakeKube:
     # --- the Secret, the claim and the Lease
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        self.secret_reads[self.body["status"].get("phase", "Pending")] += 1
         return URL if (name, key) == ("db", "url") else None
 
     def claim(self, namespace: str, name: str) -> ClaimState | None:
@@ -166,6 +169,7 @@ def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
     assert status["jobs"] == {step: jobs.job_name(RUN, step) for step in ("plan", "backup", "migrate")}
     assert status["observedGeneration"] == 1 and status["toolsImage"] == jobs.tools_image(
         Spec.from_body(SPEC), 16)
+    assert kube.secret_reads["BackingUp"] == 1, "the row counts read it; the backup Job's tools image is recorded"
     assert kube.forgotten == ["shop"], "the namespace's last run ended: no event keeps its cached objects current"
 
 
