@@ -165,12 +165,16 @@ class Kube:
         answer_type = "str" if resource in TEXT_RESOURCES else "object"
         return self.api_client.response_deserialize(response, {"2XX": answer_type}).data
 
-    def _read_cached(self, cache: WatchCache, api_version: str, resource: str, namespace: str,
-                     name: str) -> dict[str, Any] | None:
-        """The object as the cache has it, else as read (and then cached); None when there is none."""
-        body: dict[str, Any] | None = cache.get(namespace, name)
+    @staticmethod
+    def _cached(cache: WatchCache, namespace: str, name: str,
+                read: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """The object as the cache has it, else as `read` answers (and then cached); None when there is none.
+
+        Each `read` names its request literally: tests/packaging/test_chart.py derives the chart's RBAC from them.
+        """
+        body = cache.get(namespace, name)
         if body is None:
-            body = _unless_absent(self._call, "get", api_version, resource, namespace, name)
+            body = read()
             if body is not None:
                 cache.saw(namespace, name, body)
         return body
@@ -183,7 +187,8 @@ class Kube:
     # --- the DjangoMigration ------------------------------------------------------------------------------
 
     def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._read_cached(self.runs, RUNS_API, PLURAL, namespace, name)
+        return self._cached(self.runs, namespace, name,
+                            lambda: _unless_absent(self._call, "get", RUNS_API, PLURAL, namespace, name))
 
     def list_runs(self, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every DjangoMigration in the namespaces, or in the cluster when none are named."""
@@ -213,7 +218,8 @@ class Kube:
     # --- Deployments and their pods -----------------------------------------------------------------------
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._read_cached(self.deployments, "apps/v1", "deployments", namespace, name)
+        return self._cached(self.deployments, namespace, name,
+                            lambda: _unless_absent(self._call, "get", "apps/v1", "deployments", namespace, name))
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         pods: list[dict[str, Any]] = self._call("list", "v1", "pods", namespace,
@@ -278,7 +284,8 @@ class Kube:
         self.jobs.wrote(namespace, name, answer, whole=True)
 
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._read_cached(self.jobs, "batch/v1", "jobs", namespace, name)
+        return self._cached(self.jobs, namespace, name,
+                            lambda: _unless_absent(self._call, "get", "batch/v1", "jobs", namespace, name))
 
     def job_pods(self, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
         """The Job's pods as the cache has them, else as listed (and then cached). Told apart by the Job's uid: a
