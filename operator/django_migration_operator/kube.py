@@ -69,11 +69,12 @@ class WatchCache:
 
     Newer wins, by metadata.resourceVersion, which Kubernetes makes comparable as an integer (KEP-5504, stable in
     1.35; etcd's revision in every version before): a late event never hides a newer one, nor the operator's own
-    write, whose answer `wrote` records. A version that is not a decimal integer is never cached.
+    write, whose answer is kept as seen, or as a floor (`patched`) when it carries only a version. A version that is
+    not a decimal integer is never cached.
     """
 
     def __init__(self) -> None:
-        # (namespace, name) -> (version, body); body None: at least this version exists (written), not yet seen.
+        # (namespace, name) -> (version, body); body None: at least this version exists (patched), not yet seen.
         self._entries: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -92,13 +93,10 @@ class WatchCache:
         elif version >= self._entries.get(key, (0, None))[0]:
             self._entries[key] = (version, body)
 
-    def wrote(self, namespace: str, name: str, answer: dict[str, Any], *, whole: bool) -> None:
-        """The operator changed the object and the API answered: the object itself when `whole`, which is then
-        cached; else only its version (a Scale subresource's or a Status's), a floor until an event as new."""
-        if whole:
-            self.saw(namespace, name, answer)
-            return
-        version = _comparable((answer.get("metadata") or {}).get("resourceVersion"))
+    def patched(self, namespace: str, name: str, answer: dict[str, Any]) -> None:
+        """The operator changed the object and the API answered only its version (the Scale subresource's): what is
+        cached is older, and that version is a floor until an event as new arrives."""
+        version = _comparable(answer["metadata"].get("resourceVersion"))
         if version is None:
             self._entries.pop((namespace, name), None)
         elif version > self._entries.get((namespace, name), (0, None))[0]:
@@ -199,7 +197,7 @@ class Kube:
     def patch_run_status(self, run: RunRef, status: RunStatus) -> None:
         answer = self._call("patch", RUNS_API, f"{PLURAL}/status", run.namespace, run.name, body={"status": status},
                             patch_type=MERGE_PATCH)
-        self.runs.wrote(run.namespace, run.name, answer, whole=True)
+        self.runs.saw(run.namespace, run.name, answer)
 
     def post_event(self, run: RunRef, reason: str, message: str, warning: bool) -> None:
         now = datetime.now(UTC).isoformat()
@@ -233,7 +231,7 @@ class Kube:
             answer = self._call("patch", "apps/v1", "deployments/scale", namespace, name,
                                 body={"spec": {"replicas": replicas}}, query=[("fieldManager", FIELD_MANAGER)],
                                 patch_type=STRATEGIC_MERGE_PATCH)
-            self.deployments.wrote(namespace, name, answer, whole=False)
+            self.deployments.patched(namespace, name, answer)
             return
         self._patch_deployment(namespace, name, {"replicas": replicas, **_containers_patch(images)})
 
@@ -245,7 +243,7 @@ class Kube:
         # A strategic merge patch: containers merge by name, the other fields of each stay as they are.
         answer = self._call("patch", "apps/v1", "deployments", namespace, name, body={"spec": spec},
                             query=[("fieldManager", FIELD_MANAGER)], patch_type=STRATEGIC_MERGE_PATCH)
-        self.deployments.wrote(namespace, name, answer, whole=True)
+        self.deployments.saw(namespace, name, answer)
 
     # --- the backup claim ---------------------------------------------------------------------------------
 
@@ -281,7 +279,7 @@ class Kube:
             if error.status != 409:  # already created before a restart: the same deterministic Job
                 raise
             return
-        self.jobs.wrote(namespace, name, answer, whole=True)
+        self.jobs.saw(namespace, name, answer)
 
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._cached(self.jobs, namespace, name,
@@ -303,8 +301,11 @@ class Kube:
         """Deletes the Job and, before it goes, its pod (foreground); an absent Job is already deleted."""
         answer = _unless_absent(self._call, "delete", "batch/v1", "jobs", namespace, name,
                                 query=[("propagationPolicy", "Foreground")])
-        # The Job marked for deletion while its pod goes, or a Status once it is gone.
-        self.jobs.wrote(namespace, name, answer or {}, whole=(answer or {}).get("kind") == "Job")
+        # The Job marked for deletion while its pod goes; a Status (or nothing) once it is gone.
+        if answer and answer.get("kind") == "Job":
+            self.jobs.saw(namespace, name, answer)
+        else:
+            self.jobs.gone(namespace, name)
 
     def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
         """The end of one container's log; ApiException when it has none (it never started)."""
