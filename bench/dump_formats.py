@@ -217,6 +217,7 @@ def operator_backup_command(output: Path, database_url: str, server: Server) -> 
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env["BACKUP_PATH"] = env["BACKUP_PATH"].replace(jobs.BACKUP_MOUNT, str(mount), 1)
+    env["TERMINATION_MESSAGE_PATH"] = str(output.with_suffix(".termination-log"))  # the kubelet's file, here
     env = {**tools_env(server), **env, "DATABASE_URL": database_url}
     return [expand(part, env) for part in container["command"]], env
 

@@ -30,6 +30,8 @@ __all__ = ["BACKUP_MARKER", "BACKUP_MOUNT", "PLAN_DEADLINE_SECONDS", "RESTORE_MA
 BACKUP_MARKER = "DJANGOOPS_BACKUP "
 RESTORE_MARKER = "DJANGOOPS_RESTORE "
 REHEARSAL_COPY_MARKER = "DJANGOOPS_REHEARSAL_COPY "
+# Where the backup container writes its marker line again, as its termination message (observe.py reads it).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 BACKUP_MOUNT = "/backups"
 # Planning only reads the migration graph and django_migrations: minutes mean something is stuck.
 PLAN_DEADLINE_SECONDS = 600
@@ -87,8 +89,12 @@ mv "$BACKUP_PATH.partial" "$BACKUP_PATH"
 # Keep the newest $BACKUP_KEEP dumps of this app (names are DNS names: no spaces, no newlines).
 ls -1t "$folder"/*.dump | tail -n "+$((BACKUP_KEEP + 1))" | while IFS= read -r old; do rm -f "$old"; done
 size=$(($(wc -c < "$BACKUP_PATH")))
-""" + f"""printf '%s{{"path": "%s", "sizeBytes": %s, "format": "custom", "compression": "%s", "verified": true}}\\n' \
-{shlex.quote(BACKUP_MARKER)} "$BACKUP_PATH" "$size" "$compression"
+""" + f"""record='%s{{"path": "%s", "sizeBytes": %s, "format": "custom", "compression": "%s", "verified": true}}'
+marker=$(printf "$record" {shlex.quote(BACKUP_MARKER)} "$BACKUP_PATH" "$size" "$compression")
+""" + r"""printf '%s\n' "$marker"
+# Also the container's termination message: the operator reads it from the pod's status, with no request for the
+# log through the kubelet while the app is down. The log has it too, should the file not be writable.
+{ printf '%s\n' "$marker" > "$TERMINATION_MESSAGE_PATH"; } 2>/dev/null || true
 """
 
 # Drop and recreate rather than `pg_restore --clean`: a clean restore in place does not undo what a migration
@@ -376,7 +382,9 @@ def backup_job(run: RunRef, spec: Spec, backup_path: str, image: str) -> dict[st
     """pg_dump into the claim, verified, pruned to backup.keep; prints BACKUP_MARKER {path, sizeBytes, ...}."""
     # The dump just taken is always kept, whatever keep says: it is the one this run may need.
     keep = {"name": "BACKUP_KEEP", "value": str(max(spec.backup_keep, 1))}
-    container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep], image)
+    message = {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH}
+    container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep, message], image)
+    container["terminationMessagePath"] = TERMINATION_MESSAGE_PATH
     return _job(run, spec, "backup", container, pod_spec, {}, spec.backup_timeout_seconds)
 
 

@@ -44,7 +44,9 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
             state = deployment_state(kube, ref.namespace, name, facts.counts_pods)
             if state is not None:
                 deployments[name] = state
-    job = job_state(kube, ref.namespace, jobs.job_name(ref, facts.job)) if facts.job else None
+    # A step's Job is recorded in status.jobs before it is created, so one not recorded yet is not there: no GET.
+    recorded = facts.job is not None and facts.job in status.get("jobs", {})
+    job = job_state(kube, ref.namespace, jobs.job_name(ref, facts.job)) if facts.job and recorded else None
     row_counts = applied = checks = None
     spec_checks = {check.name: check.sql for check in spec.checks}
     if facts.rehearses:
@@ -134,11 +136,16 @@ def _ended_by_itself(pods: list[Pod]) -> str | None:
 
 
 def _last_pod_log(kube: Kube, namespace: str, pods: list[Pod]) -> str:
-    """The output of the Job's pod: each initContainer's that ran (the rehearsal's copy), then its container's."""
+    """The output of the Job's pod: each initContainer's that ran (the rehearsal's copy), then its container's; or,
+    when the pod succeeded with one container that left a termination message (the backup's marker), that message,
+    which came with the pod's event: no request for the log through the kubelet while the app is down."""
     if not pods:
         return ""
     # RFC 3339 in UTC, to the second: the text sorts as the time does.
     pod = max(pods, key=lambda p: str(p["metadata"]["creationTimestamp"]))
+    message = _termination_message(pod)
+    if message:
+        return message
     ran = [status["name"] for status in _status(pod).get("initContainerStatuses") or [] if _ran(status)]
     logs, missing = [], ""
     for container in [*ran, pod["spec"]["containers"][0]["name"]]:
@@ -147,6 +154,14 @@ def _last_pod_log(kube: Kube, namespace: str, pods: list[Pod]) -> str:
         except ApiException as error:  # a container that never started has no log: its status says why
             missing = f"(no log: {error.reason})"
     return "\n".join(log.rstrip("\n") for log in logs if log) or _pod_problem(pod) or missing
+
+
+def _termination_message(pod: Pod) -> str:
+    """The message of a succeeded pod's one container, nothing for any other pod (a failure's is only a log tail)."""
+    statuses = _status(pod).get("containerStatuses") or []
+    if _status(pod).get("phase") != "Succeeded" or pod["spec"].get("initContainers") or len(statuses) != 1:
+        return ""
+    return str(((statuses[0].get("state") or {}).get("terminated") or {}).get("message") or "")
 
 
 def _not_started(pods: list[Pod]) -> str | None:

@@ -20,10 +20,10 @@ Online (nothing stops; docs/strategies.md):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import cast
+from typing import ClassVar, cast
 
 from django_migration_operator import jobs, messages
 from django_migration_operator.classify import MigrationClass, choose_strategy, classify_plan
@@ -151,6 +151,30 @@ ConditionChange = tuple[ConditionType, ConditionStatus, str, str]
 
 
 def advance(spec: Spec, status: RunStatus, world: World) -> Step:
+    """The next step. While the app is stopped, a step that only moves the run on is followed at once by the new
+    phase's first one when that phase reads nothing this look did not: the backup verified and the migrate Job
+    created, or the database verified and the app scaled up, in one status write and no look in between."""
+    step = _decide(spec, status, world)
+    after = phase_of({**status, **step.status})
+    if step.actions or step.wait or after == phase_of(status) or _online(status) \
+            or not _chained(phase_of(status), after, status):
+        return step
+    # Its Job is not recorded yet, so not there: the look this phase would take sees no Job.
+    then = _decide(spec, {**status, **step.status}, replace(world, job=None))
+    if "phase" in then.status:  # every phase is written and announced on its own
+        return step
+    return Step(status={**step.status, **then.status}, actions=then.actions, events=[*step.events, *then.events],
+                wait=then.wait, wake_after=then.wake_after)
+
+
+def _chained(current: Phase, after: Phase, status: RunStatus) -> bool:
+    now, then = PHASES[current], PHASES[after]
+    if not now.app_stopped or then.handler is None or (then.job is not None and then.job in status.get("jobs", {})):
+        return False
+    return all(getattr(now, read) or not getattr(then, read) for read in PhaseFacts.READS)
+
+
+def _decide(spec: Spec, status: RunStatus, world: World) -> Step:
     facts = PHASES[phase_of(status)]
     if facts.handler is None:
         return Step(wait=True)
@@ -557,6 +581,9 @@ class PhaseFacts:
     holds_slot: bool = False  # Offline: the app is stopping, stopped or starting; counts against --max-stopped-apps
     health: str = "Progressing"  # the Argo CD health of a run in this phase (charts/.../argocd/health.lua)
     notice: str | None = None  # what spec.notify's webhooks are told when a run enters this phase
+
+    READS: ClassVar[tuple[str, ...]] = ("reads_app", "counts_pods", "reads_lease", "counts_rows", "verifies",
+                                        "rehearses")
 
 
 PHASES: dict[Phase, PhaseFacts] = {

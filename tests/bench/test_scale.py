@@ -7,7 +7,19 @@ import itertools
 import pytest
 
 from bench.observe import DeploymentEvent, JobRecord, Observations, PodRecord
-from bench.scale import CONTROLLERS, KUBELET, OPERATOR, WORK, Span, by_who, downtime_spans, percentile, time_queued
+from bench.scale import (
+    CONTROLLERS,
+    KUBELET,
+    OPERATOR,
+    WORK,
+    Span,
+    available_again,
+    by_who,
+    downtime_spans,
+    end_reaction,
+    percentile,
+    time_queued,
+)
 
 
 def offline_run() -> Observations:
@@ -35,20 +47,29 @@ def test_the_spans_follow_the_run_and_add_up_to_its_downtime() -> None:
         OPERATOR, CONTROLLERS, KUBELET, WORK,  # the backup Job
         OPERATOR, CONTROLLERS, KUBELET, WORK,  # the migrate Job
         OPERATOR, CONTROLLERS, KUBELET, WORK,  # verified, scaled up, the app's start
-        CONTROLLERS, OPERATOR]  # the Deployment available, the end seen
-    assert spans[0].start == 10.0 and spans[-1].end == 24.5
+        CONTROLLERS]  # the Deployment available: the app serves again
+    assert spans[0].start == 10.0 and spans[-1].end == 24.2
     assert all(a.end == b.start for a, b in itertools.pairwise(spans))
     totals = by_who(spans)
-    assert sum(totals.values()) == pytest.approx(14.5)
-    assert totals[OPERATOR] == pytest.approx(0.2 + 0.3 + 1.1 + 0.5 + 0.3)
+    assert sum(totals.values()) == pytest.approx(14.2)
+    assert totals[OPERATOR] == pytest.approx(0.2 + 0.3 + 1.1 + 0.5)
     assert totals[WORK] == pytest.approx(1.0 + 3.0 + 3.0)
+    assert end_reaction(offline_run()) == Span(OPERATOR, 24.2, 24.5), "the end seen, with the app serving"
+
+
+def test_the_app_is_available_again_when_its_last_deployment_first_is_after_the_jobs() -> None:
+    seen = offline_run()
+    seen.deployments += [DeploymentEvent(23.0, "worker", 1, True), DeploymentEvent(24.4, "web", 1, True)]
+    assert available_again(seen) == 24.2, "the web's first available event, the worker's came earlier"
+    seen.deployments = seen.deployments[:3]  # never seen available: the run's end
+    assert available_again(seen) == 24.5
 
 
 def test_a_mark_not_seen_gives_its_span_to_the_next() -> None:
     seen = offline_run()
     seen.pods["run-backup-x"].running = None  # the watch missed Running: starting and work are one span
     spans = downtime_spans(seen)
-    assert Span(WORK, 13.5, 15.0) in spans and sum(by_who(spans).values()) == pytest.approx(14.5)
+    assert Span(WORK, 13.5, 15.0) in spans and sum(by_who(spans).values()) == pytest.approx(14.2)
 
 
 def test_time_queued_counts_only_a_run_that_queued() -> None:

@@ -50,6 +50,7 @@ class FakeKube:
         self.phases: list[str] = []  # each phase the status was patched to
         self.secret_reads: Counter[str] = Counter()  # the database URL's reads, by the phase of the look
         self.forgotten: list[str] = []  # namespaces whose cached objects went: their last run ended
+        self.missing_job_reads = 0  # looks for a Job not created yet
 
     # --- the run
 
@@ -94,6 +95,7 @@ class FakeKube:
 
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         if name not in self.jobs:
+            self.missing_job_reads += 1
             return None
         # Its pod ended: the Job's condition is not written yet.
         return {"metadata": {"name": name, "creationTimestamp": self.jobs[name]}, "status": {}}
@@ -171,6 +173,7 @@ def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
         Spec.from_body(SPEC), 16)
     assert kube.secret_reads["BackingUp"] == 1, "the row counts read it; the backup Job's tools image is recorded"
     assert kube.forgotten == ["shop"], "the namespace's last run ended: no event keeps its cached objects current"
+    assert kube.missing_job_reads == 0, "a Job is looked for only once status.jobs records it, which comes first"
 
 
 class KubeAwayAfterBackingUp(FakeKube):

@@ -267,6 +267,8 @@ def run_tools_job(job: dict[str, Any], database_url: str, backups: Path,
     container = container_of(job)
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env["BACKUP_PATH"] = env["BACKUP_PATH"].replace(jobs.BACKUP_MOUNT, str(backups), 1)
+    if "TERMINATION_MESSAGE_PATH" in env:  # the file the kubelet mounts there: here, beside the claim
+        env["TERMINATION_MESSAGE_PATH"] = str(backups / "termination-log")
     env |= {"DATABASE_URL": database_url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     # The kubelet expands $(VAR) and turns $$ into $ in the command: run what a real pod would run.
     command = [expand(part, env) for part in container["command"]]
@@ -305,6 +307,10 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
         done = run_tools_job(job, url, tmp_path, bin_dir)
         assert done.returncode == 0, done.stderr
         markers.append(jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER))
+        # The same line as the container's termination message, which the operator reads from the pod's status.
+        assert (tmp_path / "termination-log").read_text() == done.stdout.splitlines()[-1] + "\n"
+        assert job["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] == \
+            jobs.TERMINATION_MESSAGE_PATH
     folder = tmp_path / "web"
     assert sorted(p.name for p in folder.iterdir()) == ["release-2.dump", "release-3.dump"]
     newest = folder / "release-3.dump"

@@ -94,3 +94,20 @@ def test_a_started_pod_is_not_waited_for_and_a_failed_one_without_log_says_why()
                                                        "message": "secret not found"}}}
     found = state(JobKube([pod("x", "Failed", containerStatuses=[crashed])]))
     assert (found.finished, found.log) == ("Failed", "CreateContainerConfigError: secret not found")
+
+
+def terminated(message: str) -> list[dict[str, Any]]:
+    return [{"name": "django", "state": {"terminated": {"exitCode": 0, "message": message}}}]
+
+
+def test_a_succeeded_pods_termination_message_is_its_output_and_no_log_is_read() -> None:
+    # No logs: a read would fail.
+    kube = JobKube([pod("x", "Succeeded", containerStatuses=terminated("DJANGOOPS_BACKUP {}\n"))])
+    assert state(kube).log == "DJANGOOPS_BACKUP {}\n"
+
+
+def test_a_failed_pods_termination_message_is_only_a_tail_and_its_log_is_read() -> None:
+    failed = pod("x", "Failed", containerStatuses=terminated("the last 80 lines"))
+    assert state(JobKube([failed], logs={"x/django": "the whole log\n"})).log == "the whole log"
+    assert state(JobKube([pod("y", "Succeeded", containerStatuses=terminated(""))],
+                         logs={"y/django": "migrated\n"})).log == "migrated"

@@ -131,10 +131,10 @@ class TestHappyPath:
         assert step.status["phase"] == Phase.MIGRATING
         assert step.status["backup"]["verified"] is True and step.status["backup"]["sizeBytes"] == 2048
         assert conditions(apply(status, step))["BackupTaken"] == "True"
-        status = apply(status, step)
-
-        step = advance(s, status, World(now=NOW, deployments=stopped))
+        # The app is down: the migrate Job is recorded and created in the same step, with no look in between.
+        assert step.status["jobs"] == {"plan": "plan", "backup": "backup", "migrate": "migrate"}
         assert step.actions == [CreateJob("migrate")]
+        assert [event.reason for event in step.events] == [Phase.MIGRATING]
         status = apply(status, step)
         step = advance(s, status, World(now=NOW, deployments=stopped,
                                         job=JobState("Complete", None, "Applying blog.0003... OK\n")))
@@ -146,10 +146,11 @@ class TestHappyPath:
                                         check_results={"no orphans": "0"}))
         assert step.status["phase"] == Phase.SCALING_UP
         assert step.status["rowCounts"] == {"blog_post": {"before": 200, "after": 200}}
+        assert step.actions == [Scale("web", 2), Scale("worker", 1)], "scaled up in the step that verified"
         status = apply(status, step)
 
         step = advance(s, status, World(now=NOW, deployments=stopped))
-        assert step.actions == [Scale("web", 2), Scale("worker", 1)]
+        assert step.actions == [Scale("web", 2), Scale("worker", 1)], "again, after a restart before the scale"
         starting = {"web": running(2, available=1), "worker": running(1)}
         assert advance(s, status, World(now=NOW, deployments=starting)).wait
 
