@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -47,6 +50,9 @@ from django_migration_operator.workflow import (
     phase_of,
     queued_for_slot,
 )
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SAFETY_NET_SECONDS = 15.0
 # Past the sum of a run's deadlines (plan, rehearsal and migration, backup, pods' starts), this much more is stuck.
@@ -123,7 +129,7 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
                 problem = transient(error)
                 if problem is None:
                     raise
-                await asyncio.to_thread(outage.report, kube, ref, problem, logger)
+                await _in_thread(admission.threads(ref.key), outage.report, kube, ref, problem, logger)
                 # Looked at again after the pause, or sooner when asked to stop: the step is tried again from what
                 # the world says then, as after a restart of the operator.
                 with contextlib.suppress(TimeoutError):
@@ -154,7 +160,7 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
                 owed: list[Event]) -> tuple[Step | None, tuple[str, float] | None]:
     """One look at the run and the step it leads to, carried out: the step, or None when the run is over here; and
     the phase this process saw the run enter, and when."""
-    body = await asyncio.to_thread(kube.read_run, ref.namespace, ref.name)
+    body = await _in_thread(admission.threads(ref.key), kube.read_run, ref.namespace, ref.name)
     if body is None:
         return None, entered
     status: RunStatus = body.get("status") or RunStatus()
@@ -169,7 +175,7 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
         await asyncio.to_thread(kube.release_lease, ref)  # it may hold one: Queued runs wait on it
         return None, entered
     metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
-    world = await asyncio.to_thread(observe.observe, kube, ref, spec, status)
+    world = await _in_thread(admission.threads(ref.key), observe.observe, kube, ref, spec, status)
     # The slot read and the step's record of it in one go of the event loop: no other run takes it in between.
     step = advance(spec, status, replace(world, slots=admission.slots(ref.key)))
     after: RunStatus = {**status, **step.status}
@@ -180,8 +186,15 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     # step is tried once more after an outage.
     if "phase" in step.status and (entered is None or entered[0] != step.status["phase"]):
         entered = _measure(entered, step.status)
-    await asyncio.to_thread(carry_out, kube, ref, body, spec, step, owed, logger)
+    await _in_thread(admission.threads(ref.key), carry_out, kube, ref, body, spec, step, owed, logger)
     return step, entered
+
+
+async def _in_thread(threads: Executor | None, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """asyncio.to_thread on `threads` (admission.Admission.threads): the call takes the context along, as there."""
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, function, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(threads, call)
 
 
 def _wake(wakeups: Wakeups, keys: list[str]) -> None:

@@ -63,3 +63,13 @@ def test_a_restarted_operator_counts_the_apps_already_stopped_before_admitting_a
     admission.seed([("w/1", QUEUED), ("a/1", STOPPED), ("done/1", RunStatus(phase=Phase.SUCCEEDED))])
     assert admission.slots("w/1") == Slots(free=False, taken=1, limit=1)
     assert admission.forget("a/1") == ["w/1"]
+
+
+def test_the_runs_holding_a_slot_have_threads_of_their_own_the_others_the_default_pool() -> None:
+    admission = Admission(2)
+    admission.note("shop/a", {"phase": Phase.BACKING_UP})
+    admission.note("blog/b", {"phase": Phase.PLANNING})
+    threads = admission.threads("shop/a")
+    assert threads is not None and admission.threads("blog/b") is None
+    admission.forget("shop/a")
+    assert admission.threads("shop/a") is None, "its slot given back, so is its thread"
