@@ -62,6 +62,7 @@ class Span:
     who: str
     start: float
     end: float
+    then: str = ""  # what ended the span: the next move made ("the migrate Job", "the scale-up")
 
     @property
     def seconds(self) -> float:
@@ -77,10 +78,10 @@ def downtime_spans(seen: Observations) -> list[Span]:
     app_pods = [pod for pod in seen.pods.values() if not pod.job_pod]
     old = [pod for pod in app_pods if pod.added < start]
     new = [pod for pod in app_pods if pod.added >= start]
-    marks: list[tuple[float | None, str]] = [
-        (_first(e.at for e in seen.deployments if e.at >= start and e.replicas == 0), OPERATOR),
-        (_first(pod.terminating_at for pod in old), CONTROLLERS),
-        (_last(pod.deleted for pod in old), KUBELET),
+    marks: list[tuple[float | None, str, str]] = [
+        (_first(e.at for e in seen.deployments if e.at >= start and e.replicas == 0), OPERATOR, "the scale-down"),
+        (_first(pod.terminating_at for pod in old), CONTROLLERS, ""),
+        (_last(pod.deleted for pod in old), KUBELET, ""),
     ]
     steps_done = start
     for job in sorted(seen.jobs.values(), key=lambda job: job.added):
@@ -89,22 +90,23 @@ def downtime_spans(seen: Observations) -> list[Span]:
         pod = next((p for p in seen.pods.values() if p.job_pod and p.name.startswith(f"{job.name}-")), None)
         if pod is None:
             continue
-        marks += [(job.added, OPERATOR), (pod.added, CONTROLLERS), (pod.running, KUBELET), (pod.ended, WORK)]
+        marks += [(job.added, OPERATOR, f"the {job.step} Job"), (pod.added, CONTROLLERS, ""),
+                  (pod.running, KUBELET, ""), (pod.ended, WORK, "")]
         steps_done = max(steps_done, pod.ended or job.added)
     marks += [
-        (_first(e.at for e in seen.deployments if e.at >= steps_done and e.replicas > 0), OPERATOR),
-        (_first(pod.added for pod in new), CONTROLLERS),
-        (_last(pod.running for pod in new), KUBELET),
-        (_last(pod.ready_at for pod in new), WORK),
+        (_first(e.at for e in seen.deployments if e.at >= steps_done and e.replicas > 0), OPERATOR, "the scale-up"),
+        (_first(pod.added for pod in new), CONTROLLERS, ""),
+        (_last(pod.running for pod in new), KUBELET, ""),
+        (_last(pod.ready_at for pod in new), WORK, ""),
         # The Deployment controller counts the Ready pods as available: the end of the downtime.
-        (end, CONTROLLERS),
+        (end, CONTROLLERS, ""),
     ]
     spans: list[Span] = []
     at = start
-    for moment, who in marks:
+    for moment, who, then in marks:
         if moment is None or moment < at or moment > end:
             continue
-        spans.append(Span(who, at, moment))
+        spans.append(Span(who, at, moment, then))
         at = moment
     return spans
 
@@ -125,7 +127,7 @@ def available_again(seen: Observations) -> float:
 
 def end_reaction(seen: Observations) -> Span:
     """The operator's last reaction: the app available again, to the run's end seen."""
-    return Span(OPERATOR, available_again(seen), next(t for t, phase in seen.phases if phase in TERMINAL))
+    return Span(OPERATOR, available_again(seen), next(t for t, phase in seen.phases if phase in TERMINAL), "the end")
 
 
 def _first(moments: Iterable[float | None]) -> float | None:
@@ -272,9 +274,12 @@ def report_scale(report: Report, args: argparse.Namespace, alone: Observations, 
     spans = downtime_spans(median_run)
     parts = by_who(spans)
     window = sum(parts.values())
-    reactions = [span.seconds for run in succeeded for span in [*downtime_spans(run), end_reaction(run)]
+    reactions = [span for run in succeeded for span in [*downtime_spans(run), end_reaction(run)]
                  if span.who == OPERATOR]
-    reaction_p95 = percentile(reactions, 0.95)
+    reaction_p95 = percentile([span.seconds for span in reactions], 0.95)
+    by_step: dict[str, list[float]] = {}
+    for span in reactions:
+        by_step.setdefault(span.then, []).append(span.seconds)
     queued = [time_queued(run) for run in succeeded]
     requests_per_run = sum(requests.values()) / n
     mib = peak_rss / 2**20
@@ -303,7 +308,9 @@ def report_scale(report: Report, args: argparse.Namespace, alone: Observations, 
         ["peak RSS (MiB)", f"{mib:.0f}"],
         ["CPU seconds per run", sec(cpu_seconds / n)],
         ["API requests per run (audit log)", f"{requests_per_run:.0f}"],
-    ], notes=["requests, most first: " + ", ".join(f"{what} {count}" for what, count in requests.most_common(8))])
+    ], notes=["reaction p95 by the move it led to: " + ", ".join(
+        f"{then} {percentile(seconds, 0.95):.2f} s" for then, seconds in by_step.items()),
+        "requests, most first: " + ", ".join(f"{what} {count}" for what, count in requests.most_common(8))])
     goals = [
         ("Succeeded", f"{n}/{n}", f"{len(succeeded)}/{n}", len(succeeded) == n),
         ("operator's reaction p95", f"<= {GOAL_REACTION_P95:.0f} s", f"{reaction_p95:.2f} s",

@@ -28,7 +28,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -46,13 +46,14 @@ from bench.report import (
     report_rollback,
     report_run,
 )
-from demo.stack import BlogStack, LocalOperator, drop_database
+from demo.stack import BlogStack, LocalOperator, drop_database, wait_for
 from devcluster.cluster import Cluster
 from django_migration_operator.jobs import BACKUP_MOUNT
 from django_migration_operator.status import ConditionType, condition
 
 FAILURE_DRILL = "fail_atomic"  # examples/blog/drills: an atomic migration that raises after its CreateModel
 BACKUP_CLAIM = "blog-backups"  # BlogStack's claim
+APP_PODS = "app.kubernetes.io/name=blog"  # the labels of BlogStack's web and worker pods
 
 
 def cleanup(stack: BlogStack, operators: list[LocalOperator], databases: list[str],
@@ -95,6 +96,15 @@ def bench_stack(cluster: Cluster, web: int, worker: int, drills: str) -> Iterato
         cleanup(stack, operators, databases, workdir)
 
 
+def stop_app(stack: BlogStack, say: Callable[[str], None]) -> None:
+    """The app at zero before the alone steps, as during the run's: its worker counts the posts every 2 s, which at
+    10M posts kept a core busy and made the dump and the migrate alone take 1.3-2x what they took in the run."""
+    say("stopping the app for the alone steps")
+    stack.kubectl("scale", "-n", stack.namespace, "deployment/web", "deployment/worker", "--replicas=0")
+    wait_for(lambda: not stack.kubectl("get", "pods", "-n", stack.namespace, "-l", APP_PODS, "-o", "name").stdout,
+             "the app's pods gone", timeout=60)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.timings", description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=2000, help="posts in the database (default 2000)")
@@ -123,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backup_path = str((run.seen.status.get("backup") or {}).get("path") or "")
         operator_dump = (cluster.layout.volume_claims / stack.namespace / BACKUP_CLAIM
                          / backup_path.removeprefix(BACKUP_MOUNT).lstrip("/")) if backup_path else None
+        stop_app(stack, progress)
         measured = alone(cluster, stack.database, args.posts, args.repeat, workdir, databases, operator_dump,
                          progress)
 

@@ -77,7 +77,10 @@ class BlogStack:
         say(f"preparing the database: migrate blog {migrate_to}, seed {posts} posts")
         setup = f"python manage.py migrate blog {migrate_to} --noinput && python manage.py seed_blog --posts {posts}"
         self.apply(self._job("blog-setup", ["sh", "-c", setup]))
-        self.kubectl("wait", "-n", self.namespace, "--for=condition=Complete", "job/blog-setup", "--timeout=120s")
+        # COPY writes about 100k posts a second here: 10M took 100 s on a good day, more than 120 s on a slow one.
+        timeout = max(120, posts // 25_000)
+        self.kubectl("wait", "-n", self.namespace, "--for=condition=Complete", "job/blog-setup",
+                     f"--timeout={timeout}s")
 
     def deploy(self, posts: int = 200, migrate_to: str = "0002_populate_categories",
                say: Callable[[str], None] = print) -> None:

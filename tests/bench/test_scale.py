@@ -54,7 +54,9 @@ def test_the_spans_follow_the_run_and_add_up_to_its_downtime() -> None:
     assert sum(totals.values()) == pytest.approx(14.2)
     assert totals[OPERATOR] == pytest.approx(0.2 + 0.3 + 1.1 + 0.5)
     assert totals[WORK] == pytest.approx(1.0 + 3.0 + 3.0)
-    assert end_reaction(offline_run()) == Span(OPERATOR, 24.2, 24.5), "the end seen, with the app serving"
+    assert [span.then for span in spans if span.who == OPERATOR] == [
+        "the scale-down", "the backup Job", "the migrate Job", "the scale-up"]
+    assert end_reaction(offline_run()) == Span(OPERATOR, 24.2, 24.5, "the end"), "the end seen, the app serving"
 
 
 def test_the_app_is_available_again_when_its_last_deployment_first_is_after_the_jobs() -> None:
