@@ -73,14 +73,6 @@ def settle(cluster: Cluster) -> None:
         connection.execute("CHECKPOINT")
 
 
-def vacuum(cluster: Cluster, database: str) -> None:
-    """VACUUM (ANALYZE) of a freshly seeded database: the run's and the alone steps' copies start alike, whatever
-    autovacuum had time to do (at 10M posts, migrate alone on an unvacuumed copy took 47-49 s against 33-37 s in
-    the run's Job)."""
-    with psycopg.connect(cluster.database_url(database), autocommit=True) as connection:
-        connection.execute("VACUUM (ANALYZE)")
-
-
 def alone(cluster: Cluster, base: str, posts: int, repeat: int, workdir: Path, created: list[str],
           operator_dump: Path | None, say: Callable[[str], None]) -> AloneResult:
     result = AloneResult()
@@ -90,7 +82,6 @@ def alone(cluster: Cluster, base: str, posts: int, repeat: int, workdir: Path, c
     create_database(cluster, template)
     manage(cluster, template, "migrate", "blog", "0002_populate_categories", "--noinput")
     manage(cluster, template, "seed_blog", "--posts", str(posts))
-    vacuum(cluster, template)
     result.notes.append(f"state copied for every repetition: {template} (blog 0002, "
                         f"{scalar(cluster, template, 'SELECT count(*) FROM blog_post')} posts)")
     for number in range(repeat):

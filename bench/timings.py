@@ -34,7 +34,7 @@ from pathlib import Path
 import psycopg
 from kubernetes import config
 
-from bench.baseline import alone, vacuum
+from bench.baseline import alone
 from bench.observe import operator_run
 from bench.report import (
     Report,
@@ -126,7 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack, operators, databases, workdir):
         progress(f"deploying the blog in namespace {stack.namespace}, database {stack.database}, {args.posts} posts")
         stack.deploy(posts=args.posts, say=progress)
-        vacuum(cluster, stack.database)
         header(report, stack, args.posts)
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         run = operator_run(stack, api, operators, args.timeout, args.rehearse, progress)

@@ -45,8 +45,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
             if state is not None:
                 deployments[name] = state
     # A step's Job is recorded in status.jobs before it is created, so one not recorded yet is not there: no GET.
-    recorded = facts.job is not None and facts.job in status.get("jobs", {})
-    job = job_state(kube, ref.namespace, jobs.job_name(ref, facts.job)) if facts.job and recorded else None
+    recorded_job = facts.job if facts.job in status.get("jobs", {}) else None
+    job = job_state(kube, ref.namespace, jobs.job_name(ref, recorded_job)) if recorded_job else None
     row_counts = applied = checks = None
     spec_checks = {check.name: check.sql for check in spec.checks}
     if facts.rehearses:
