@@ -10,9 +10,10 @@ import prometheus_client
 
 from django_migration_operator import handlers as _handlers  # noqa: F401  (registers the handlers)
 
-# Apps stopped at once: past a few, they only share the nodes' CPUs and the database server's disk, and each one's
-# downtime grows (bench/scale.py); the others lose nothing by waiting while they serve.
-DEFAULT_MAX_STOPPED_APPS = 4
+# Apps stopped at once: each one's dump and migrate keep about a core busy, so past the cores they only share them
+# and every downtime grows, while the others lose nothing by waiting as they serve. On the 2-core test machine, 50
+# runs at once had a median downtime of 1.18x one alone with 2, 2.4-2.75x with 4 (bench/README.md, "Scale").
+DEFAULT_MAX_STOPPED_APPS = 2
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,8 @@ from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import Phase, holds_slot, queued_for_slot
 from django_migration_operator.world import Slots
 
-# The threads of the runs holding a slot when there is no limit: as many as the default limit's runs.
+# The threads of the runs holding a slot when there is no limit, when any number may: a few, so that they still never
+# wait behind the calls of the runs that plan.
 UNLIMITED_SLOT_THREADS = 4
 
 
