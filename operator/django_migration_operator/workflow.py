@@ -152,8 +152,9 @@ ConditionChange = tuple[ConditionType, ConditionStatus, str, str]
 
 def advance(spec: Spec, status: RunStatus, world: World) -> Step:
     """The next step. While the app is stopped, a step that only moves the run on is followed at once by the new
-    phase's first one when that phase reads nothing this look did not: the backup verified and the migrate Job
-    created, or the database verified and the app scaled up, in one status write and no look in between."""
+    phase's first one when that phase reads nothing this look did not: the last pod gone and the backup Job
+    created, the backup verified and the migrate Job created, or the database verified and the app scaled up, in
+    one status write and no look in between."""
     step = _decide(spec, status, world)
     after = phase_of({**status, **step.status})
     if step.actions or step.wait or after == phase_of(status) or _online(status) \
@@ -169,7 +170,8 @@ def advance(spec: Spec, status: RunStatus, world: World) -> Step:
 
 def _chained(current: Phase, after: Phase, status: RunStatus) -> bool:
     now, then = PHASES[current], PHASES[after]
-    if not now.app_stopped or then.handler is None or (then.job is not None and then.job in status.get("jobs", {})):
+    stopped = now.app_stopped or then.app_stopped  # the app's pods are gone on one side of the move at least
+    if not stopped or then.handler is None or (then.job is not None and then.job in status.get("jobs", {})):
         return False
     return all(getattr(now, read) or not getattr(then, read) for read in PhaseFacts.READS)
 
@@ -575,7 +577,9 @@ class PhaseFacts:
     reads_app: bool = False  # observes the app's Deployments
     counts_pods: bool = False  # and lists their pods, terminating ones included (one request per Deployment)
     reads_lease: bool = False  # observes the database's Lease (and, while Pending, checks the input)
-    counts_rows: bool = False  # counts rows before its Job may change them (spec.verify.rowCounts)
+    # Counts rows (spec.verify.rowCounts) before its Job may change them; with counts_pods, only in the look that finds
+    # the app's pods gone: the counts of the stopped app, for the backup Job created in the same step.
+    counts_rows: bool = False
     verifies: bool = False  # reads django_migrations, the row counts and the checks
     rehearses: bool = False  # a scratch copy may exist: observed, verified once migrated, dropped if deleted
     holds_slot: bool = False  # Offline: the app is stopping, stopped or starting; counts against --max-stopped-apps
@@ -594,7 +598,8 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended",
                                         notice="AwaitingApproval"),
     Phase.SCHEDULED: PhaseFacts(_scheduled, touched=False, notice="Scheduled"),
-    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, counts_pods=True, holds_slot=True, notice="Stopping"),
+    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, counts_pods=True, counts_rows=True, holds_slot=True,
+                                   notice="Stopping"),
     Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, holds_slot=True, reads_app=True,
                                  counts_rows=True),
     Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, holds_slot=True, reads_app=True,

@@ -118,14 +118,13 @@ class TestHappyPath:
         stopping = World(now=NOW, deployments={"web": running(0, pods=1), "worker": running(0, pods=0)})
         assert advance(s, status, stopping).wait and not advance(s, status, stopping).actions
 
-        step = advance(s, status, World(now=NOW, deployments={"web": running(0), "worker": running(0)}))
-        assert step.status["phase"] == Phase.BACKING_UP
-        status = apply(status, step)
-
         stopped = {"web": running(0), "worker": running(0)}
         step = advance(s, status, World(now=NOW, deployments=stopped, row_counts={"blog_post": 200}))
+        assert step.status["phase"] == Phase.BACKING_UP
+        # The last pod gone: the rows counted and the backup Job recorded and created in the same step.
         assert step.status["rowCounts"] == {"blog_post": {"before": 200}}, "counted before the dump, in one step"
-        assert step.actions == [CreateJob("backup")]
+        assert step.status["jobs"] == {"plan": "plan", "backup": "backup"} and step.actions == [CreateJob("backup")]
+        assert [event.reason for event in step.events] == [Phase.BACKING_UP]
         status = apply(status, step)
         step = advance(s, status, World(now=NOW, deployments=stopped, job=JobState("Complete", None, backup_log())))
         assert step.status["phase"] == Phase.MIGRATING
