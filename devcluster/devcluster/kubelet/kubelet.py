@@ -62,7 +62,7 @@ class Kubelet:
                         self._handle_pod, self.stop)
         pods.start()
         if config.bind_unscheduled_pods:
-            binder = Binder(api, config.node_name, events)
+            binder = Binder(api, config.node_name, events, self.stop)
             Informer(api, "binder", "/api/v1/pods", {"fieldSelector": "spec.nodeName="}, binder.handle,
                      self.stop).start()
         provisioner = Provisioner(api, config.volume_claim_root)
