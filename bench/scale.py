@@ -35,7 +35,7 @@ from bench.observe import RUN_NAME, Observations, Observer
 from bench.report import Report, progress, sec
 from demo.stack import BlogStack, LocalOperator, drop_database
 from devcluster.cluster import Cluster
-from django_migration_operator.__main__ import DEFAULT_MAX_STOPPED_APPS
+from django_migration_operator.__main__ import DEFAULT_MAX_PLANNING_RUNS, DEFAULT_MAX_STOPPED_APPS
 from django_migration_operator.kube import USER_AGENT
 from django_migration_operator.workflow import TERMINAL
 
@@ -210,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-stopped-apps", type=int, default=DEFAULT_MAX_STOPPED_APPS,
                         help="the operator's limit of apps stopped at once (default: the operator's default, "
                              "%(default)s; 0: none)")
+    parser.add_argument("--max-planning-runs", type=int, default=DEFAULT_MAX_PLANNING_RUNS,
+                        help="the operator's limit of runs planning at once (default: the operator's default, "
+                             "%(default)s; 0: none)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds the runs may take (default 1800)")
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
@@ -220,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stacks = [BlogStack(cluster, f"scale-{i:02d}", f"scale_{i:02d}", web_replicas=1) for i in range(args.stacks + 1)]
     solo, crowd = stacks[0], stacks[1:]
     report = Report()
-    operator = LocalOperator(cluster, "operator-scale", options=("--max-stopped-apps", str(args.max_stopped_apps)))
+    operator = LocalOperator(cluster, "operator-scale", options=("--max-stopped-apps", str(args.max_stopped_apps),
+                                                                 "--max-planning-runs", str(args.max_planning_runs)))
     try:
         progress(f"deploying {len(stacks)} blogs with {args.posts} posts each")
         deploy(stacks, args.posts)
@@ -236,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_ended(observer, [solo.namespace], args.timeout)
         alone = observer.by_namespace[solo.namespace]
 
-        progress(f"{len(crowd)} runs at once (at most {args.max_stopped_apps or 'any number of'} apps stopped)")
+        progress(f"{len(crowd)} runs at once (at most {args.max_stopped_apps or 'any number of'} apps stopped, "
+                 f"{args.max_planning_runs or 'any number of'} planning)")
         cpu_before, _ = operator.usage()
         audit_offset = cluster.layout.audit_log.stat().st_size
         applied = time.monotonic()
@@ -284,7 +289,8 @@ def report_scale(report: Report, args: argparse.Namespace, alone: Observations, 
     requests_per_run = sum(requests.values()) / n
     mib = peak_rss / 2**20
 
-    report.line(f"bench.scale: {n} runs at once under one operator (max-stopped-apps {args.max_stopped_apps}), "
+    report.line(f"bench.scale: {n} runs at once under one operator (max-stopped-apps {args.max_stopped_apps}, "
+                f"max-planning-runs {args.max_planning_runs}), "
                 f"{args.posts} posts each, web at 1 replica and a worker")
     report.table("1. The runs", ["", "value"], [
         ["Succeeded", f"{len(succeeded)}/{n}"],

@@ -14,6 +14,9 @@ from django_migration_operator import handlers as _handlers  # noqa: F401  (regi
 # and every downtime grows, while the others lose nothing by waiting as they serve. On the 2-core test machine, 50
 # runs at once had a median downtime of 1.18x one alone with 2, 2.4-2.75x with 4 (bench/README.md, "Scale").
 DEFAULT_MAX_STOPPED_APPS = 2
+# Runs planning at once: each plan Job starts Django, and 48 at once shared the cores with the first stopped apps
+# (their downtime 31.6 s against 5.0 s alone, bench/README.md "Scale"); planning while the app serves costs nothing.
+DEFAULT_MAX_PLANNING_RUNS = 2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-stopped-apps", type=int, default=DEFAULT_MAX_STOPPED_APPS, metavar="N",
                         help="at most N runs stop their app at once; the others wait in Queued with the app serving "
                              "(default: %(default)s; 0: no limit)")
+    parser.add_argument("--max-planning-runs", type=int, default=DEFAULT_MAX_PLANNING_RUNS, metavar="N",
+                        help="at most N runs plan at once; the others wait in Queued with the app serving "
+                             "(default: %(default)s; 0: no limit)")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
     args = parser.parse_args(argv)
     # log_prefix None: each run's lines start with [namespace/name] in text, as under `kopf run`; JSON has the object
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         memo=kopf.Memo(lease_namespace=args.lease_namespace, namespaces=args.namespace,
-                       max_stopped_apps=args.max_stopped_apps)))
+                       max_stopped_apps=args.max_stopped_apps, max_planning_runs=args.max_planning_runs)))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from django_migration_operator.workflow import (
     advance,
     online_migrations,
     phase_of,
-    queued_for_slot,
+    queued_for_lease,
 )
 
 P = ParamSpec("P")
@@ -177,10 +177,11 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
     world = await _in_thread(admission.threads(ref.key), observe.observe, kube, ref, spec, status)
     # The slot read and the step's record of it in one go of the event loop: no other run takes it in between.
-    step = advance(spec, status, replace(world, slots=admission.slots(ref.key)))
+    step = advance(spec, status, replace(world, slots=admission.slots(ref.key),
+                                         planning_slots=admission.planning_slots(ref.key)))
     after: RunStatus = {**status, **step.status}
     _wake(wakeups, admission.note(ref.key, after))
-    wakeups.note(ref.namespace, ref.name, queued=phase_of(after) == Phase.QUEUED and not queued_for_slot(after),
+    wakeups.note(ref.namespace, ref.name, queued=queued_for_lease(after),
                  counts_pods=PHASES[phase_of(after)].counts_pods)
     # Before the patch: once the run is terminal, kopf may cancel this driver at any await. Not again when the same
     # step is tried once more after an outage.

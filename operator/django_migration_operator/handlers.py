@@ -31,7 +31,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     logging.getLogger("kopf.objects").addFilter(_quiet_wakeups)
     memo.kube = Kube(lease_namespace=memo.get("lease_namespace"))
     memo.wakeups = driver.Wakeups()
-    memo.admission = Admission(memo.get("max_stopped_apps", 0))
+    memo.admission = Admission(memo.get("max_stopped_apps", 0), memo.get("max_planning_runs", 0))
     # Before any driver starts: the apps a previous operator left stopped hold their slots from the first look on.
     memo.admission.seed((f"{run['metadata']['namespace']}/{run['metadata']['name']}", run.get("status") or {})
                         for run in memo.kube.list_runs(memo.get("namespaces", [])))

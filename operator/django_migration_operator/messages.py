@@ -153,6 +153,11 @@ def waiting_for_slot(taken: int, limit: int) -> str:
             f"operator stops at once (maxStoppedApps: {limit}); this run stops its app when one of them ends")
 
 
+def waiting_to_plan(taken: int, limit: int) -> str:
+    return (f"queued, the app serving: {taken} other runs are planning now, the most this operator plans at once "
+            f"(maxPlanningRuns: {limit}); this run plans when one of them is done")
+
+
 def planning() -> str:
     return "planning: listing the migrations to apply"
 

@@ -48,7 +48,7 @@ from django_migration_operator.status import (
     condition,
 )
 from django_migration_operator.window import Window
-from django_migration_operator.world import DeploymentState, JobState, Slots, World
+from django_migration_operator.world import DeploymentState, JobState, World
 
 
 class Phase(StrEnum):
@@ -73,6 +73,8 @@ class Phase(StrEnum):
 # status.waitingFor of a run Queued for one of the operator's slots for stopped apps (admission.py), named after the
 # setting that makes it wait; a run Queued for a Lease names the holder there (namespace/name).
 WAITING_FOR_SLOT = "maxStoppedApps"
+# status.waitingFor of a run Queued, its Lease held, for one of the operator's planning slots (admission.py).
+WAITING_TO_PLAN = "maxPlanningRuns"
 
 # What a rehearsal's prediction adds to the dump and the migration: stopping the app's pods, starting the Jobs' and
 # the app's again (about 3 s on devcluster, bench/timings.py).
@@ -222,6 +224,10 @@ def _queue_or_plan(status: RunStatus, world: World, chosen: RunStatus) -> Step:
         # The Lease first, the phase after: a restart in between finds the run still waiting, never a
         # run past Pending without the Lease.
         return Step(actions=[AcquireLease()])
+    if world.planning_slots and not world.planning_slots.free:
+        taken, limit = world.planning_slots.taken, world.planning_slots.limit
+        return _wait_for_admission(status, world, WAITING_TO_PLAN, messages.waiting_to_plan(taken, limit),
+                                   {**chosen, "startedAt": status.get("startedAt") or _iso(world.now)})
     message = messages.planning()
     return Step(status={**chosen, "phase": Phase.PLANNING, "waitingFor": None, "message": message,
                         "startedAt": status.get("startedAt") or _iso(world.now),
@@ -334,7 +340,8 @@ def _start(spec: Spec, status: RunStatus, world: World, summary: str) -> Step:
         return waiting
     if not _online(status):
         if world.slots and not world.slots.free:
-            return _wait_for_slot(status, world, world.slots)
+            return _wait_for_admission(status, world, WAITING_FOR_SLOT,
+                                       messages.waiting_for_slot(world.slots.taken, world.slots.limit))
         message = messages.stopping_the_app(summary)
         return Step(status={"phase": Phase.SCALING_DOWN, "waitingFor": None, "message": message,
                             "conditions": _conditions(status, world, (ConditionType.SUCCEEDED, "Unknown",
@@ -348,12 +355,12 @@ def _start(spec: Spec, status: RunStatus, world: World, summary: str) -> Step:
                 events=[Event(Phase.MIGRATING, message, warning=True)])
 
 
-def _wait_for_slot(status: RunStatus, world: World, slots: Slots) -> Step:
-    """Queued with the app serving: as many apps as the operator stops at once are stopped now."""
-    if queued_for_slot(status):
+def _wait_for_admission(status: RunStatus, world: World, waiting_for: str, message: str,
+                        extra: RunStatus | None = None) -> Step:
+    """Queued with the app serving: as many runs as the operator stops (or plans) at once do so now."""
+    if phase_of(status) == Phase.QUEUED and status.get("waitingFor") == waiting_for:
         return Step(wait=True)  # admission.Admission wakes the run when a slot is its turn
-    message = messages.waiting_for_slot(slots.taken, slots.limit)
-    return Step(status={"phase": Phase.QUEUED, "waitingFor": WAITING_FOR_SLOT, "message": message,
+    return Step(status={**(extra or {}), "phase": Phase.QUEUED, "waitingFor": waiting_for, "message": message,
                         "conditions": _conditions(status, world, (ConditionType.SUCCEEDED, "Unknown",
                                                                   Reason.WAITING_FOR_SLOT, message))},
                 events=[Event(Phase.QUEUED, message)], wait=True)
@@ -583,6 +590,7 @@ class PhaseFacts:
     verifies: bool = False  # reads django_migrations, the row counts and the checks
     rehearses: bool = False  # a scratch copy may exist: observed, verified once migrated, dropped if deleted
     holds_slot: bool = False  # Offline: the app is stopping, stopped or starting; counts against --max-stopped-apps
+    holds_planning_slot: bool = False  # its Job lists the migrations; counts against --max-planning-runs
     health: str = "Progressing"  # the Argo CD health of a run in this phase (charts/.../argocd/health.lua)
     notice: str | None = None  # what spec.notify's webhooks are told when a run enters this phase
 
@@ -593,7 +601,7 @@ class PhaseFacts:
 PHASES: dict[Phase, PhaseFacts] = {
     Phase.PENDING: PhaseFacts(_pending, touched=False, reads_lease=True),
     Phase.QUEUED: PhaseFacts(_queued, touched=False, reads_lease=True),
-    Phase.PLANNING: PhaseFacts(_planning, job="plan", touched=False),
+    Phase.PLANNING: PhaseFacts(_planning, job="plan", touched=False, holds_planning_slot=True),
     Phase.REHEARSING: PhaseFacts(_rehearsing, job="rehearse", touched=False, rehearses=True),
     Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended",
                                         notice="AwaitingApproval"),
@@ -620,8 +628,21 @@ def holds_slot(status: RunStatus) -> bool:
     return PHASES[phase_of(status)].holds_slot and not _online(status)
 
 
+def holds_planning_slot(status: RunStatus) -> bool:
+    return PHASES[phase_of(status)].holds_planning_slot
+
+
 def queued_for_slot(status: RunStatus) -> bool:
     return phase_of(status) == Phase.QUEUED and status.get("waitingFor") == WAITING_FOR_SLOT
+
+
+def queued_to_plan(status: RunStatus) -> bool:
+    return phase_of(status) == Phase.QUEUED and status.get("waitingFor") == WAITING_TO_PLAN
+
+
+def queued_for_lease(status: RunStatus) -> bool:
+    """Queued behind another run on its database: woken when any run ends, not by the operator's slots."""
+    return phase_of(status) == Phase.QUEUED and not queued_for_slot(status) and not queued_to_plan(status)
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------

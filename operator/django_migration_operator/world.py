@@ -32,10 +32,10 @@ class JobState:
 
 @dataclass(frozen=True)
 class Slots:
-    """The operator's limit of apps stopped at once (--max-stopped-apps), as it stands for one run."""
+    """One of the operator's limits (--max-stopped-apps, --max-planning-runs), as it stands for one run."""
 
-    free: bool  # this run may stop its app now (it holds a slot, or the next free one is its turn)
-    taken: int  # other runs whose app is stopping, stopped or starting
+    free: bool  # this run may go on now (it holds a slot, or the next free one is its turn)
+    taken: int  # other runs holding one: their app stopping, stopped or starting; or planning
     limit: int
 
 
@@ -53,3 +53,4 @@ class World:
     check_results: dict[str, str] | None = None  # check name -> the value its SQL returned
     scratch_exists: bool = False  # the rehearsal's scratch database is there
     slots: Slots | None = None  # None: no limit of apps stopped at once
+    planning_slots: Slots | None = None  # None: no limit of runs planning at once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django_migration_operator.admission import Admission
 from django_migration_operator.status import RunStatus
-from django_migration_operator.workflow import WAITING_FOR_SLOT, Phase
+from django_migration_operator.workflow import WAITING_FOR_SLOT, WAITING_TO_PLAN, Phase
 from django_migration_operator.world import Slots
 
 STOPPED: RunStatus = {"phase": Phase.BACKING_UP}
@@ -73,3 +73,16 @@ def test_the_runs_holding_a_slot_have_threads_of_their_own_the_others_the_defaul
     assert threads is not None and admission.threads("blog/b") is None
     admission.forget("shop/a")
     assert admission.threads("shop/a") is None, "its slot given back, so is its thread"
+
+
+def test_planning_has_slots_of_its_own_given_in_the_order_runs_queued_for_them() -> None:
+    admission = Admission(1, max_planning_runs=1)
+    admission.note("a/1", {"phase": Phase.PLANNING})
+    assert admission.planning_slots("b/1") == Slots(free=False, taken=1, limit=1)
+    assert admission.slots("b/1") == Slots(free=True, taken=0, limit=1), "planning takes no stopped app's slot"
+    admission.note("b/1", {"phase": Phase.QUEUED, "waitingFor": WAITING_TO_PLAN})
+    admission.note("b/2", {"phase": Phase.QUEUED, "waitingFor": WAITING_TO_PLAN})
+    assert admission.note("a/1", {"phase": Phase.SCALING_DOWN}) == ["b/1"], "planned: its planning slot goes on"
+    assert admission.planning_slots("b/1") == Slots(free=True, taken=0, limit=1)
+    assert admission.planning_slots("b/2") == Slots(free=False, taken=0, limit=1), "b/1's turn first"
+    assert admission.slots("c/1") == Slots(free=False, taken=1, limit=1), "a/1 now holds a stopped app's slot"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -237,25 +238,34 @@ def test_a_run_deleted_once_the_app_is_stopped_is_driven_to_its_end_first() -> N
     assert kube.done == FROM_PENDING_TO_SUCCEEDED and kube.replicas == REPLICAS
 
 
-def test_a_run_with_no_slot_free_waits_in_queued_serving_and_goes_on_when_the_slot_is_given_back() -> None:
+@pytest.mark.parametrize(("admission", "other", "phases"), [
+    # The one app the operator may stop is stopped: the run plans, then waits to stop its app.
+    (lambda: Admission(1), "BackingUp", ["Planning", "Queued", "ScalingDown"]),
+    # The one run the operator may plan at a time is planning: the run waits, its Lease held, then plans.
+    (lambda: Admission(0, max_planning_runs=1), "Planning", ["Queued", "Planning", "ScalingDown"]),
+], ids=["stopped apps", "planning runs"])
+def test_a_run_with_no_slot_free_waits_in_queued_serving_and_goes_on_when_the_slot_is_given_back(
+        admission: Callable[[], Admission], other: str, phases: list[str]) -> None:
     kube = FakeKube()
-    admission = Admission(1)
-    admission.note("other/release-1", {"phase": "BackingUp"})  # the one app the operator may stop is stopped
+    slots = admission()
+    slots.note("other/release-1", {"phase": other})
     wakeups = driver.Wakeups()
 
+    def free_for_the_run() -> Slots | None:
+        return slots.slots(RUN.key) if other == "BackingUp" else slots.planning_slots(RUN.key)
+
     async def scenario() -> None:
-        run = asyncio.create_task(driver.drive(cast(Kube, kube), wakeups, admission, RUN, logging.getLogger("test"),
+        run = asyncio.create_task(driver.drive(cast(Kube, kube), wakeups, slots, RUN, logging.getLogger("test"),
                                                lambda: None))
         while kube.body["status"].get("phase") != "Queued":
             await asyncio.sleep(0.01)
         assert kube.replicas == REPLICAS and ("scale", "web", "0") not in kube.done, "the app serves while queued"
-        assert admission.slots(RUN.key) == Slots(free=False, taken=1, limit=1)
-        for key in admission.forget("other/release-1"):  # that run ended: the driver wakes the waiter it admits
+        assert free_for_the_run() == Slots(free=False, taken=1, limit=1)
+        for key in slots.forget("other/release-1"):  # that run ended: the driver wakes the waiter it admits
             wakeups.wake(*key.split("/"))
         await asyncio.wait_for(run, timeout=10)
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=20))
-    assert kube.phases == ["Planning", "Queued", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp",
-                           "Succeeded"]
+    assert kube.phases == [*phases, "BackingUp", "Migrating", "Verifying", "ScalingUp", "Succeeded"]
     assert kube.body["status"]["waitingFor"] is None and kube.done == FROM_PENDING_TO_SUCCEEDED
-    assert admission.slots(RUN.key) == Slots(free=True, taken=0, limit=1), "its slot is given back at its end"
+    assert free_for_the_run() == Slots(free=True, taken=0, limit=1), "its slot is given back at its end"

@@ -17,6 +17,7 @@ from django_migration_operator.status import Reason, RunStatus
 from django_migration_operator.workflow import (
     PHASES,
     WAITING_FOR_SLOT,
+    WAITING_TO_PLAN,
     AcquireLease,
     CreateJob,
     DeleteJob,
@@ -29,7 +30,9 @@ from django_migration_operator.workflow import (
     advance,
     holds_slot,
     online_migrations,
+    queued_for_lease,
     queued_for_slot,
+    queued_to_plan,
 )
 from django_migration_operator.world import DeploymentState, JobState, Slots, World
 
@@ -305,6 +308,28 @@ class TestSlots:
         assert holding == {Phase.SCALING_DOWN, Phase.BACKING_UP, Phase.MIGRATING, Phase.VERIFYING, Phase.RESTORING,
                            Phase.SCALING_UP}
         assert all(PHASES[phase].holds_slot for phase in PHASES if PHASES[phase].app_stopped)
+
+
+class TestPlanningSlots:
+    """At most so many runs planning at once (admission.py): past that, a run waits in Queued with its Lease."""
+
+    FULL = Slots(free=False, taken=2, limit=2)
+
+    def test_a_run_with_no_planning_slot_free_waits_with_its_lease_and_plans_on_its_turn(self) -> None:
+        step = advance(spec(), {}, World(now=NOW, lease_ours=True, server_major=15, planning_slots=self.FULL))
+        assert step.status["phase"] == Phase.QUEUED and step.status["waitingFor"] == WAITING_TO_PLAN
+        assert step.status["message"] == messages.waiting_to_plan(2, 2) and step.wait and not step.actions
+        assert step.status["toolsImage"] and step.status["startedAt"], "chosen and started, as when it plans at once"
+        queued = apply({}, step)
+        assert queued_to_plan(queued) and not queued_for_lease(queued) and not queued_for_slot(queued)
+        again = advance(spec(), queued, World(now=NOW, lease_ours=True, planning_slots=self.FULL))
+        assert again.wait and not again.status and not again.events, "said once"
+        step = advance(spec(), queued, World(now=NOW, lease_ours=True,
+                                             planning_slots=Slots(free=True, taken=1, limit=2)))
+        assert step.status["phase"] == Phase.PLANNING and step.status["waitingFor"] is None
+        assert apply(queued, step)["startedAt"] == queued["startedAt"], "started when it first queued"
+        assert PHASES[Phase.PLANNING].holds_planning_slot and not any(
+            facts.holds_planning_slot for phase, facts in PHASES.items() if phase != Phase.PLANNING)
 
 
 STOPPED = {"web": running(0), "worker": running(0)}
