@@ -301,8 +301,11 @@ TIMEOUT_MARKER = "DJANGOOPS_TIMEOUT "
 # migrate.timeoutSeconds, enforced inside the pod: at the deadline the migration gets SIGINT (Django prints where it
 # was), then SIGKILL after a grace, and the pod ends by itself with its log intact. When the Job controller's
 # deadline ends a pod instead, it deletes the pod first, and the log with it. Python is in every Django image.
+# A process started with SIGINT ignored (a shell's background job) passes that on, and an ignored SIGINT would do
+# nothing until the SIGKILL: the wrapper handles SIGINT itself, so its child starts with the default.
 _TIMEOUT_WRAPPER = '''
 import signal, subprocess, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 seconds, command = float(sys.argv[1]), sys.argv[2:]
 child = subprocess.Popen([sys.executable if command[0] == "python" else command[0]] + command[1:])
 try:

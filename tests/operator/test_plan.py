@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -338,10 +339,16 @@ def test_a_concurrent_index_whose_build_failed_is_dropped_and_built_again(blog_a
 # --- migrate.timeoutSeconds, inside the pod ---------------------------------------------------------------
 
 
-def test_a_migration_past_its_timeout_is_interrupted_and_its_output_kept() -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started_with_sigint_ignored", [False, True], ids=["foreground", "background-job"])
+def test_a_migration_past_its_timeout_is_interrupted_and_its_output_kept(started_with_sigint_ignored: bool) -> None:
     slow = ["python", "-c", "import time; print('  Applying blog.0004_rollback...', flush=True); time.sleep(60)"]
     started = time.monotonic()
-    done = subprocess.run([sys.executable, *timed_command(slow, 1)[1:]], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([sys.executable, *timed_command(slow, 1)[1:]], capture_output=True, text=True, timeout=30,
+                          preexec_fn=_ignore_sigint if started_with_sigint_ignored else None)
     assert done.returncode == 124 and time.monotonic() - started < 15
     assert "Applying blog.0004_rollback..." in done.stdout, "the migration's own output is kept"
     assert f"{TIMEOUT_MARKER}1" in done.stdout
