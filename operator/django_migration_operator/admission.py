@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from django_migration_operator.status import RunStatus
-from django_migration_operator.workflow import Phase, holds_planning_slot, holds_slot, queued_for_slot, queued_to_plan
+from django_migration_operator.workflow import (
+    WAITING_FOR_SLOT,
+    WAITING_TO_PLAN,
+    Phase,
+    holds_planning_slot,
+    holds_slot,
+    queued_for,
+)
 from django_migration_operator.world import Slots
 
 # The threads of the runs holding a slot when there is no limit, when any number may: a few, so that they still never
@@ -36,12 +43,12 @@ UNLIMITED_SLOT_THREADS = 4
 
 
 class Pool:
-    """At most `limit` runs in the phases `holds` names at once (0: no limit); the runs `queued` names wait their
-    turn, in the order they queued."""
+    """At most `limit` runs in the phases `holds` names at once (0: no limit); the runs queued for `waiting_for`
+    wait their turn, in the order they queued."""
 
-    def __init__(self, limit: int, holds: Callable[[RunStatus], bool], queued: Callable[[RunStatus], bool]) -> None:
+    def __init__(self, limit: int, holds: Callable[[RunStatus], bool], waiting_for: str) -> None:
         self.limit = limit
-        self._holds, self._queued = holds, queued
+        self._holds, self._waiting_for = holds, waiting_for
         self.holding: set[str] = set()  # runs (namespace/name) holding a slot
         self._waiting: dict[str, None] = {}  # runs queued for a slot, in the order they queued
 
@@ -59,7 +66,7 @@ class Pool:
             self.holding.add(key)
         else:
             self.holding.discard(key)
-        if self._queued(status):
+        if queued_for(status, self._waiting_for):
             self._waiting.setdefault(key, None)
         else:
             self._waiting.pop(key, None)
@@ -78,18 +85,10 @@ class Pool:
 
 class Admission:
     def __init__(self, max_stopped_apps: int, max_planning_runs: int = 0) -> None:
-        self.stopped = Pool(max_stopped_apps, holds_slot, queued_for_slot)
-        self.planning = Pool(max_planning_runs, holds_planning_slot, queued_to_plan)
+        self.stopped = Pool(max_stopped_apps, holds_slot, WAITING_FOR_SLOT)  # `slots`: may the run stop its app now
+        self.planning = Pool(max_planning_runs, holds_planning_slot, WAITING_TO_PLAN)  # `slots`: may it plan now
         # One blocking call at a time per run: with a thread for each slot, no run holding one ever waits for one.
         self._threads = ThreadPoolExecutor(max_stopped_apps or UNLIMITED_SLOT_THREADS, thread_name_prefix="slot")
-
-    def slots(self, key: str) -> Slots | None:
-        """Whether the run may stop its app now; None without a limit."""
-        return self.stopped.slots(key)
-
-    def planning_slots(self, key: str) -> Slots | None:
-        """Whether the run may start planning now; None without a limit."""
-        return self.planning.slots(key)
 
     def note(self, key: str, status: RunStatus) -> list[str]:
         """Records what the run's (new) status means for its slots; returns the waiters to wake: a slot came free."""

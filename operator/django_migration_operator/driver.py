@@ -177,8 +177,8 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     metrics.RUN_OVERDUE.labels(ref.namespace, ref.name).set(_overdue(spec, status, datetime.now(UTC)))
     world = await _in_thread(admission.threads(ref.key), observe.observe, kube, ref, spec, status)
     # The slot read and the step's record of it in one go of the event loop: no other run takes it in between.
-    step = advance(spec, status, replace(world, slots=admission.slots(ref.key),
-                                         planning_slots=admission.planning_slots(ref.key)))
+    step = advance(spec, status, replace(world, slots=admission.stopped.slots(ref.key),
+                                         planning_slots=admission.planning.slots(ref.key)))
     after: RunStatus = {**status, **step.status}
     _wake(wakeups, admission.note(ref.key, after))
     wakeups.note(ref.namespace, ref.name, queued=queued_for_lease(after),

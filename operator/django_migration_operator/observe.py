@@ -17,7 +17,7 @@ from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
 from django_migration_operator.status import RunStatus
-from django_migration_operator.workflow import PHASES, Phase, phase_of, queued_for_slot
+from django_migration_operator.workflow import PHASES, WAITING_FOR_SLOT, Phase, phase_of, queued_for
 from django_migration_operator.world import DeploymentState, JobState, World
 
 Pod = dict[str, Any]  # a pod as the API answers it
@@ -34,7 +34,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
             return World(now=now, problems=tuple(problems))
     # Read from its Secret only when a phase uses the database: most looks at a run do not.
     url = functools.cache(lambda: database_url(kube, ref, spec))
-    if facts.reads_lease and not queued_for_slot(status):  # a run queued for a slot holds its Lease already
+    # A run queued for a slot holds its Lease already.
+    if facts.reads_lease and not queued_for(status, WAITING_FOR_SLOT):
         other, ours = lease.holders(kube, ref, url().identity)
         return World(now=now, lease_holder=other, lease_ours=ours,
                      server_major=database.server_major(url()) if phase == Phase.PENDING else None)

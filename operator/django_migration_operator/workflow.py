@@ -205,7 +205,7 @@ def _pending(spec: Spec, status: RunStatus, world: World) -> Step:
 
 
 def _queued(spec: Spec, status: RunStatus, world: World) -> Step:
-    if queued_for_slot(status):
+    if queued_for(status, WAITING_FOR_SLOT):
         return _start(spec, status, world, _recorded_plan_summary(status))
     return _queue_or_plan(status, world, {})
 
@@ -358,7 +358,7 @@ def _start(spec: Spec, status: RunStatus, world: World, summary: str) -> Step:
 def _wait_for_admission(status: RunStatus, world: World, waiting_for: str, message: str,
                         extra: RunStatus | None = None) -> Step:
     """Queued with the app serving: as many runs as the operator stops (or plans) at once do so now."""
-    if phase_of(status) == Phase.QUEUED and status.get("waitingFor") == waiting_for:
+    if queued_for(status, waiting_for):
         return Step(wait=True)  # admission.Admission wakes the run when a slot is its turn
     return Step(status={**(extra or {}), "phase": Phase.QUEUED, "waitingFor": waiting_for, "message": message,
                         "conditions": _conditions(status, world, (ConditionType.SUCCEEDED, "Unknown",
@@ -632,17 +632,14 @@ def holds_planning_slot(status: RunStatus) -> bool:
     return PHASES[phase_of(status)].holds_planning_slot
 
 
-def queued_for_slot(status: RunStatus) -> bool:
-    return phase_of(status) == Phase.QUEUED and status.get("waitingFor") == WAITING_FOR_SLOT
-
-
-def queued_to_plan(status: RunStatus) -> bool:
-    return phase_of(status) == Phase.QUEUED and status.get("waitingFor") == WAITING_TO_PLAN
+def queued_for(status: RunStatus, waiting_for: str) -> bool:
+    """The run waits in Queued for `waiting_for`: WAITING_FOR_SLOT, WAITING_TO_PLAN or a run holding the Lease."""
+    return phase_of(status) == Phase.QUEUED and status.get("waitingFor") == waiting_for
 
 
 def queued_for_lease(status: RunStatus) -> bool:
     """Queued behind another run on its database: woken when any run ends, not by the operator's slots."""
-    return phase_of(status) == Phase.QUEUED and not queued_for_slot(status) and not queued_to_plan(status)
+    return phase_of(status) == Phase.QUEUED and status.get("waitingFor") not in (WAITING_FOR_SLOT, WAITING_TO_PLAN)
 
 
 # --- shared pieces ------------------------------------------------------------------------------------------

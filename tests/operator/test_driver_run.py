@@ -252,7 +252,7 @@ def test_a_run_with_no_slot_free_waits_in_queued_serving_and_goes_on_when_the_sl
     wakeups = driver.Wakeups()
 
     def free_for_the_run() -> Slots | None:
-        return slots.slots(RUN.key) if other == "BackingUp" else slots.planning_slots(RUN.key)
+        return slots.stopped.slots(RUN.key) if other == "BackingUp" else slots.planning.slots(RUN.key)
 
     async def scenario() -> None:
         run = asyncio.create_task(driver.drive(cast(Kube, kube), wakeups, slots, RUN, logging.getLogger("test"),

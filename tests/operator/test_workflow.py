@@ -30,9 +30,8 @@ from django_migration_operator.workflow import (
     advance,
     holds_slot,
     online_migrations,
+    queued_for,
     queued_for_lease,
-    queued_for_slot,
-    queued_to_plan,
 )
 from django_migration_operator.world import DeploymentState, JobState, Slots, World
 
@@ -271,7 +270,7 @@ class TestSlots:
         assert step.status["message"] == messages.waiting_for_slot(4, 4)
         assert [e.reason for e in step.events] == ["StrategyChosen", "Queued"]
         queued = apply(self.PLANNED, step)
-        assert queued_for_slot(queued) and not holds_slot(queued)
+        assert queued_for(queued, WAITING_FOR_SLOT) and not holds_slot(queued)
         again = advance(s, queued, World(now=NOW, slots=self.FULL))
         assert again.wait and not again.status and not again.events, "said once"
 
@@ -321,7 +320,8 @@ class TestPlanningSlots:
         assert step.status["message"] == messages.waiting_to_plan(2, 2) and step.wait and not step.actions
         assert step.status["toolsImage"] and step.status["startedAt"], "chosen and started, as when it plans at once"
         queued = apply({}, step)
-        assert queued_to_plan(queued) and not queued_for_lease(queued) and not queued_for_slot(queued)
+        assert queued_for(queued, WAITING_TO_PLAN) and not queued_for_lease(queued)
+        assert not queued_for(queued, WAITING_FOR_SLOT)
         again = advance(spec(), queued, World(now=NOW, lease_ours=True, planning_slots=self.FULL))
         assert again.wait and not again.status and not again.events, "said once"
         step = advance(spec(), queued, World(now=NOW, lease_ours=True,
