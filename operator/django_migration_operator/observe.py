@@ -40,9 +40,12 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
         return World(now=now, lease_holder=other, lease_ours=ours,
                      server_major=database.server_major(url()) if phase == Phase.PENDING else None)
     deployments = {}
+    # ScalingDown's first look records the app's size and scales it to 0: its pods are counted from the next look on
+    # (two lists fewer before the app stops).
+    count_pods = facts.counts_pods and "replicas" in status
     if facts.reads_app:
         for name in spec.deployments:
-            state = deployment_state(kube, ref.namespace, name, facts.counts_pods)
+            state = deployment_state(kube, ref.namespace, name, count_pods)
             if state is not None:
                 deployments[name] = state
     # A step's Job is recorded in status.jobs before it is created, so one not recorded yet is not there: no GET.

@@ -52,6 +52,7 @@ class FakeKube:
         self.secret_reads: Counter[str] = Counter()  # the database URL's reads, by the phase of the look
         self.forgotten: list[str] = []  # namespaces whose cached objects went: their last run ended
         self.missing_job_reads = 0  # looks for a Job not created yet
+        self.early_pod_lists = 0  # the app's pods listed before the run recorded the app's size
 
     # --- the run
 
@@ -84,6 +85,7 @@ class FakeKube:
         self.replicas[name] = replicas
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.early_pod_lists += "replicas" not in self.body["status"]
         _, _, app = selector.partition("=")
         return [{"metadata": {"name": f"{app}-{index}"}} for index in range(self.replicas[app])]
 
@@ -176,6 +178,7 @@ def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
     assert kube.secret_reads["ScalingDown"] == 1 and kube.secret_reads["BackingUp"] == 0
     assert kube.forgotten == ["shop"], "the namespace's last run ended: no event keeps its cached objects current"
     assert kube.missing_job_reads == 0, "a Job is looked for only once status.jobs records it, which comes first"
+    assert kube.early_pod_lists == 0, "the look that records the app's size and scales it down lists no pods"
 
 
 class KubeAwayAfterBackingUp(FakeKube):
