@@ -65,7 +65,7 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
     if facts.verifies:
         found = database.verification(url(), spec.row_count_tables, spec_checks)
         row_counts, applied, checks = found.row_counts, found.applied, found.check_results
-    elif "counts_rows" in facts.reads(status):
+    elif facts.counts_rows and "rowCounts" not in status and not (facts.counts_pods and _app_running(deployments)):
         row_counts = database.row_counts(url(), spec.row_count_tables)
     return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,
                  check_results=checks)
@@ -113,6 +113,11 @@ def job_state(kube: Kube, namespace: str, name: str) -> JobState | None:
     return JobState(finished=finished, reason=reason, log=_last_pod_log(kube, namespace, pods) if finished else "",
                     created=datetime.fromisoformat(job["metadata"]["creationTimestamp"]),
                     not_started=None if finished else _not_started(pods))
+
+
+def _app_running(deployments: dict[str, DeploymentState]) -> bool:
+    """Some pod of the app is still there (or no Deployment was found): no count of its rows means anything yet."""
+    return not deployments or any(state.pods != 0 for state in deployments.values())
 
 
 def _replicas_manager(deployment: dict[str, Any]) -> str | None:
