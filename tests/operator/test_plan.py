@@ -322,11 +322,11 @@ def test_a_concurrent_index_whose_build_failed_is_dropped_and_built_again(blog_a
     with psycopg.connect(blog_at_0005) as holder:
         # An uncommitted write: CREATE INDEX CONCURRENTLY waits for the transactions that write the table.
         holder.execute("INSERT INTO drill_concurrent_index_entry (name) VALUES ('in flight')")
-        timer = threading.Timer(2.5, holder.rollback)
-        timer.start()
+        released = threading.Thread(target=release_after_a_wait, args=(blog_at_0005, holder))
+        released.start()
         done = run_online(blog_at_0005, "drill_concurrent_index.0002_entry_name_index", attempts=5,
                           lock_timeout_ms=500, drills=drill)
-        timer.join()
+        released.join()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dropped the INVALID index drill_entry_name_idx its failed build left" in done.stdout
     assert "gave up waiting for a lock (attempt 1 of 5); trying again" in done.stdout
