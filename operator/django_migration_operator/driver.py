@@ -222,6 +222,8 @@ def transient(error: Exception) -> Problem | None:
     """
     if isinstance(error, database.Unreachable):
         return Problem(Reason.DATABASE_UNREACHABLE, messages.database_unreachable(str(error)))
+    if isinstance(error, observe.LeftoverJob):
+        return Problem(Reason.LEFTOVER_JOB, str(error))
     if isinstance(error, ApiException) and error.status == 403:
         return Problem(Reason.FORBIDDEN, messages.forbidden(_api_message(error)))
     if isinstance(error, ApiException) and error.status in (429, 500, 502, 503, 504):

@@ -466,6 +466,12 @@ def forbidden(refusal: str) -> str:
             "grants it) and the run goes on")
 
 
+def leftover_job(name: str, owner_uid: str) -> str:
+    return (f"Job {name} belongs to an earlier DjangoMigration of this name (uid {owner_uid}), which Kubernetes is "
+            "still deleting; the run goes on once it is gone (kubectl delete job "
+            f"{name} if it stays)")
+
+
 def api_unavailable(what: str) -> str:
     return f"the Kubernetes API {what}; trying again"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, jobs, lease, validation
+from django_migration_operator import database, jobs, lease, messages, validation
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef, Spec
@@ -50,7 +50,7 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
                 deployments[name] = state
     # A step's Job is recorded in status.jobs before it is created, so one not recorded yet is not there: no GET.
     recorded_job = facts.job if facts.job in status.get("jobs", {}) else None
-    job = job_state(kube, ref.namespace, jobs.job_name(ref, recorded_job)) if recorded_job else None
+    job = job_state(kube, ref, jobs.job_name(ref, recorded_job)) if recorded_job else None
     row_counts = applied = checks = None
     spec_checks = {check.name: check.sql for check in spec.checks}
     if facts.rehearses:
@@ -101,18 +101,27 @@ def deployment_state(kube: Kube, namespace: str, name: str, count_pods: bool) ->
                            stalled=stalled)
 
 
-def job_state(kube: Kube, namespace: str, name: str) -> JobState | None:
-    job = kube.read_job(namespace, name)
+class LeftoverJob(Exception):
+    """The step's Job name is held by a Job of an earlier DjangoMigration of the same name (a Helm hook deletes
+    and creates its run again under one name), which Kubernetes' garbage collector has not deleted yet. It is never
+    this run's: its output is another release's. The run waits for it to go (driver.transient)."""
+
+
+def job_state(kube: Kube, ref: RunRef, name: str) -> JobState | None:
+    job = kube.read_job(ref.namespace, name)
     if job is None:
         return None
+    owners = job["metadata"].get("ownerReferences") or []
+    if not any(owner.get("uid") == ref.uid for owner in owners):
+        raise LeftoverJob(messages.leftover_job(name, next((str(owner.get("uid")) for owner in owners), "none")))
     finished = reason = None
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
             finished, reason = condition["type"], condition.get("reason")
-    pods = kube.job_pods(namespace, job)
+    pods = kube.job_pods(ref.namespace, job)
     if finished is None:
         finished = _ended_by_itself(pods)
-    return JobState(finished=finished, reason=reason, log=_last_pod_log(kube, namespace, pods) if finished else "",
+    return JobState(finished=finished, reason=reason, log=_last_pod_log(kube, ref.namespace, pods) if finished else "",
                     created=datetime.fromisoformat(job["metadata"]["creationTimestamp"]),
                     not_started=None if finished else _not_started(pods))
 

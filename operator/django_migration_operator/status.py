@@ -63,6 +63,7 @@ class Reason(StrEnum):
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
     FORBIDDEN = "Forbidden"
     API_UNAVAILABLE = "APIUnavailable"
+    LEFTOVER_JOB = "LeftoverJob"  # a Job of an earlier run of the same name is still being deleted (observe.py)
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

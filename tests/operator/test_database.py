@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import psycopg
 import pytest
@@ -48,6 +49,13 @@ def test_a_busy_server_is_unreachable_for_now_and_a_wrong_url_is_a_problem(
             connection.execute("CREATE ROLE limited LOGIN CONNECTION LIMIT 1")
         limited = DatabaseUrl(url.replace("postgres@", "limited@"))
         assert connection_problem(limited) is None
+        # That check's backend ends after its client closed: until then it holds the role's one connection.
+        with psycopg.connect(url, autocommit=True) as connection:
+            deadline = time.monotonic() + 10
+            while connection.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'limited'").fetchone() \
+                    != (0,):
+                assert time.monotonic() < deadline, "the check's connection never ended"
+                time.sleep(0.01)
         with psycopg.connect(limited.url), pytest.raises(Unreachable, match="too many connections for role"):
             connection_problem(limited)
         problem = connection_problem(DatabaseUrl(url.replace("/shop", "/nowhere")))

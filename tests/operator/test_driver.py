@@ -11,7 +11,7 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from django_migration_operator import database, driver, messages
+from django_migration_operator import database, driver, messages, observe
 from django_migration_operator.admission import Admission
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef
@@ -102,6 +102,7 @@ def test_any_other_error_is_not_swallowed() -> None:
 
 @pytest.mark.parametrize(("error", "reason"), [
     (database.Unreachable("connection refused"), "DatabaseUnreachable"),
+    (observe.LeftoverJob("Job run-plan belongs to an earlier DjangoMigration"), "LeftoverJob"),
     (forbidden(), "Forbidden"),
     (ApiException(status=500, reason="Internal Server Error"), "APIUnavailable"),
     (ApiException(status=429, reason="Too Many Requests"), "APIUnavailable"),

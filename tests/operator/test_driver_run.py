@@ -45,7 +45,8 @@ class FakeKube:
     def __init__(self) -> None:
         self.body: dict[str, Any] = {"metadata": {"name": RUN.name, "generation": 1}, "spec": SPEC, "status": {}}
         self.replicas = dict(REPLICAS)
-        self.jobs: dict[str, str] = {}  # each Job's creationTimestamp
+        self.jobs: dict[str, dict[str, Any]] = {}  # each Job's metadata
+        self.leftover_reads = 0  # reads of a Job of an earlier run of this name before the garbage collector takes it
         self.lease: str | None = None
         self.done: list[tuple[str, ...]] = []  # what the run did to the cluster, in order
         self.events: list[str] = []
@@ -94,19 +95,27 @@ class FakeKube:
 
     def create_job(self, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
+        if name in self.jobs:  # 409, which kube.create_job takes for its own creation before a restart
+            return
         self.done.append(("create job", name))
-        self.jobs[name] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # as the API writes it
+        self.jobs[name] = {"name": name, "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "ownerReferences": manifest["metadata"]["ownerReferences"]}
 
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         if name not in self.jobs:
             self.missing_job_reads += 1
             return None
+        metadata = self.jobs[name]
+        if metadata["ownerReferences"][0]["uid"] != RUN.uid:
+            self.leftover_reads -= 1
+            if self.leftover_reads == 0:
+                del self.jobs[name]
         # Its pod ended: the Job's condition is not written yet.
-        return {"metadata": {"name": name, "creationTimestamp": self.jobs[name]}, "status": {}}
+        return {"metadata": metadata, "status": {}}
 
     def job_pods(self, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
         name = job["metadata"]["name"]
-        return [{"metadata": {"name": f"{name}-x", "creationTimestamp": self.jobs[name]},
+        return [{"metadata": {"name": f"{name}-x", "creationTimestamp": self.jobs[name]["creationTimestamp"]},
                  "spec": {"containers": [{"name": "django"}]}, "status": {"phase": "Succeeded"}}]
 
     def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
@@ -236,6 +245,21 @@ def test_a_server_down_when_the_app_has_stopped_is_waited_for_before_the_backup_
     assert not refusals and kube.done == FROM_PENDING_TO_SUCCEEDED
     assert kube.events == ["Planning", "StrategyChosen", "ScalingDown", "DatabaseUnreachable", "BackingUp",
                            "Migrating", "Verifying", "ScalingUp", "PlanApplied"], "one event for the outage"
+
+
+def test_a_job_left_by_an_earlier_run_of_the_same_name_is_waited_for_never_taken_as_this_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Helm hook deleted the last release's run and created this one under its name: the garbage collector has not
+    # deleted the old plan Job yet, whose plan is the last release's.
+    monkeypatch.setattr(driver.Outage, "FIRST_PAUSE_SECONDS", 0.01)
+    kube = FakeKube()
+    plan = jobs.job_name(RUN, "plan")
+    kube.jobs[plan] = {"name": plan, "creationTimestamp": "2026-12-01T00:00:00Z",
+                       "ownerReferences": [RunRef(RUN.namespace, RUN.name, "uid-2").owner_reference()]}
+    kube.leftover_reads = 3
+    drive(kube)
+    assert kube.done == FROM_PENDING_TO_SUCCEEDED, "its own plan Job created once the old one was gone"
+    assert kube.events[:2] == ["Planning", "LeftoverJob"] and kube.events.count("LeftoverJob") == 1
 
 
 @pytest.mark.parametrize("phase", ["Planning", "ScalingDown", "BackingUp", "Migrating", "Verifying", "ScalingUp"])

@@ -6,13 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from django_migration_operator import observe
 from django_migration_operator.kube import Kube
+from django_migration_operator.resource import RunRef
 from django_migration_operator.world import JobState
 
 CREATED = "2026-12-02T06:00:00Z"
+RUN = RunRef("shop", "run", "uid-of-this-run")
 
 
 class JobKube:
@@ -21,8 +24,10 @@ class JobKube:
     def __init__(self, pods: list[dict[str, Any]], conditions: list[dict[str, Any]] | None = None,
                  logs: dict[str, str] | None = None) -> None:
         self.pods = pods
-        self.job = {"metadata": {"name": "run-migrate", "creationTimestamp": CREATED},
-                    "status": {"conditions": conditions} if conditions else {}}
+        self.job: dict[str, Any] = {
+            "metadata": {"name": "run-migrate", "creationTimestamp": CREATED,
+                         "ownerReferences": [RUN.owner_reference()]},
+            "status": {"conditions": conditions} if conditions else {}}
         self.logs = logs or {}
 
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -44,7 +49,7 @@ def pod(name: str, phase: str, created: str = CREATED, **status: Any) -> dict[st
 
 
 def state(kube: JobKube) -> JobState:
-    found = observe.job_state(cast(Kube, kube), "shop", "run-migrate")
+    found = observe.job_state(cast(Kube, kube), RUN, "run-migrate")
     assert found is not None
     return found
 
@@ -59,6 +64,15 @@ def test_a_job_ends_with_its_pod_and_reads_the_latest_pods_logs_init_containers_
     found = state(kube)
     assert (found.finished, found.reason, found.log) == ("Complete", None, "copied\nmigrated")
     assert found.created == datetime(2026, 12, 2, 6, 0, tzinfo=UTC) and found.not_started is None
+
+
+@pytest.mark.parametrize("owners", [[RunRef("shop", "run", "uid-of-an-earlier-run").owner_reference()], []])
+def test_a_job_of_an_earlier_run_of_the_same_name_is_never_taken_for_this_runs(owners: list[dict[str, Any]]) -> None:
+    # Its pod succeeded: its plan or backup marker is another release's.
+    kube = JobKube([pod("old", "Succeeded")], logs={"old/django": "another release's output\n"})
+    kube.job["metadata"]["ownerReferences"] = owners
+    with pytest.raises(observe.LeftoverJob, match="belongs to an earlier DjangoMigration of this name"):
+        observe.job_state(cast(Kube, kube), RUN, "run-migrate")
 
 
 def test_the_jobs_condition_gives_the_end_and_its_reason() -> None:
