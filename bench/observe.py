@@ -56,6 +56,7 @@ class PodRecord:
     terminating: bool = False
     terminating_at: float | None = None  # deletionTimestamp first seen
     ready_at: float | None = None  # condition Ready first seen True
+    unready_at: float | None = None  # condition Ready first seen False after that (a terminating pod's exit)
     running: float | None = None  # phase Running first seen
     ended: float | None = None  # phase Succeeded or Failed first seen
     deleted: float | None = None
@@ -142,11 +143,14 @@ class Observer:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; phases seen: {phases}")
 
     def serving_web_ips(self) -> list[str]:
-        """The web pods a Service would send requests to: Ready, not terminating."""
+        """The web pods a Service sends requests to, as kube-proxy chooses them since Kubernetes 1.28 (KEP-1669, every
+        traffic policy): the Ready ones not terminating; when there are none, the Ready terminating ones, which
+        still serve in their preStop."""
         with self._lock:
-            return [p.ip for p in self.seen.pods.values()
-                    if not p.job_pod and p.component == "web" and p.ip and p.ready and not p.terminating
-                    and p.deleted is None]
+            ready = [p for p in self.seen.pods.values()
+                     if not p.job_pod and p.component == "web" and p.ready and p.deleted is None]
+            return ([p.ip for p in ready if p.ip and not p.terminating]
+                    or [p.ip for p in ready if p.ip])
 
     # --- the watch loops --------------------------------------------------------------------------------
 
@@ -269,6 +273,8 @@ class Observer:
             pod.terminating_at = now
         if pod.ready and pod.ready_at is None:
             pod.ready_at = now
+        if not pod.ready and pod.ready_at is not None and pod.unready_at is None:
+            pod.unready_at = now
         phase = status.get("phase")
         if phase == "Running" and pod.running is None:
             pod.running = now
@@ -294,7 +300,8 @@ class Observer:
 
 
 class HttpProbe:
-    """Asks the Ready web pods for GET /posts/count every 50 ms; remembers when one answered 200."""
+    """Asks the web pods a Service routes to (`serving_web_ips`) for GET /posts/count every 50 ms; remembers when one
+    answered 200."""
 
     def __init__(self, observer: Observer) -> None:
         self.observer = observer

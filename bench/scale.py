@@ -70,14 +70,15 @@ class Span:
 
 
 def downtime_spans(seen: Observations) -> list[Span]:
-    """The run's downtime, from ScalingDown seen to the app available again (`available_again`), as consecutive
-    spans, each given to whoever had the next move. A mark missing or out of order gives its span to the next one:
-    the spans always add up."""
-    start = next(t for t, phase in seen.phases if phase == "ScalingDown")
+    """The run's downtime, from the app's last serving web pod gone (`serving_ended`) to the app available again
+    (`available_again`), as consecutive spans, each given to whoever had the next move. A mark missing or out of
+    order gives its span to the next one: the spans always add up."""
+    stopping = next(t for t, phase in seen.phases if phase == "ScalingDown")
+    start = serving_ended(seen)
     end = available_again(seen)
     app_pods = [pod for pod in seen.pods.values() if not pod.job_pod]
-    old = [pod for pod in app_pods if pod.added < start]
-    new = [pod for pod in app_pods if pod.added >= start]
+    old = [pod for pod in app_pods if pod.added < stopping]
+    new = [pod for pod in app_pods if pod.added >= stopping]
     marks: list[tuple[float | None, str, str]] = [
         (_first(e.at for e in seen.deployments if e.at >= start and e.replicas == 0), OPERATOR, "the scale-down"),
         (_first(pod.terminating_at for pod in old), CONTROLLERS, ""),
@@ -109,6 +110,16 @@ def downtime_spans(seen: Observations) -> list[Span]:
         spans.append(Span(who, at, moment, then))
         at = moment
     return spans
+
+
+def serving_ended(seen: Observations) -> float:
+    """When the last web pod of the app as it ran before the run stopped being Ready or went: until then a Service
+    routes to it (Kubernetes 1.28+ falls back to Ready terminating pods), so its preStop is no downtime. ScalingDown
+    seen when no such moment was seen."""
+    stopping = next(t for t, phase in seen.phases if phase == "ScalingDown")
+    ends = [_first([pod.unready_at, pod.deleted]) for pod in seen.pods.values()
+            if not pod.job_pod and pod.component == "web" and pod.added < stopping]
+    return max([stopping, *(end for end in ends if end is not None)])
 
 
 def available_again(seen: Observations) -> float:
@@ -301,7 +312,8 @@ def report_scale(report: Report, args: argparse.Namespace, alone: Observations, 
          if downtimes else "-"],
         ["downtime of one run alone (s)", sec(alone_downtime)],
     ])
-    report.table(f"2. The median run's downtime ({sec(window)} s from ScalingDown to the app available again, "
+    report.table(f"2. The median run's downtime ({sec(window)} s from its last web pod serving to the app available "
+                 "again, "
                  f"status.downtimeSeconds {sec(float(median_run.status.get('downtimeSeconds') or 0))})",
                  ["who", "seconds", "share"],
                  [[WHO[who], sec(seconds), f"{seconds / window:.0%}" if window else "-"]

@@ -94,7 +94,7 @@ def summary(stack: BlogStack, status: dict[str, Any]) -> None:
         print(f"      rehearsal   {rehearsal.get('outcome')} on a scratch copy: dump {rehearsal.get('dumpSeconds')}s, "
               f"migrate {rehearsal.get('migrateSeconds')}s, predicted downtime "
               f"{rehearsal.get('predictedDowntimeSeconds')}s")
-    print(f"      downtime    {status.get('downtimeSeconds')}s (app stopped to app available again)")
+    print(f"      downtime    {status.get('downtimeSeconds')}s (no pod serving to app available again)")
     deployments = json.loads(stack.kubectl("get", "deployments", "-n", stack.namespace, "-o", "json").stdout)
     replicas = ", ".join(f"{d['metadata']['name']} {d['status'].get('availableReplicas', 0)}/{d['spec']['replicas']}"
                          for d in deployments["items"])

@@ -17,7 +17,7 @@ RUNS_IN_PROGRESS = Gauge("djangoops_runs_in_progress", "Runs this operator is dr
 STEP_SECONDS = Histogram("djangoops_step_duration_seconds", "Time spent in each phase of a run.", ["phase"],
                          buckets=_STEP_BUCKETS)
 DOWNTIME_SECONDS = Histogram("djangoops_downtime_seconds",
-                             "Seconds the app was stopped, per run that stopped it (status.downtimeSeconds).",
+                             "Seconds no pod of the app served, per run that stopped it (status.downtimeSeconds).",
                              buckets=_STEP_BUCKETS)
 
 NOTIFICATIONS_FAILED = Counter("djangoops_notifications_failed",

@@ -89,16 +89,25 @@ def deployment_state(kube: Kube, namespace: str, name: str, count_pods: bool) ->
         return None
     spec, status = deployment["spec"], deployment.get("status", {})
     selector = ",".join(f"{k}={v}" for k, v in spec["selector"].get("matchLabels", {}).items())
-    pods = len(kube.list_pods(namespace, selector)) if count_pods else None
+    listed = kube.list_pods(namespace, selector) if count_pods else None
+    pods = len(listed) if listed is not None else None
+    serving = sum(_ready(pod) for pod in listed) if listed is not None else None
     replicas = int(spec.get("replicas", 1))
     rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
                   and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
     images = {c["name"]: c.get("image", "") for c in spec["template"]["spec"].get("containers", [])}
     stalled = any(c.get("type") == "Progressing" and c.get("status") == "False"
                   and c.get("reason") == "ProgressDeadlineExceeded" for c in status.get("conditions") or [])
-    return DeploymentState(replicas=replicas, pods=pods, available=int(status.get("availableReplicas", 0)),
-                           rolled_out=rolled_out, scaled_by=_replicas_manager(deployment), images=images,
-                           stalled=stalled)
+    return DeploymentState(replicas=replicas, pods=pods, serving=serving,
+                           available=int(status.get("availableReplicas", 0)), rolled_out=rolled_out,
+                           scaled_by=_replicas_manager(deployment), images=images, stalled=stalled)
+
+
+def _ready(pod: Pod) -> bool:
+    """The pod's Ready condition, which the kubelet keeps while a terminating pod's readiness probe passes: what
+    an EndpointSlice calls serving."""
+    return any(condition.get("type") == "Ready" and condition.get("status") == "True"
+               for condition in _status(pod).get("conditions") or [])
 
 
 class LeftoverJob(Exception):

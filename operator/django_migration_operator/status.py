@@ -137,7 +137,8 @@ class RunStatus(TypedDict, total=False):
     observedGeneration: int
     startedAt: str
     completedAt: str
-    stoppedAt: str  # when the app was stopped: the downtime counts from here
+    stoppedAt: str  # when the app's scale-down began
+    servingEndedAt: str  # when no pod of app.deployment was Ready any more: the downtime counts from here
     downtimeSeconds: float
     waitingFor: str | None  # the run holding the database's Lease; None clears it
     toolsImage: str

@@ -401,15 +401,26 @@ def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
         return Step(status={"replicas": {name: world.deployments[name].replicas for name in spec.deployments},
                             "images": _release_containers(spec, world), "stoppedAt": _iso(world.now)},
                     actions=actions, wait=True)
+    served = _serving_ended(spec, status, world)
     remaining = [name for name in spec.deployments if world.deployments[name].pods != 0]  # None: not counted
     if actions or remaining:
-        return Step(actions=actions, wait=True)
+        return Step(status=served, actions=actions, wait=True)
     if spec.backup_enabled:
         message = messages.backing_up(spec.backup_claim)
-        return Step(status={"phase": Phase.BACKING_UP, "message": message}, events=[Event(Phase.BACKING_UP, message)])
+        return Step(status={**served, "phase": Phase.BACKING_UP, "message": message},
+                    events=[Event(Phase.BACKING_UP, message)])
     message = messages.migrating_without_backup()
-    return Step(status={"phase": Phase.MIGRATING, "message": message},
+    return Step(status={**served, "phase": Phase.MIGRATING, "message": message},
                 events=[Event(Phase.MIGRATING, message, warning=True)])
+
+
+def _serving_ended(spec: Spec, status: RunStatus, world: World) -> RunStatus:
+    """The first look that finds no Ready pod of app.deployment, terminating ones included, records when: the
+    downtime counts from here. Until then the app answers: a Service routes to Ready terminating pods when no
+    other is ready (Kubernetes 1.28+, KEP-1669), so the pods' preStop and graceful stop serve."""
+    if "servingEndedAt" in status or world.deployments[spec.deployment].serving != 0:  # None: not counted
+        return {}
+    return {"servingEndedAt": _iso(world.now)}
 
 
 def _backing_up(spec: Spec, status: RunStatus, world: World) -> Step:
@@ -524,7 +535,7 @@ def _scaling_up(spec: Spec, status: RunStatus, world: World) -> Step:
                 for name, replicas in recorded.items())
     if actions or not ready:
         return Step(actions=actions, wait=True)
-    downtime = _seconds_since(status.get("stoppedAt"), world.now)
+    downtime = _seconds_since(status.get("servingEndedAt") or status.get("stoppedAt"), world.now)
     if failure:
         rolled_back = condition(status, ConditionType.ROLLED_BACK).get("status") == "True"
         message = messages.failed_app_running(failure["message"], recorded, images, downtime,

@@ -16,6 +16,7 @@ class DeploymentState:
     pods: int | None  # pods matching the selector, terminating ones included; None: not counted in this phase
     available: int  # status.availableReplicas
     rolled_out: bool  # the controller has seen the latest spec and every replica is updated
+    serving: int | None = None  # of `pods`, the Ready ones (terminating or not); None: not counted
     scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells
     images: dict[str, str] = field(default_factory=dict)  # container -> image of the pod template, in order
     stalled: bool = False  # its rollout exceeded progressDeadlineSeconds (condition Progressing, False)

@@ -125,3 +125,34 @@ def test_a_failed_pods_termination_message_is_only_a_tail_and_its_log_is_read() 
     assert state(JobKube([failed], logs={"x/django": "the whole log\n"})).log == "the whole log"
     assert state(JobKube([pod("y", "Succeeded", containerStatuses=terminated(""))],
                          logs={"y/django": "migrated\n"})).log == "migrated"
+
+
+class AppKube:
+    """The app's Deployment, scaled to 0, and its pods in their graceful stop."""
+
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        self.pods = pods
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": name, "generation": 2},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                         "template": {"spec": {"containers": [{"name": "django", "image": "shop:2"}]}}},
+                "status": {"observedGeneration": 2}}
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        assert selector == "app=web"
+        return self.pods
+
+
+def test_the_ready_pods_of_an_app_being_stopped_are_counted_as_serving_terminating_ones_included() -> None:
+    ready = [{"type": "Ready", "status": "True"}]
+    in_pre_stop = pod("a", "Running", conditions=ready)
+    in_pre_stop["metadata"]["deletionTimestamp"] = CREATED
+    exited = pod("b", "Running", conditions=[{"type": "Ready", "status": "False"}])
+    exited["metadata"]["deletionTimestamp"] = CREATED
+    found = observe.deployment_state(cast(Kube, AppKube([in_pre_stop, exited])), "shop", "web", count_pods=True)
+    assert found is not None and (found.pods, found.serving) == (2, 1)
+    found = observe.deployment_state(cast(Kube, AppKube([exited])), "shop", "web", count_pods=True)
+    assert found is not None and (found.pods, found.serving) == (1, 0)
+    found = observe.deployment_state(cast(Kube, AppKube([])), "shop", "web", count_pods=False)
+    assert found is not None and (found.pods, found.serving) == (None, None), "not counted: not listed"

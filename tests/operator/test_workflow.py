@@ -58,8 +58,11 @@ def spec(**top_level: Any) -> Spec:
     return Spec.from_body({**body, **top_level})
 
 
-def running(replicas: int, pods: int | None = None, available: int | None = None) -> DeploymentState:
-    return DeploymentState(replicas=replicas, pods=replicas if pods is None else pods,
+def running(replicas: int, pods: int | None = None, available: int | None = None,
+            serving: int | None = None) -> DeploymentState:
+    """Every pod Ready unless `serving` says how many are."""
+    pods = replicas if pods is None else pods
+    return DeploymentState(replicas=replicas, pods=pods, serving=pods if serving is None else serving,
                            available=replicas if available is None else available, rolled_out=True)
 
 
@@ -121,11 +124,19 @@ class TestHappyPath:
         status = apply(status, step)
         step = advance(s, status, world)
         assert step.actions == [Scale("web", 0), Scale("worker", 0)] and step.wait and not step.status
+        # The web pod in its preStop, still Ready: a Service still routes to it, so the app serves.
         stopping = World(now=NOW, deployments={"web": running(0, pods=1), "worker": running(0, pods=0)})
-        assert advance(s, status, stopping).wait and not advance(s, status, stopping).actions
+        step = advance(s, status, stopping)
+        assert step.wait and not step.actions and not step.status
+        gone = NOW + timedelta(seconds=2)
+        not_serving = World(now=gone, deployments={"web": running(0, pods=1, serving=0), "worker": running(0)})
+        step = advance(s, status, not_serving)
+        assert step.status == {"servingEndedAt": "2026-11-24T12:00:02.000Z"} and step.wait and not step.actions
+        status = apply(status, step)
+        assert not advance(s, status, not_serving).status, "recorded once: the downtime counts from there"
 
         stopped = {"web": running(0), "worker": running(0)}
-        step = advance(s, status, World(now=NOW, deployments=stopped))
+        step = advance(s, status, World(now=gone, deployments=stopped))
         assert step.status["phase"] == Phase.BACKING_UP
         # The last pod gone: the backup Job recorded and created in the same step; it counts the rows.
         assert step.status["jobs"] == {"plan": "plan", "backup": "backup"} and step.actions == [CreateJob("backup")]
@@ -165,14 +176,14 @@ class TestHappyPath:
         later = NOW + timedelta(seconds=42)
         step = advance(s, status, World(now=later, deployments={"web": running(2), "worker": running(1)}))
         assert step.status["phase"] == Phase.SUCCEEDED
-        assert step.status["downtimeSeconds"] == 42.0
+        assert step.status["downtimeSeconds"] == 40.0, "from the last Ready pod's end, not from the scale-down"
         assert step.actions == [ReleaseLease()]
         final = apply(status, step)
         assert conditions(final) == {"Succeeded": "True", "BackupTaken": "True", "Migrated": "True",
                                      "Verified": "True"}
         assert reasons(final) == {"Succeeded": "PlanApplied", "BackupTaken": "BackupVerified",
                                   "Migrated": "PlanApplied", "Verified": "VerificationPassed"}
-        assert final["message"] == messages.succeeded(1, False, 42.0, {"web": 2, "worker": 1}, {})
+        assert final["message"] == messages.succeeded(1, False, 40.0, {"web": 2, "worker": 1}, {})
 
     def test_a_backup_that_counted_no_rows_leaves_the_count_to_the_look_before_the_migrate_job(self) -> None:
         # A backup Job created by an operator from before the counts beside the dump.

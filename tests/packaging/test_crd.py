@@ -402,6 +402,7 @@ def test_status_fields(root: Schema) -> None:
         "migrateOutput",
         "contractOutput",
         "stoppedAt",
+        "servingEndedAt",
         "window",
         "rehearsal",
         "notStarted",
