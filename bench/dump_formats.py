@@ -213,7 +213,7 @@ def operator_backup_command(output: Path, database_url: str, server: Server) -> 
                            "backup": {"volumeClaim": "backups", "keep": 1}})
     mount = output.parent.parent  # .../operator, which holds web/<run>.dump as the claim would
     run = RunRef("bench", output.stem, "uid")
-    job = jobs.backup_job(run, spec, jobs.backup_path(spec, run), f"postgres:{server.major}", count_rows=False)
+    job = jobs.backup_job(run, spec, jobs.backup_path(spec, run), f"postgres:{server.major}")
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env["BACKUP_PATH"] = env["BACKUP_PATH"].replace(jobs.BACKUP_MOUNT, str(mount), 1)

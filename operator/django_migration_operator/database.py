@@ -78,12 +78,6 @@ def connection_problem(database: DatabaseUrl) -> str | None:
     return None
 
 
-def check_answers(database: DatabaseUrl) -> None:
-    """Raises Unreachable unless the server answers a query (one round trip after the handshake)."""
-    with _connect(database) as connection:
-        connection.execute("SELECT 1")
-
-
 def createdb_problem(database: DatabaseUrl) -> str | None:
     """Why the URL's role could not create a database (a restore recreates it, a rehearsal makes a copy)."""
     with _connect(database) as connection:

@@ -386,9 +386,7 @@ def _job_manifest(kube: Kube, ref: RunRef, body: dict[str, Any], spec: Spec, ste
         return jobs.migrate_job(ref, spec, template)
     image = _tools_image(kube, ref, status, spec)
     if step == "backup":
-        # Online, the app writes meanwhile: a count beside the dump would say nothing (workflow._counts_before).
-        return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref), image,
-                               count_rows=status.get("strategy") != "Online")
+        return jobs.backup_job(ref, spec, jobs.backup_path(spec, ref), image)
     return jobs.restore_job(ref, spec, status.get("backup", {}).get("path") or jobs.backup_path(spec, ref),
                             observe.database_url(kube, ref, spec).name, image)
 

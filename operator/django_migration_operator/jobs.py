@@ -32,7 +32,6 @@ RESTORE_MARKER = "DJANGOOPS_RESTORE "
 REHEARSAL_COPY_MARKER = "DJANGOOPS_REHEARSAL_COPY "
 # Where the backup container writes its marker line again, as its termination message (observe.py reads it).
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-TERMINATION_MESSAGE_LIMIT = 4096  # bytes: the kubelet keeps no more of a container's termination message
 BACKUP_MOUNT = "/backups"
 # Planning only reads the migration graph and django_migrations: minutes mean something is stuck.
 PLAN_DEADLINE_SECONDS = 600
@@ -76,54 +75,26 @@ _CHOOSE_COMPRESSION = r"""
 else compress=1 compression=gzip:1; fi
 """
 
-# Shared by the backup and the rehearsal's copy: `count_rows URL` prints `"table": count, ...` for each table of
-# $ROW_COUNT_TABLES (verify.rowCounts, names validated to exist while Pending), counted on URL.
-_COUNT_ROWS = r"""
-count_rows() {
-  counts=""
-  for table in $ROW_COUNT_TABLES; do
-    count=$(psql "$1" --no-psqlrc --tuples-only --no-align -v ON_ERROR_STOP=1 -v table="$table" <<'SQL'
-SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %s', to_regclass(:'table')),
-        false, true, '')))[1]::text;
-SQL
-)
-    counts="$counts, \"$table\": $count"
-  done
-  printf '%s' "${counts#, }"
-}
-"""
-
 # The backup and restore scripts never `set -x`: their command lines carry DATABASE_URL and its password.
-# The rows of verify.rowCounts are counted beside the dump, on the same stopped app's data: the count is off the
-# downtime's critical path (a count of 10M rows took about a second before the dump could start).
 _BACKUP_SCRIPT = r"""set -eu
 folder=${BACKUP_PATH%/*}
 mkdir -p "$folder"
 # Dump to a side file: an interrupted dump never looks like a finished one, and a failed one is removed.
-trap 'rm -f "$BACKUP_PATH.partial" "$BACKUP_PATH.counts"' EXIT""" + _CHOOSE_COMPRESSION + _COUNT_ROWS + r"""
-count_rows "$DATABASE_URL" > "$BACKUP_PATH.counts" &
-counting=$!
+trap 'rm -f "$BACKUP_PATH.partial"' EXIT""" + _CHOOSE_COMPRESSION + r"""
 # --create also records the database's own owner, privileges, comment and settings: the restore re-applies them.
 pg_dump --format=custom --create --compress="$compress" --file="$BACKUP_PATH.partial" --dbname="$DATABASE_URL"
-wait "$counting"
 # An archive that pg_restore cannot read is no backup: fail here, before any migration starts.
 pg_restore --list "$BACKUP_PATH.partial" > /dev/null
 mv "$BACKUP_PATH.partial" "$BACKUP_PATH"
 # Keep the newest $BACKUP_KEEP dumps of this app (names are DNS names: no spaces, no newlines).
 ls -1t "$folder"/*.dump | tail -n "+$((BACKUP_KEEP + 1))" | while IFS= read -r old; do rm -f "$old"; done
 size=$(($(wc -c < "$BACKUP_PATH")))
-""" + f"""record='%s{{"path": "%s", "sizeBytes": %s, "format": "custom", "compression": "%s", "verified": true, '
-record="$record"'"rowCounts": {{%s}}}}'
-marker=$(printf "$record" {shlex.quote(BACKUP_MARKER)} "$BACKUP_PATH" "$size" "$compression" \\
-"$(cat "$BACKUP_PATH.counts")")
+""" + f"""record='%s{{"path": "%s", "sizeBytes": %s, "format": "custom", "compression": "%s", "verified": true}}'
+marker=$(printf "$record" {shlex.quote(BACKUP_MARKER)} "$BACKUP_PATH" "$size" "$compression")
 """ + r"""printf '%s\n' "$marker"
 # Also the container's termination message: the operator reads it from the pod's status, with no request for the
-# log through the kubelet while the app is down. The kubelet keeps 4096 bytes of it: a longer marker (many
-# rowCounts tables) is left to the log, which the operator reads when a succeeded pod has no message. The log has it
-# too, should the file not be writable.
-if [ ${#marker} -lt """ + str(TERMINATION_MESSAGE_LIMIT) + r""" ]; then
-  { printf '%s\n' "$marker" > "$TERMINATION_MESSAGE_PATH"; } 2>/dev/null || true
-fi
+# log through the kubelet while the app is down. The log has it too, should the file not be writable.
+{ printf '%s\n' "$marker" > "$TERMINATION_MESSAGE_PATH"; } 2>/dev/null || true
 """
 
 # Drop and recreate rather than `pg_restore --clean`: a clean restore in place does not undo what a migration
@@ -252,7 +223,7 @@ SELECT pg_encoding_to_char(encoding) AS db_encoding, datcollate AS db_collate, d
 DROP DATABASE IF EXISTS :"scratch" WITH (FORCE);
 CREATE DATABASE :"scratch" TEMPLATE template0 ENCODING :'db_encoding' LC_COLLATE :'db_collate' LC_CTYPE :'db_ctype';
 SQL
-dump=$REHEARSAL_DUMP""" + _CHOOSE_COMPRESSION + _COUNT_ROWS + r"""
+dump=$REHEARSAL_DUMP""" + _CHOOSE_COMPRESSION + r"""
 started=$(date +%s.%N)
 pg_dump --format=custom --create --compress="$compress" --file="$dump" --dbname="$DATABASE_URL"
 dumped=$(date +%s.%N)
@@ -260,11 +231,19 @@ pg_restore --single-transaction --exit-on-error --no-owner --dbname="$SCRATCH_UR
 restored=$(date +%s.%N)
 size=$(($(wc -c < "$dump")))
 rm -f "$dump"
-counts=$(count_rows "$SCRATCH_URL")
+counts=""
+for table in $ROW_COUNT_TABLES; do
+  count=$(psql "$SCRATCH_URL" --no-psqlrc --tuples-only --no-align -v ON_ERROR_STOP=1 -v table="$table" <<'SQL'
+SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %s', to_regclass(:'table')),
+        false, true, '')))[1]::text;
+SQL
+)
+  counts="$counts, \"$table\": $count"
+done
 seconds() { awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }
 """ + f"""printf '%s{{"dumpSeconds": %s, "restoreSeconds": %s, "sizeBytes": %s, "rowCounts": {{%s}}}}\\n' \\
 {shlex.quote(REHEARSAL_COPY_MARKER)} "$(seconds "$started" "$dumped")" "$(seconds "$dumped" "$restored")" "$size" \\
-"$counts"
+"${{counts#, }}"
 """
 
 
@@ -399,14 +378,12 @@ def tools_problem(image: str, server_major: int) -> str | None:
             f"to postgres:{server_major} or newer, or remove it and the operator chooses postgres:{server_major}")
 
 
-def backup_job(run: RunRef, spec: Spec, backup_path: str, image: str, count_rows: bool) -> dict[str, Any]:
-    """pg_dump into the claim, verified, pruned to backup.keep; prints BACKUP_MARKER {path, sizeBytes, ...,
-    rowCounts}, the rows of verify.rowCounts counted beside the dump when `count_rows` (the app is stopped)."""
+def backup_job(run: RunRef, spec: Spec, backup_path: str, image: str) -> dict[str, Any]:
+    """pg_dump into the claim, verified, pruned to backup.keep; prints BACKUP_MARKER {path, sizeBytes, ...}."""
     # The dump just taken is always kept, whatever keep says: it is the one this run may need.
     keep = {"name": "BACKUP_KEEP", "value": str(max(spec.backup_keep, 1))}
     message = {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH}
-    tables = {"name": "ROW_COUNT_TABLES", "value": " ".join(spec.row_count_tables) if count_rows else ""}
-    container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep, message, tables], image)
+    container, pod_spec = _tools_pod(spec, "backup", _BACKUP_SCRIPT, backup_path, [keep, message], image)
     container["terminationMessagePath"] = TERMINATION_MESSAGE_PATH
     return _job(run, spec, "backup", container, pod_spec, {}, spec.backup_timeout_seconds)
 

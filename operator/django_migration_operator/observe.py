@@ -65,10 +65,8 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
     if facts.verifies:
         found = database.verification(url(), spec.row_count_tables, spec_checks)
         row_counts, applied, checks = found.row_counts, found.applied, found.check_results
-    elif "counts_rows" in facts.reads(status):
+    elif facts.counts_rows and "rowCounts" not in status and not (facts.counts_pods and _app_running(deployments)):
         row_counts = database.row_counts(url(), spec.row_count_tables)
-    elif "checks_server" in facts.reads(status) and not _app_running(deployments):
-        database.check_answers(url())
     return World(now=now, deployments=deployments, job=job, row_counts=row_counts, applied=applied,
                  check_results=checks)
 
@@ -136,7 +134,7 @@ def job_state(kube: Kube, ref: RunRef, name: str) -> JobState | None:
 
 
 def _app_running(deployments: dict[str, DeploymentState]) -> bool:
-    """Some pod of the app is still there, or not counted yet (or no Deployment was found)."""
+    """Some pod of the app is still there (or no Deployment was found): no count of its rows means anything yet."""
     return not deployments or any(state.pods != 0 for state in deployments.values())
 
 

@@ -158,25 +158,24 @@ def advance(spec: Spec, status: RunStatus, world: World) -> Step:
     created, the backup verified and the migrate Job created, or the database verified and the app scaled up, in
     one status write and no look in between."""
     step = _decide(spec, status, world)
-    moved: RunStatus = {**status, **step.status}
-    if step.actions or step.wait or phase_of(moved) == phase_of(status) or _online(status) \
-            or not _chained(status, moved):
+    after = phase_of({**status, **step.status})
+    if step.actions or step.wait or after == phase_of(status) or _online(status) \
+            or not _chained(phase_of(status), after, status):
         return step
     # Its Job is not recorded yet, so not there: the look this phase would take sees no Job.
-    then = _decide(spec, moved, replace(world, job=None))
+    then = _decide(spec, {**status, **step.status}, replace(world, job=None))
     if "phase" in then.status:  # every phase is written and announced on its own
         return step
     return Step(status={**step.status, **then.status}, actions=then.actions, events=[*step.events, *then.events],
                 wait=then.wait, wake_after=then.wake_after)
 
 
-def _chained(before: RunStatus, after: RunStatus) -> bool:
-    """Whether the look just taken (at the run as `before`) saw all that the next phase's (at `after`) reads."""
-    now, then = PHASES[phase_of(before)], PHASES[phase_of(after)]
+def _chained(current: Phase, after: Phase, status: RunStatus) -> bool:
+    now, then = PHASES[current], PHASES[after]
     stopped = now.app_stopped or then.app_stopped  # the app's pods are gone on one side of the move at least
-    if not stopped or then.handler is None or (then.job is not None and then.job in before.get("jobs", {})):
+    if not stopped or then.handler is None or (then.job is not None and then.job in status.get("jobs", {})):
         return False
-    return then.reads(after) <= now.reads(before)
+    return all(getattr(now, read) or not getattr(then, read) for read in PhaseFacts.READS)
 
 
 def _decide(spec: Spec, status: RunStatus, world: World) -> Step:
@@ -424,13 +423,13 @@ def _serving_ended(spec: Spec, status: RunStatus, world: World) -> RunStatus:
 
 
 def _backing_up(spec: Spec, status: RunStatus, world: World) -> Step:
-    job = _job_step(spec, status, world, "backup", extra={"backup": {"startedAt": _iso(world.now)}})
+    job = _job_step(spec, status, world, "backup", extra={**_counts_before(status, world),
+                                                          "backup": {"startedAt": _iso(world.now)}})
     if isinstance(job, Step):
         return job
-    # The marker's record, as the backup script prints it (jobs.backup_job), with the rows it counted beside the dump.
-    marker = jobs.parse_marker(job.log, jobs.BACKUP_MARKER) if job.finished == "Complete" else None
-    counted = marker.pop("rowCounts", None) if marker else None
-    backup = cast(Backup | None, marker)
+    # The marker's record, as the backup script prints it (jobs.backup_job).
+    backup = cast(Backup | None, jobs.parse_marker(job.log, jobs.BACKUP_MARKER)) if job.finished == "Complete" \
+        else None
     if not backup or not backup.get("verified"):
         failure = messages.backup_failed(job.reason, job.log)
         not_taken: ConditionChange = (ConditionType.BACKUP_TAKEN, "False", Reason.BACKUP_FAILED, failure)
@@ -440,8 +439,7 @@ def _backing_up(spec: Spec, status: RunStatus, world: World) -> Step:
         return _fail_towards_scaling_up(status, world, Phase.BACKING_UP, Reason.BACKUP_FAILED, failure, not_taken)
     record: Backup = {**status.get("backup", {}), **backup, "completedAt": _iso(world.now)}
     message = messages.backup_verified(record["path"], record.get("sizeBytes", 0))
-    return Step(status={**_counts_before(status, counted), "backup": record, "phase": Phase.MIGRATING,
-                        "message": message,
+    return Step(status={"backup": record, "phase": Phase.MIGRATING, "message": message,
                         "conditions": _conditions(status, world, (ConditionType.BACKUP_TAKEN, "True",
                                                                   Reason.BACKUP_VERIFIED, message))},
                 events=[Event(Phase.MIGRATING, message)])
@@ -451,7 +449,7 @@ def _migrating(spec: Spec, status: RunStatus, world: World) -> Step:
     online = _online(status)
     if online and not online_migrations(status, MigrationClass.EXPAND):
         return _roll_out(spec, expanded=False)
-    job = _job_step(spec, status, world, "migrate", extra=_counts_before(status, world.row_counts))
+    job = _job_step(spec, status, world, "migrate", extra=_counts_before(status, world))
     if isinstance(job, Step):
         return job
     output = messages.tail(job.log)
@@ -597,12 +595,9 @@ class PhaseFacts:
     reads_app: bool = False  # observes the app's Deployments
     counts_pods: bool = False  # and lists their pods, terminating ones included (one request per Deployment)
     reads_lease: bool = False  # observes the database's Lease (and, while Pending, checks the input)
-    # Counts rows (spec.verify.rowCounts) before its Job may change them, until status records them (the backup Job
-    # counts them beside its dump: only a run without a backup counts them here).
+    # Counts rows (spec.verify.rowCounts) before its Job may change them; with counts_pods, only in the look that finds
+    # the app's pods gone: the counts of the stopped app, for the backup Job created in the same step.
     counts_rows: bool = False
-    # With counts_pods: the look that finds the app's pods gone checks the server answers, so a server down then is
-    # waited for (DatabaseUnreachable), not met by the backup Job's pg_dump, which would fail the run.
-    checks_server: bool = False
     verifies: bool = False  # reads django_migrations, the row counts and the checks
     rehearses: bool = False  # a scratch copy may exist: observed, verified once migrated, dropped if deleted
     holds_slot: bool = False  # Offline: the app is stopping, stopped or starting; counts against --max-stopped-apps
@@ -610,14 +605,8 @@ class PhaseFacts:
     health: str = "Progressing"  # the Argo CD health of a run in this phase (charts/.../argocd/health.lua)
     notice: str | None = None  # what spec.notify's webhooks are told when a run enters this phase
 
-    READS: ClassVar[tuple[str, ...]] = ("reads_app", "counts_pods", "reads_lease", "counts_rows", "checks_server",
-                                        "verifies", "rehearses")
-
-    def reads(self, status: RunStatus) -> frozenset[str]:
-        """What a look at a run in this phase, with this status, reads (observe.observe reads just that): no rows
-        are counted once status records them, nor online (`_counts_before`)."""
-        return frozenset(read for read in self.READS if getattr(self, read)
-                         and not (read == "counts_rows" and ("rowCounts" in status or _online(status))))
+    READS: ClassVar[tuple[str, ...]] = ("reads_app", "counts_pods", "reads_lease", "counts_rows", "verifies",
+                                        "rehearses")
 
 
 PHASES: dict[Phase, PhaseFacts] = {
@@ -628,9 +617,10 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.AWAITING_APPROVAL: PhaseFacts(_awaiting_approval, touched=False, health="Suspended",
                                         notice="AwaitingApproval"),
     Phase.SCHEDULED: PhaseFacts(_scheduled, touched=False, notice="Scheduled"),
-    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, counts_pods=True, checks_server=True,
-                                   holds_slot=True, notice="Stopping"),
-    Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, holds_slot=True, reads_app=True),
+    Phase.SCALING_DOWN: PhaseFacts(_scaling_down, reads_app=True, counts_pods=True, counts_rows=True, holds_slot=True,
+                                   notice="Stopping"),
+    Phase.BACKING_UP: PhaseFacts(_backing_up, job="backup", app_stopped=True, holds_slot=True, reads_app=True,
+                                 counts_rows=True),
     Phase.MIGRATING: PhaseFacts(_migrating, job="migrate", app_stopped=True, holds_slot=True, reads_app=True,
                                 counts_rows=True),
     Phase.VERIFYING: PhaseFacts(_verifying, app_stopped=True, holds_slot=True, reads_app=True, verifies=True),
@@ -718,15 +708,14 @@ def _migration_failure(job: JobState) -> str:
     return messages.migration_failed(timed_out, job.log)
 
 
-def _counts_before(status: RunStatus, counted: dict[str, int] | None) -> RunStatus:
-    """The row counts of the stopped app's database, as the backup Job counted them beside its dump, or (no backup)
-    as the look before the migrate Job did: recorded before any Job may change them.
+def _counts_before(status: RunStatus, world: World) -> RunStatus:
+    """The row counts of the stopped app's database, recorded with the first Job that may change it.
 
     None online: the app writes meanwhile, so a count before says nothing about rows lost.
     """
-    if "rowCounts" in status or counted is None or _online(status):
+    if "rowCounts" in status or world.row_counts is None or _online(status):
         return {}
-    return {"rowCounts": {table: {"before": count} for table, count in counted.items()}}
+    return {"rowCounts": {table: {"before": count} for table, count in world.row_counts.items()}}
 
 
 def _guard(spec: Spec, status: RunStatus, world: World) -> Step | None:

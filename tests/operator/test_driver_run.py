@@ -34,8 +34,7 @@ SPEC: dict[str, Any] = {
 }
 REPLICAS = {"web": 2, "worker": 1}
 # What each step's Job prints; every Job's pod ends as soon as it is created.
-LOGS = {jobs.job_name(RUN, "plan"): plan_log(SCRIPT_PLAN),
-        jobs.job_name(RUN, "backup"): backup_log(row_counts={"blog_post": 3}),
+LOGS = {jobs.job_name(RUN, "plan"): plan_log(SCRIPT_PLAN), jobs.job_name(RUN, "backup"): backup_log(),
         jobs.job_name(RUN, "migrate"): "  Applying blog.0003_add_post_status... OK\n"}
 
 
@@ -146,8 +145,7 @@ class FakeKube:
 @pytest.fixture(autouse=True)
 def fake_database(monkeypatch: pytest.MonkeyPatch) -> None:
     """A PostgreSQL 16 server that allows everything, whose one table keeps its rows, and that applies the plan."""
-    answers: dict[str, Any] = {"connection_problem": None, "check_answers": None, "createdb_problem": None,
-                               "server_major": 16,
+    answers: dict[str, Any] = {"connection_problem": None, "createdb_problem": None, "server_major": 16,
                                "database_size": 2**30, "missing_tables": [], "row_counts": {"blog_post": 3},
                                "verification": database.Verification(
                                    {"blog_post": 3}, frozenset({("blog", "0003_add_post_status")}), {})}
@@ -185,9 +183,8 @@ def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
     assert status["jobs"] == {step: jobs.job_name(RUN, step) for step in ("plan", "backup", "migrate")}
     assert status["observedGeneration"] == 1 and status["toolsImage"] == jobs.tools_image(
         Spec.from_body(SPEC), 16)
-    # The backup Job counts the rows beside its dump: from the scale-down to Verifying, only the look that finds the
-    # app's pods gone reads the database (it checks the server answers before the backup Job is created).
-    assert [kube.secret_reads[phase] for phase in ("ScalingDown", "BackingUp", "Migrating")] == [1, 0, 0]
+    # The rows are counted once, in the look that found the app's pods gone, whose step also creates the backup Job.
+    assert kube.secret_reads["ScalingDown"] == 1 and kube.secret_reads["BackingUp"] == 0
     assert kube.forgotten == ["shop"], "the namespace's last run ended: no event keeps its cached objects current"
     assert kube.missing_job_reads == 0, "a Job is looked for only once status.jobs records it, which comes first"
     assert kube.early_pod_lists == 0, "the look that records the app's size and scales it down lists no pods"
@@ -228,23 +225,6 @@ def test_the_event_of_a_phase_whose_status_got_through_is_posted_once_the_api_is
     assert kube.done == FROM_PENDING_TO_SUCCEEDED
     assert kube.events == ["Planning", "StrategyChosen", "ScalingDown", "BackingUp", "Migrating", "Verifying",
                            "ScalingUp", "PlanApplied"], "each phase's event once, in order"
-
-
-def test_a_server_down_when_the_app_has_stopped_is_waited_for_before_the_backup_job_is_created(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(driver.Outage, "FIRST_PAUSE_SECONDS", 0.01)
-    kube = FakeKube()
-    refusals = [database.Unreachable("connection refused")] * 2
-
-    def check_answers(*_: object) -> None:
-        assert kube.body["status"]["phase"] == "ScalingDown" and jobs.job_name(RUN, "backup") not in kube.jobs
-        if refusals:
-            raise refusals.pop()
-    monkeypatch.setattr(database, "check_answers", check_answers)
-    drive(kube)
-    assert not refusals and kube.done == FROM_PENDING_TO_SUCCEEDED
-    assert kube.events == ["Planning", "StrategyChosen", "ScalingDown", "DatabaseUnreachable", "BackingUp",
-                           "Migrating", "Verifying", "ScalingUp", "PlanApplied"], "one event for the outage"
 
 
 def test_a_job_left_by_an_earlier_run_of_the_same_name_is_waited_for_never_taken_as_this_runs(

@@ -92,7 +92,7 @@ BUILDERS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "plan": lambda spec: jobs.plan_job(RUN, spec, app_template()),
     "migrate": lambda spec: jobs.migrate_job(RUN, spec, app_template()),
     "backup": lambda spec: jobs.backup_job(RUN, spec, "/backups/web/blog-release-42.dump",
-                                           jobs.tools_image(spec, SERVER_MAJOR), count_rows=True),
+                                           jobs.tools_image(spec, SERVER_MAJOR)),
     "restore": lambda spec: jobs.restore_job(RUN, spec, "/backups/web/blog-release-42.dump", "shop",
                                              jobs.tools_image(spec, SERVER_MAJOR)),
 }
@@ -298,12 +298,12 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
         connection.execute("CREATE TABLE post (id int PRIMARY KEY, title text NOT NULL)")
         connection.execute("INSERT INTO post SELECT i, 'post ' || i FROM generate_series(1, 500) i")
     before = snapshot(url)
-    spec = make_spec(backup={"keep": 2}, verify={"rowCounts": ["post"]})
+    spec = make_spec(backup={"keep": 2})
 
     markers = []
     for run_name in ("release-1", "release-2", "release-3"):
         run = RunRef("shop", run_name, "uid")
-        job = jobs.backup_job(run, spec, jobs.backup_path(spec, run), LOCAL_TOOLS, count_rows=True)
+        job = jobs.backup_job(run, spec, jobs.backup_path(spec, run), LOCAL_TOOLS)
         done = run_tools_job(job, url, tmp_path, bin_dir)
         assert done.returncode == 0, done.stderr
         markers.append(jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER))
@@ -312,11 +312,10 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
         assert job["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] == \
             jobs.TERMINATION_MESSAGE_PATH
     folder = tmp_path / "web"
-    assert sorted(p.name for p in folder.iterdir()) == ["release-2.dump", "release-3.dump"], "no side file is left"
+    assert sorted(p.name for p in folder.iterdir()) == ["release-2.dump", "release-3.dump"]
     newest = folder / "release-3.dump"
     assert markers[-1] == {"path": str(newest), "sizeBytes": newest.stat().st_size, "format": "custom",
-                           "compression": expected_compression(bin_dir), "verified": True,
-                           "rowCounts": {"post": 500}}
+                           "compression": expected_compression(bin_dir), "verified": True}
 
     # What a migration does, with a connection left open, as by an app pod that did not stop.
     with psycopg.connect(url, autocommit=True) as connection:
@@ -338,32 +337,6 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
                                   ).fetchone() == ("C", "C")
-
-
-def test_a_backup_without_counts_says_so_and_a_marker_past_the_kubelets_limit_is_left_to_the_log(
-        postgres: tuple[str, str], tmp_path: Path) -> None:
-    server_url, bin_dir = postgres
-    tables = [f"table_with_a_name_as_long_as_postgresql_allows_it_number_{number:03d}" for number in range(70)]
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute("CREATE DATABASE many_tables")
-    url = server_url.rsplit("/", 1)[0] + "/many_tables"
-    with psycopg.connect(url, autocommit=True) as connection:
-        for table in tables:
-            connection.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(table)))
-    spec = make_spec(verify={"rowCounts": tables})
-    online = jobs.backup_job(RUN, spec, jobs.backup_path(spec, RUN), LOCAL_TOOLS, count_rows=False)
-    done = run_tools_job(online, url, tmp_path, bin_dir)
-    assert done.returncode == 0, done.stderr
-    assert (jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER) or {})["rowCounts"] == {}
-
-    offline = jobs.backup_job(RUN, spec, jobs.backup_path(spec, RUN), LOCAL_TOOLS, count_rows=True)
-    (tmp_path / "termination-log").unlink()
-    done = run_tools_job(offline, url, tmp_path, bin_dir)
-    assert done.returncode == 0, done.stderr
-    marker = done.stdout.splitlines()[-1]
-    assert len(marker) >= jobs.TERMINATION_MESSAGE_LIMIT
-    assert (jobs.parse_marker(marker, jobs.BACKUP_MARKER) or {})["rowCounts"] == dict.fromkeys(tables, 0)
-    assert not (tmp_path / "termination-log").exists(), "the kubelet would cut it: the operator reads the log"
 
 
 def tools_major(bin_dir: str) -> int:

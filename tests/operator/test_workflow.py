@@ -70,12 +70,8 @@ def plan_log(plan: list[dict[str, Any]]) -> str:
     return f"some warning\n{PLAN_MARKER}{json.dumps({'plan': plan})}\n"
 
 
-def backup_log(verified: bool = True, row_counts: dict[str, int] | None = None) -> str:
-    """The backup Job's marker; without `row_counts`, as a Job from before the counts were taken beside the dump."""
-    record: dict[str, Any] = {"path": "/backups/web/run.dump", "sizeBytes": 2048, "format": "custom",
-                              "verified": verified}
-    if row_counts is not None:
-        record["rowCounts"] = row_counts
+def backup_log(verified: bool = True) -> str:
+    record = {"path": "/backups/web/run.dump", "sizeBytes": 2048, "format": "custom", "verified": verified}
     return f"{BACKUP_MARKER}{json.dumps(record)}\n"
 
 
@@ -136,18 +132,15 @@ class TestHappyPath:
         assert not advance(s, status, not_serving).status, "recorded once: the downtime counts from there"
 
         stopped = {"web": running(0), "worker": running(0)}
-        step = advance(s, status, World(now=gone, deployments=stopped))
+        step = advance(s, status, World(now=gone, deployments=stopped, row_counts={"blog_post": 200}))
         assert step.status["phase"] == Phase.BACKING_UP
-        # The last pod gone: the backup Job recorded and created in the same step; it counts the rows.
+        # The last pod gone: the rows counted and the backup Job recorded and created in the same step.
+        assert step.status["rowCounts"] == {"blog_post": {"before": 200}}, "counted before the dump, in one step"
         assert step.status["jobs"] == {"plan": "plan", "backup": "backup"} and step.actions == [CreateJob("backup")]
-        assert "rowCounts" not in step.status
         assert [event.reason for event in step.events] == [Phase.BACKING_UP]
         status = apply(status, step)
-        backed_up = JobState("Complete", None, backup_log(row_counts={"blog_post": 200}))
-        step = advance(s, status, World(now=NOW, deployments=stopped, job=backed_up))
+        step = advance(s, status, World(now=NOW, deployments=stopped, job=JobState("Complete", None, backup_log())))
         assert step.status["phase"] == Phase.MIGRATING
-        assert step.status["rowCounts"] == {"blog_post": {"before": 200}}, "as the backup Job counted them"
-        assert "rowCounts" not in step.status["backup"]
         assert step.status["backup"]["verified"] is True and step.status["backup"]["sizeBytes"] == 2048
         assert conditions(apply(status, step))["BackupTaken"] == "True"
         # The app is down: the migrate Job is recorded and created in the same step, with no look in between.
@@ -184,21 +177,6 @@ class TestHappyPath:
         assert reasons(final) == {"Succeeded": "PlanApplied", "BackupTaken": "BackupVerified",
                                   "Migrated": "PlanApplied", "Verified": "VerificationPassed"}
         assert final["message"] == messages.succeeded(1, False, 40.0, {"web": 2, "worker": 1}, {})
-
-    def test_a_backup_that_counted_no_rows_leaves_the_count_to_the_look_before_the_migrate_job(self) -> None:
-        # A backup Job created by an operator from before the counts beside the dump.
-        status: RunStatus = {"phase": Phase.BACKING_UP, "strategy": "Offline", "replicas": {"web": 2},
-                             "jobs": {"plan": "plan", "backup": "backup"}}
-        stopped = {"web": running(0)}
-        step = advance(spec(), status, World(now=NOW, deployments=stopped,
-                                             job=JobState("Complete", None, backup_log())))
-        assert step.status["phase"] == Phase.MIGRATING and not step.actions, "not chained: Migrating counts first"
-        assert "rowCounts" not in step.status
-        status = apply(status, step)
-        assert PHASES[Phase.MIGRATING].reads(status) == {"reads_app", "counts_rows"}
-        step = advance(spec(), status, World(now=NOW, deployments=stopped, row_counts={"blog_post": 200}))
-        assert step.status["rowCounts"] == {"blog_post": {"before": 200}} and step.actions == [CreateJob("migrate")]
-        assert PHASES[Phase.MIGRATING].reads(apply(status, step)) == {"reads_app"}, "counted once"
 
     def test_an_empty_plan_succeeds_without_stopping_anything(self) -> None:
         status: RunStatus = {"phase": Phase.PLANNING, "jobs": {"plan": "plan"}}
