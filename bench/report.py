@@ -16,6 +16,7 @@ from bench.baseline import AloneResult
 from bench.observe import PROBE_INTERVAL, RUN_NAME, DeploymentEvent, RunResult
 from demo.stack import BlogStack
 from django_migration_operator.status import ConditionType, condition
+from django_migration_operator.workflow import PREDICTED_OVERHEAD_SECONDS
 
 # --- what every bench prints -----------------------------------------------------------------------------------
 
@@ -312,7 +313,8 @@ def report_rehearsal(report: Report, run: RunResult) -> None:
     rows = [
         ["rehearsal: pg_dump on the copy", sec(rehearsal.get("dumpSeconds")), ""],
         ["rehearsal: migrate on the copy (Django start included)", sec(rehearsal.get("migrateSeconds")), ""],
-        ["rehearsal: predicted downtime", sec(predicted), "dump + migrate + 3 s for pods"],
+        ["rehearsal: predicted downtime", sec(predicted),
+         f"dump + migrate + {PREDICTED_OVERHEAD_SECONDS:.0f} s for pods"],
         ["status.downtimeSeconds of the run", sec(real), ""],
         ["prediction error (predicted - real) / real", f"{error:+.0%}",
          "goal: within 25%: " + ("holds" if abs(error) <= 0.25 else "MISSED")],

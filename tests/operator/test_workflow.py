@@ -555,7 +555,7 @@ class TestRehearsal:
                                                 **self.VERIFIED))
         rehearsal = step.status["rehearsal"]
         assert rehearsal["outcome"] == "Succeeded" and step.actions == [DropScratch()]
-        assert rehearsal["predictedDowntimeSeconds"] == 1.5 + 0.5 + 3.0 and rehearsal["migrateSeconds"] == 0.5
+        assert rehearsal["predictedDowntimeSeconds"] == 1.5 + 0.5 + 2.0 and rehearsal["migrateSeconds"] == 0.5
         step = advance(manual, apply(self.BASE, step), World(now=NOW))
         assert step.status["phase"] == Phase.AWAITING_APPROVAL
         assert messages.rehearsed(rehearsal) in step.status["message"], "the approver sees the predicted downtime"
