@@ -56,7 +56,7 @@ class PodRecord:
     terminating: bool = False
     terminating_at: float | None = None  # deletionTimestamp first seen
     ready_at: float | None = None  # condition Ready first seen True
-    unready_at: float | None = None  # condition Ready first seen False after that (a terminating pod's exit)
+    unready_at: float | None = None  # terminating, condition Ready first seen False after that (its exit)
     running: float | None = None  # phase Running first seen
     ended: float | None = None  # phase Succeeded or Failed first seen
     deleted: float | None = None
@@ -273,7 +273,7 @@ class Observer:
             pod.terminating_at = now
         if pod.ready and pod.ready_at is None:
             pod.ready_at = now
-        if not pod.ready and pod.ready_at is not None and pod.unready_at is None:
+        if pod.terminating and not pod.ready and pod.ready_at is not None and pod.unready_at is None:
             pod.unready_at = now
         phase = status.get("phase")
         if phase == "Running" and pod.running is None:

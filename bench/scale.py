@@ -80,7 +80,8 @@ def downtime_spans(seen: Observations) -> list[Span]:
     old = [pod for pod in app_pods if pod.added < stopping]
     new = [pod for pod in app_pods if pod.added >= stopping]
     marks: list[tuple[float | None, str, str]] = [
-        (_first(e.at for e in seen.deployments if e.at >= start and e.replicas == 0), OPERATOR, "the scale-down"),
+        # Before `start` unless no pod was seen to stop serving: then the window starts at ScalingDown.
+        (_first(e.at for e in seen.deployments if e.at >= stopping and e.replicas == 0), OPERATOR, "the scale-down"),
         (_first(pod.terminating_at for pod in old), CONTROLLERS, ""),
         (_last(pod.deleted for pod in old), KUBELET, ""),
     ]

@@ -466,10 +466,14 @@ def forbidden(refusal: str) -> str:
             "grants it) and the run goes on")
 
 
-def leftover_job(name: str, owner_uid: str) -> str:
-    return (f"Job {name} belongs to an earlier DjangoMigration of this name (uid {owner_uid}), which Kubernetes is "
-            "still deleting; the run goes on once it is gone (kubectl delete job "
-            f"{name} if it stays)")
+def leftover_job(name: str, namespace: str, owner_uid: str | None) -> str:
+    """Why a Job under this run's name is not this run's: an earlier run's, or one no DjangoMigration owns."""
+    delete = f"kubectl delete job {name} -n {namespace}"
+    if owner_uid:
+        return (f"Job {name} belongs to an earlier DjangoMigration of this name (uid {owner_uid}), which Kubernetes "
+                f"is still deleting; the run goes on once it is gone ({delete} if it stays)")
+    return (f"Job {name} has this run's name but no DjangoMigration owns it (left behind with --cascade=orphan, or "
+            f"made by hand); the run goes on once it is gone: {delete}")
 
 
 def api_unavailable(what: str) -> str:

@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from django_migration_operator import database, jobs, lease, messages, validation
 from django_migration_operator.database import DatabaseUrl
 from django_migration_operator.kube import Kube
-from django_migration_operator.resource import RunRef, Spec
+from django_migration_operator.resource import KIND, RunRef, Spec
 from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import PHASES, WAITING_FOR_SLOT, Phase, phase_of, queued_for
 from django_migration_operator.world import DeploymentState, JobState, World
@@ -120,7 +120,8 @@ def job_state(kube: Kube, ref: RunRef, name: str) -> JobState | None:
         return None
     owners = job["metadata"].get("ownerReferences") or []
     if not any(owner.get("uid") == ref.uid for owner in owners):
-        raise LeftoverJob(messages.leftover_job(name, next((str(owner.get("uid")) for owner in owners), "none")))
+        earlier = next((str(owner.get("uid")) for owner in owners if owner.get("kind") == KIND), None)
+        raise LeftoverJob(messages.leftover_job(name, ref.namespace, earlier))
     finished = reason = None
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):

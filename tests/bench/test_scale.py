@@ -61,6 +61,14 @@ def test_the_spans_follow_the_run_and_add_up_to_its_downtime() -> None:
     assert end_reaction(offline_run()) == Span(OPERATOR, 24.2, 24.5, "the end"), "the end seen, the app serving"
 
 
+def test_a_deployment_event_after_the_end_of_serving_is_no_scale_down_of_the_operators() -> None:
+    seen = offline_run()
+    seen.deployments.append(DeploymentEvent(12.9, "worker", 0, False))  # the worker's status as its pod goes
+    spans = downtime_spans(seen)
+    assert [span.then for span in spans if span.who == OPERATOR] == ["the backup Job", "the migrate Job",
+                                                                    "the scale-up"]
+
+
 def test_the_downtime_starts_when_the_last_web_pod_stopped_serving() -> None:
     seen = offline_run()
     assert serving_ended(seen) == 12.8, "Ready until its container ended: a Service routed to it"

@@ -181,6 +181,7 @@ def test_a_run_goes_from_pending_to_succeeded_and_the_app_runs_again() -> None:
     assert status["replicas"] == REPLICAS and kube.replicas == REPLICAS and kube.lease is None
     assert status["rowCounts"] == {"blog_post": {"before": 3, "after": 3}}
     assert status["jobs"] == {step: jobs.job_name(RUN, step) for step in ("plan", "backup", "migrate")}
+    assert status["stoppedAt"] <= status["servingEndedAt"], "the downtime counts from the end of serving"
     assert status["observedGeneration"] == 1 and status["toolsImage"] == jobs.tools_image(
         Spec.from_body(SPEC), 16)
     # The rows are counted once, in the look that found the app's pods gone, whose step also creates the backup Job.
