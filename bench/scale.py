@@ -137,6 +137,14 @@ def available_again(seen: Observations) -> float:
     return max(first.values(), default=end)
 
 
+def stop_reaction(seen: Observations) -> Span | None:
+    """The operator's first reaction: ScalingDown seen, to the first Deployment scaled to 0. Before the downtime
+    (the app serves on through its pods' preStop), but a reaction all the same. None when not seen."""
+    stopping = next(t for t, phase in seen.phases if phase == "ScalingDown")
+    scaled = _first(e.at for e in seen.deployments if e.at >= stopping and e.replicas == 0)
+    return Span(OPERATOR, stopping, scaled, "the scale-down") if scaled is not None else None
+
+
 def end_reaction(seen: Observations) -> Span:
     """The operator's last reaction: the app available again, to the run's end seen."""
     return Span(OPERATOR, available_again(seen), next(t for t, phase in seen.phases if phase in TERMINAL), "the end")
@@ -291,8 +299,8 @@ def report_scale(report: Report, args: argparse.Namespace, alone: Observations, 
     spans = downtime_spans(median_run)
     parts = by_who(spans)
     window = sum(parts.values())
-    reactions = [span for run in succeeded for span in [*downtime_spans(run), end_reaction(run)]
-                 if span.who == OPERATOR]
+    reactions = [span for run in succeeded for span in [stop_reaction(run), *downtime_spans(run), end_reaction(run)]
+                 if span is not None and span.who == OPERATOR]
     reaction_p95 = percentile([span.seconds for span in reactions], 0.95)
     by_step: dict[str, list[float]] = {}
     for span in reactions:

@@ -19,6 +19,7 @@ from bench.scale import (
     end_reaction,
     percentile,
     serving_ended,
+    stop_reaction,
     time_queued,
 )
 
@@ -59,6 +60,7 @@ def test_the_spans_follow_the_run_and_add_up_to_its_downtime() -> None:
     assert [span.then for span in spans if span.who == OPERATOR] == ["the backup Job", "the migrate Job",
                                                                     "the scale-up"]
     assert end_reaction(offline_run()) == Span(OPERATOR, 24.2, 24.5, "the end"), "the end seen, the app serving"
+    assert stop_reaction(offline_run()) == Span(OPERATOR, 10.0, 10.2, "the scale-down"), "before the downtime"
 
 
 def test_a_deployment_event_after_the_end_of_serving_is_no_scale_down_of_the_operators() -> None:
