@@ -109,9 +109,9 @@ def _ready(pod: Pod) -> bool:
 
 
 class LeftoverJob(Exception):
-    """The step's Job name is held by a Job of an earlier DjangoMigration of the same name (a Helm hook deletes
-    and creates its run again under one name), which Kubernetes' garbage collector has not deleted yet. It is never
-    this run's: its output is another release's. The run waits for it to go (driver.transient)."""
+    """The step's Job name is held by a Job that is not this run's: an earlier DjangoMigration's of the same name (a
+    Helm hook deletes and creates its run again under one name) that the garbage collector has not deleted yet, or
+    one no DjangoMigration owns. Its output is another release's. The run waits for it to go (driver.transient)."""
 
 
 def job_state(kube: Kube, ref: RunRef, name: str) -> JobState | None:

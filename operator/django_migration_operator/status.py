@@ -63,7 +63,7 @@ class Reason(StrEnum):
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
     FORBIDDEN = "Forbidden"
     API_UNAVAILABLE = "APIUnavailable"
-    LEFTOVER_JOB = "LeftoverJob"  # a Job of an earlier run of the same name is still being deleted (observe.py)
+    LEFTOVER_JOB = "LeftoverJob"  # a Job under this run's name is not this run's (observe.LeftoverJob)
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -77,8 +77,8 @@ WAITING_FOR_SLOT = "maxStoppedApps"
 WAITING_TO_PLAN = "maxPlanningRuns"
 
 # What a rehearsal's prediction adds to the dump and the migration: the app's pods ending once they stopped serving,
-# the Jobs' pods starting, the app's starting again (0.9 s at 1M posts, about 2 s on small data on devcluster with
-# the demo's 1 s readiness probe, bench/README.md). Their preStop serves: it is no downtime.
+# the Jobs' pods starting, the app's starting again (0.9-1.8 s at 1M posts on devcluster, with the demo's 1 s
+# readiness probe, bench/README.md). Their preStop serves: it is no downtime.
 PREDICTED_OVERHEAD_SECONDS = 2.0
 
 
