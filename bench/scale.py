@@ -79,9 +79,10 @@ def downtime_spans(seen: Observations) -> list[Span]:
     app_pods = [pod for pod in seen.pods.values() if not pod.job_pod]
     old = [pod for pod in app_pods if pod.added < stopping]
     new = [pod for pod in app_pods if pod.added >= stopping]
+    scale_down = stop_reaction(seen)
     marks: list[tuple[float | None, str, str]] = [
         # Before `start` unless no pod was seen to stop serving: then the window starts at ScalingDown.
-        (_first(e.at for e in seen.deployments if e.at >= stopping and e.replicas == 0), OPERATOR, "the scale-down"),
+        (scale_down.end if scale_down else None, OPERATOR, "the scale-down"),
         (_first(pod.terminating_at for pod in old), CONTROLLERS, ""),
         (_last(pod.deleted for pod in old), KUBELET, ""),
     ]
