@@ -1,5 +1,6 @@
-"""The same work as the run, alone, as local processes on copies of a database in the same state: pg_dump (custom
-and plain), pg_restore --list, manage.py migrate, and the restores: the physical limits the run is set against."""
+"""The same work as the run, alone, as local processes on copies of a database in the same state: pg_dump (as the
+operator runs it, and plain), pg_restore --list, manage.py migrate, and the restores: the physical limits the run is
+set against."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import psycopg
 from demo.stack import create_database, drop_database
 from devcluster.cluster import Cluster
 from devcluster.config import REPO_ROOT
+from django_migration_operator import jobs
 
 BLOG_DIR = REPO_ROOT / "examples" / "blog"
 
@@ -26,13 +28,13 @@ BLOG_DIR = REPO_ROOT / "examples" / "blog"
 
 @dataclass
 class AloneResult:
-    dump_custom: list[float] = field(default_factory=list)
+    dump_archive: list[float] = field(default_factory=list)
     dump_plain: list[float] = field(default_factory=list)
     restore_list: list[float] = field(default_factory=list)
     migrate: list[float] = field(default_factory=list)
-    size_custom: list[int] = field(default_factory=list)
+    size_archive: list[int] = field(default_factory=list)
     size_plain: list[int] = field(default_factory=list)
-    restore_custom: list[float] = field(default_factory=list)
+    restore_archive: list[float] = field(default_factory=list)
     restore_plain: list[float] = field(default_factory=list)
     restore_source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -48,6 +50,11 @@ def run_quiet(command: Sequence[str], *, env: dict[str, str] | None = None, cwd:
         raise RuntimeError(f"{Path(command[0]).name} {command[1] if len(command) > 1 else ''} failed "
                            f"({result.returncode}): {result.stderr.decode(errors='replace')[-800:]}")
     return elapsed
+
+
+def archive_bytes(archive: Path) -> int:
+    """An archive's size: the sum of a directory archive's files, or the file's (custom format, before 2026-12-07)."""
+    return sum(p.stat().st_size for p in archive.iterdir()) if archive.is_dir() else archive.stat().st_size
 
 
 def blog_env(database_url: str) -> dict[str, str]:
@@ -89,52 +96,52 @@ def alone(cluster: Cluster, base: str, posts: int, repeat: int, workdir: Path, c
         created.append(name)
         create_database(cluster, name, template=template)
         url = cluster.database_url(name)
-        custom, plain = workdir / f"alone{number}.dump", workdir / f"alone{number}.sql"
+        archive, plain = workdir / f"alone{number}.dump", workdir / f"alone{number}.sql"
         # Alternated, so that neither dump always profits from the other's warm cache.
-        for kind in (("custom", "plain") if number % 2 == 0 else ("plain", "custom")):
+        for kind in (("archive", "plain") if number % 2 == 0 else ("plain", "archive")):
             settle(cluster)
-            if kind == "custom":
-                result.dump_custom.append(run_quiet(["pg_dump", "--format=custom", f"--file={custom}",
-                                                     f"--dbname={url}"]))
+            if kind == "archive":  # the operator's own dump function (jobs.py): the same options and compression
+                result.dump_archive.append(run_quiet(["sh", "-c", jobs.DUMP_FUNCTIONS + 'dump "$1"', "sh",
+                                                      str(archive)], env={**os.environ, "DATABASE_URL": url}))
             else:
                 with plain.open("wb") as output:  # the migration guide's `pg_dump > backup.sql`
                     result.dump_plain.append(run_quiet(["pg_dump", f"--dbname={url}"], stdout=output))
-        result.size_custom.append(custom.stat().st_size)
+        result.size_archive.append(archive_bytes(archive))
         result.size_plain.append(plain.stat().st_size)
-        result.restore_list.append(run_quiet(["pg_restore", "--list", str(custom)]))
+        result.restore_list.append(run_quiet(["pg_restore", "--list", str(archive)]))
         settle(cluster)
         result.migrate.append(manage(cluster, name, "migrate", "--noinput"))
         latest = scalar(cluster, name, "SELECT max(name) FROM django_migrations WHERE app = 'blog'")
         if number == 0:
             result.notes.append(f"alone migrate ends at blog {latest}")
         drop_database(cluster, name)
-        say(f"alone {number + 1}/{repeat}: pg_dump -Fc {result.dump_custom[-1]:.2f}s, "
+        say(f"alone {number + 1}/{repeat}: the operator's pg_dump {result.dump_archive[-1]:.2f}s, "
                  f"plain {result.dump_plain[-1]:.2f}s, migrate {result.migrate[-1]:.2f}s")
 
     source = operator_dump if operator_dump and operator_dump.exists() else workdir / "alone0.dump"
-    result.restore_source = (f"the operator's dump ({source.name}, {source.stat().st_size} bytes)"
-                             if source == operator_dump else f"an alone custom dump ({source.name}; the operator's "
+    result.restore_source = (f"the operator's dump ({source.name}, {archive_bytes(source)} bytes)"
+                             if source == operator_dump else f"an alone dump ({source.name}; the operator's "
                              "was not found)")
     for number in range(repeat):
         # Alternated, as the dumps are.
-        for kind in (("custom", "plain") if number % 2 == 0 else ("plain", "custom")):
-            name = f"{base}_{'restore' if kind == 'custom' else 'psql'}{number}"
+        for kind in (("archive", "plain") if number % 2 == 0 else ("plain", "archive")):
+            name = f"{base}_{'restore' if kind == 'archive' else 'psql'}{number}"
             created.append(name)
             create_database(cluster, name)
             url = cluster.database_url(name)
             settle(cluster)
-            if kind == "custom":
-                result.restore_custom.append(run_quiet(["pg_restore", "--single-transaction", "--exit-on-error",
+            if kind == "archive":
+                result.restore_archive.append(run_quiet(["pg_restore", "--single-transaction", "--exit-on-error",
                                                         "--no-owner", f"--dbname={url}", str(source)]))
                 if number == 0:
                     restored = scalar(cluster, name, "SELECT count(*) FROM blog_post")
-                    result.notes.append(f"the restored custom dump holds {restored} posts")
+                    result.notes.append(f"the restored archive holds {restored} posts")
             else:
                 result.restore_plain.append(run_quiet(["psql", "--no-psqlrc", "--quiet", "--single-transaction",
                                                        "--set=ON_ERROR_STOP=1", f"--dbname={url}",
                                                        f"--file={workdir / 'alone0.sql'}"]))
             drop_database(cluster, name)
-        say(f"restore {number + 1}/{repeat}: pg_restore {result.restore_custom[-1]:.2f}s, "
+        say(f"restore {number + 1}/{repeat}: pg_restore {result.restore_archive[-1]:.2f}s, "
                  f"psql {result.restore_plain[-1]:.2f}s")
     drop_database(cluster, template)
     return result

@@ -192,6 +192,7 @@ def variants(workdir: Path) -> list[Dump]:
         Dump("-Fc (default gzip level)", "archive", ("--format=custom",)),
         Dump("-Fc -Z1 (gzip 1)", "archive", ("--format=custom", "--compress=1")),
         Dump("-Fc -Z0 (none)", "archive", ("--format=custom", "--compress=0")),
+        Dump("-Fd -Z1 (one job)", "archive", ("--format=directory", "--compress=1")),
         Dump("-Fd -j2 -Z1", "archive", ("--format=directory", "--jobs=2", "--compress=1")),
         Dump("-Fc --compress=lz4", "archive", ("--format=custom", "--compress=lz4"), needs_major=16),
         Dump("-Fc --compress=zstd:1", "archive", ("--format=custom", "--compress=zstd:1"), needs_major=16),

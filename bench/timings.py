@@ -10,8 +10,8 @@
    below are differences between events seen by the same clock. A prober asks the Ready web pods for
    GET /posts/count all along, which gives the downtime as a client sees it.
 3. After the run, measures the same work alone with local processes on copies of a database in the same state
-   (blog 0002, same posts): `pg_dump --format=custom`, `pg_dump > backup.sql`, `pg_restore --list` and
-   `manage.py migrate --noinput`, each --repeat times (median); then restores the operator's own dump into
+   (blog 0002, same posts): the operator's pg_dump (jobs.DUMP_FUNCTIONS), `pg_dump > backup.sql`, `pg_restore
+   --list` and `manage.py migrate --noinput`, each --repeat times (median); then restores the operator's own dump into
    fresh databases with `pg_restore --single-transaction --exit-on-error --no-owner`.
 4. Prints the tables and removes the namespace, the databases, the claim's folder and the temporary files.
 

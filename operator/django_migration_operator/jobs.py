@@ -39,6 +39,8 @@ PLAN_DEADLINE_SECONDS = 600
 # how often an atomic migration that gave up is tried.
 LOCK_TIMEOUT_SECONDS = 2
 LOCK_ATTEMPTS = 5
+# pg_dump's worker processes in the backup and the rehearsal's copy (see DUMP_FUNCTIONS).
+DUMP_JOBS = 2
 
 # An image of PostgreSQL's tools whose tag starts with its major version: postgres:16, postgres:16.4-bookworm,
 # registry:5000/library/postgres:17-alpine, bitnami/postgresql:16.2.0. Other names cannot be told: accepted.
@@ -65,31 +67,46 @@ _TOOLS_MAJOR = r"""major=$(pg_dump --version)
 major=${major#*) }
 major=${major%%[!0-9]*}
 """
-# Shared by the backup and the rehearsal's copy, so that the rehearsal times the dump the backup will take.
-_CHOOSE_COMPRESSION = r"""
-# The compression decides the dump's time (the app is stopped) and size: pg_dump's default gzip level takes several
-# times the plain dump on big tables. From PostgreSQL 16 on, pg_dump has zstd: at level 1 it costs as much CPU as
-# gzip 1 on the demo's posts and 2.5x less on less compressible data, and is smaller on both (lz4 is cheaper still
-# but compresses too little). Older pg_dump only has gzip: level 1. See bench/README.md (dump_formats).
+# Shared by the backup and the rehearsal's copy, so that the rehearsal times the dump the backup will take, and by
+# the benchmarks' dumps alone: `dump FOLDER` (DATABASE_URL in the environment), `archive_size FOLDER`.
+DUMP_FUNCTIONS = r"""# The compression decides the dump's time (the app is stopped) and size: pg_dump's default gzip
+# level takes several times the plain dump on big tables. From PostgreSQL 16 on, pg_dump has zstd: at level 1 it
+# costs as much CPU as gzip 1 on the demo's posts and 2.5x less on less compressible data, and is smaller on both
+# (lz4 is cheaper still but compresses too little). Older pg_dump only has gzip: level 1. See bench/README.md.
 """ + _TOOLS_MAJOR + r"""if [ "${major:-0}" -ge 16 ]; then compress=zstd:1 compression=zstd:1
 else compress=1 compression=gzip:1; fi
+# The directory format (a folder: toc.dat and one file per table), in DUMP_JOBS worker processes: each compresses
+# the tables it reads, so at gzip 1 the dump takes about as long as the plain one, where the custom format took
+# 1.15x (bench/README.md). The workers take their locks with NOWAIT: DDL from another client between the leader's
+# locks and a worker's fails the dump, before any migration. pg_dump opens DUMP_JOBS + 1 connections.
+# --create also records the database's own owner, privileges, comment and settings: the restore re-applies them.
+dump() {
+  pg_dump --format=directory --jobs=""" + str(DUMP_JOBS) + r""" --create --compress="$compress" --file="$1" \
+    --dbname="$DATABASE_URL"
+}
+# The archive's bytes: `du` counts blocks, and busybox's has no --bytes. wc prints a total only for two files or more.
+archive_size() { wc -c "$1"/* | awk 'END { print $1 }'; }
 """
 
 # The backup and restore scripts never `set -x`: their command lines carry DATABASE_URL and its password.
 _BACKUP_SCRIPT = r"""set -eu
 folder=${BACKUP_PATH%/*}
 mkdir -p "$folder"
-# Dump to a side file: an interrupted dump never looks like a finished one, and a failed one is removed.
-trap 'rm -f "$BACKUP_PATH.partial"' EXIT""" + _CHOOSE_COMPRESSION + r"""
-# --create also records the database's own owner, privileges, comment and settings: the restore re-applies them.
-pg_dump --format=custom --create --compress="$compress" --file="$BACKUP_PATH.partial" --dbname="$DATABASE_URL"
+# Dump to a side folder: an interrupted dump never looks like a finished one, and a failed one is removed. One left
+# by a pod killed outright goes first: pg_dump writes only into a folder that does not exist yet.
+trap 'rm -rf "$BACKUP_PATH.partial"' EXIT
+rm -rf "$BACKUP_PATH.partial"
+""" + DUMP_FUNCTIONS + r"""dump "$BACKUP_PATH.partial"
 # An archive that pg_restore cannot read is no backup: fail here, before any migration starts.
 pg_restore --list "$BACKUP_PATH.partial" > /dev/null
+# A dump this run took before (its pod ran again) is replaced: mv would move the new folder into the old one.
+rm -rf "$BACKUP_PATH"
 mv "$BACKUP_PATH.partial" "$BACKUP_PATH"
-# Keep the newest $BACKUP_KEEP dumps of this app (names are DNS names: no spaces, no newlines).
-ls -1t "$folder"/*.dump | tail -n "+$((BACKUP_KEEP + 1))" | while IFS= read -r old; do rm -f "$old"; done
-size=$(($(wc -c < "$BACKUP_PATH")))
-""" + f"""record='%s{{"path": "%s", "sizeBytes": %s, "format": "custom", "compression": "%s", "verified": true}}'
+# Keep the newest $BACKUP_KEEP dumps of this app, the folders and the single files of releases before 2026-12
+# (custom format), by the time they were last written (names are DNS names: no spaces, no newlines).
+ls -1td "$folder"/*.dump | tail -n "+$((BACKUP_KEEP + 1))" | while IFS= read -r old; do rm -rf "$old"; done
+size=$(archive_size "$BACKUP_PATH")
+""" + f"""record='%s{{"path": "%s", "sizeBytes": %s, "format": "directory", "compression": "%s", "verified": true}}'
 marker=$(printf "$record" {shlex.quote(BACKUP_MARKER)} "$BACKUP_PATH" "$size" "$compression")
 """ + r"""printf '%s\n' "$marker"
 # Also the container's termination message: the operator reads it from the pod's status, with no request for the
@@ -223,14 +240,14 @@ SELECT pg_encoding_to_char(encoding) AS db_encoding, datcollate AS db_collate, d
 DROP DATABASE IF EXISTS :"scratch" WITH (FORCE);
 CREATE DATABASE :"scratch" TEMPLATE template0 ENCODING :'db_encoding' LC_COLLATE :'db_collate' LC_CTYPE :'db_ctype';
 SQL
-dump=$REHEARSAL_DUMP""" + _CHOOSE_COMPRESSION + r"""
-started=$(date +%s.%N)
-pg_dump --format=custom --create --compress="$compress" --file="$dump" --dbname="$DATABASE_URL"
+dump=$REHEARSAL_DUMP
+""" + DUMP_FUNCTIONS + r"""started=$(date +%s.%N)
+dump "$dump"
 dumped=$(date +%s.%N)
 pg_restore --single-transaction --exit-on-error --no-owner --dbname="$SCRATCH_URL" "$dump"
 restored=$(date +%s.%N)
-size=$(($(wc -c < "$dump")))
-rm -f "$dump"
+size=$(archive_size "$dump")
+rm -rf "$dump"
 counts=""
 for table in $ROW_COUNT_TABLES; do
   count=$(psql "$SCRATCH_URL" --no-psqlrc --tuples-only --no-align -v ON_ERROR_STOP=1 -v table="$table" <<'SQL'

@@ -300,6 +300,12 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     before = snapshot(url)
     spec = make_spec(backup={"keep": 2})
 
+    # A dump of a release before the directory format (one file) and a side folder left by a pod killed outright.
+    folder = tmp_path / "web"
+    folder.mkdir()
+    (folder / "release-0.dump").write_bytes(b"custom-format archive")
+    (folder / "release-3.dump.partial").mkdir()
+    (folder / "release-3.dump.partial" / "toc.dat").write_bytes(b"half a dump")
     markers = []
     for run_name in ("release-1", "release-2", "release-3"):
         run = RunRef("shop", run_name, "uid")
@@ -311,10 +317,9 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
         assert (tmp_path / "termination-log").read_text() == done.stdout.splitlines()[-1] + "\n"
         assert job["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] == \
             jobs.TERMINATION_MESSAGE_PATH
-    folder = tmp_path / "web"
     assert sorted(p.name for p in folder.iterdir()) == ["release-2.dump", "release-3.dump"]
     newest = folder / "release-3.dump"
-    assert markers[-1] == {"path": str(newest), "sizeBytes": newest.stat().st_size, "format": "custom",
+    assert markers[-1] == {"path": str(newest), "sizeBytes": archive_bytes(newest), "format": "directory",
                            "compression": expected_compression(bin_dir), "verified": True}
 
     # What a migration does, with a connection left open, as by an app pod that did not stop.
@@ -337,6 +342,12 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
                                   ).fetchone() == ("C", "C")
+
+
+def archive_bytes(archive: Path) -> int:
+    """A directory archive's size: the sum of its files (toc.dat and one per table)."""
+    assert archive.is_dir(), f"{archive} is not a directory archive"
+    return sum(part.stat().st_size for part in archive.iterdir())
 
 
 def tools_major(bin_dir: str) -> int:
@@ -372,7 +383,7 @@ def test_the_backup_is_compressed_at_the_chosen_level(postgres: tuple[str, str],
     uncompressed = tmp_path / "plain.dump"
     subprocess.run([f"{bin_dir}/pg_dump", "--format=custom", "--compress=0", f"--file={uncompressed}", url],
                    check=True)
-    assert dump.stat().st_size < uncompressed.stat().st_size / 4
+    assert archive_bytes(dump) < uncompressed.stat().st_size / 4
 
 
 @pytest.mark.parametrize(("version", "compress", "compression"), [
@@ -391,16 +402,17 @@ def test_the_compression_follows_the_tools_major_version(tmp_path: Path, version
     (tools / "pg_dump").write_text(f"""#!/bin/sh
 if [ "$1" = --version ]; then echo '{version}'; exit 0; fi
 echo "$@" >> {calls}
-for argument; do case $argument in --file=*) echo archive > "${{argument#--file=}}";; esac; done
+for argument; do case $argument in --file=*) mkdir "${{argument#--file=}}"
+  echo archive > "${{argument#--file=}}/toc.dat";; esac; done
 """)
     (tools / "pg_restore").write_text("#!/bin/sh\nexit 0\n")
     for tool in tools.iterdir():
         tool.chmod(0o755)
     done = run_tools_job(BUILDERS["backup"](make_spec()), "postgres://nowhere/db", tmp_path, str(tools))
     assert done.returncode == 0, done.stderr
-    assert f"--format=custom --create --compress={compress} " in calls.read_text()
+    assert f"--format=directory --jobs={jobs.DUMP_JOBS} --create --compress={compress} " in calls.read_text()
     marker = jobs.parse_marker(done.stdout, jobs.BACKUP_MARKER)
-    assert marker is not None and marker["compression"] == compression
+    assert marker is not None and marker["compression"] == compression and marker["sizeBytes"] == len("archive\n")
 
 
 def test_a_failed_backup_leaves_nothing(postgres: tuple[str, str], tmp_path: Path) -> None:
@@ -669,6 +681,7 @@ def test_the_rehearsals_copy_fills_a_scratch_database_and_counts_its_rows(postgr
     assert done.returncode == 0, done.stderr
     marker = jobs.parse_marker(done.stdout, jobs.REHEARSAL_COPY_MARKER)
     assert marker is not None and marker["rowCounts"] == {"orders": 300} and marker["dumpSeconds"] >= 0
+    assert marker["sizeBytes"] > 0
     assert not (tmp_path / "copy.dump").exists()
     scratch = url.rsplit("/", 1)[0] + "/" + jobs.scratch_name(RUN)
     with psycopg.connect(scratch) as connection:
