@@ -225,7 +225,7 @@ class Cluster:
         )
         postgres = Component(
             name="postgres",
-            argv=[str(_postgres_bin() / "postgres"), "-D", str(layout.postgres_data), "-p", str(PORTS.postgres),
+            argv=[str(postgres_bin() / "postgres"), "-D", str(layout.postgres_data), "-p", str(PORTS.postgres),
                   "-k", str(layout.postgres_socket_dir), "-c", "listen_addresses=127.0.0.1",
                   "-c", "fsync=off", "-c", "max_connections=200"],
             port=PORTS.postgres,
@@ -378,7 +378,7 @@ class Cluster:
 
     def _write_kubelet_config(self, pki: Pki, bind_unscheduled: bool) -> Path:
         images = yaml.safe_load(IMAGE_MAP.read_text())
-        substitutions = {"{repo}": str(REPO_ROOT), "{postgres_bin}": str(_postgres_bin()),
+        substitutions = {"{repo}": str(REPO_ROOT), "{postgres_bin}": str(postgres_bin()),
                          "{postgres_major}": str(postgres_major()), "{python_bin}": str(Path(sys.executable).parent),
                          "{oci_images}": str(OCI_IMAGES)}
         config = {
@@ -411,7 +411,7 @@ class Cluster:
         subprocess.run(["chown", f"{POSTGRES_USER}:", str(password_file)], check=True)
         password_file.chmod(0o600)
         result = subprocess.run(
-            [str(_postgres_bin() / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--auth-local=trust",
+            [str(postgres_bin() / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--auth-local=trust",
              "--auth-host=scram-sha-256", f"--pwfile={password_file}", "--encoding=UTF8", "--locale=C.UTF-8"],
             user=POSTGRES_USER, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -474,7 +474,7 @@ def _say(message: str) -> None:
     print(f"devcluster: {message}", file=sys.stderr, flush=True)
 
 
-def _postgres_bin() -> Path:
+def postgres_bin() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
     if not candidates:
         raise StartError("devcluster: PostgreSQL server not found under /usr/lib/postgresql/*/bin; "
@@ -484,7 +484,7 @@ def _postgres_bin() -> Path:
 
 def postgres_major() -> int:
     """The major version of the PostgreSQL server devcluster runs: postgres:<it> is its tools image."""
-    return int(_postgres_bin().parent.name)
+    return int(postgres_bin().parent.name)
 
 
 def _substitute(value: object, substitutions: dict[str, str]) -> object:
