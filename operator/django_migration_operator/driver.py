@@ -119,12 +119,14 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     # The events of steps whose status is written, not posted yet: an API that went away between the two still
     # gets them on the next turn, which decides from that status and so never says them again itself.
     owed: list[Event] = []
+    looked = False
     metrics.RUNS_IN_PROGRESS.inc()
     try:
         while stopping() is not Stop.LEAVE:
             wakeup.clear()
             try:
-                step, entered = await _turn(kube, wakeups, admission, ref, stopping, logger, entered, owed)
+                step, entered = await _turn(kube, wakeups, admission, ref, stopping, logger, entered, owed,
+                                            first_look=not looked)
             except Exception as error:
                 problem = transient(error)
                 if problem is None:
@@ -135,6 +137,7 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=outage.pause())
                 continue
+            looked = True
             outage.end(logger)
             if step is None or step.status.get("phase") in TERMINAL:
                 return
@@ -157,7 +160,7 @@ async def drive(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
 
 async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef, stopping: Callable[[], Stop | None],
                 logger: logging.Logger | logging.LoggerAdapter[Any], entered: tuple[str, float] | None,
-                owed: list[Event]) -> tuple[Step | None, tuple[str, float] | None]:
+                owed: list[Event], *, first_look: bool) -> tuple[Step | None, tuple[str, float] | None]:
     """One look at the run and the step it leads to, carried out: the step, or None when the run is over here; and
     the phase this process saw the run enter, and when."""
     body = await _in_thread(admission.threads(ref.key), kube.read_run, ref.namespace, ref.name)
@@ -178,7 +181,7 @@ async def _turn(kube: Kube, wakeups: Wakeups, admission: Admission, ref: RunRef,
     world = await _in_thread(admission.threads(ref.key), observe.observe, kube, ref, spec, status)
     # The slot read and the step's record of it in one go of the event loop: no other run takes it in between.
     step = advance(spec, status, replace(world, slots=admission.stopped.slots(ref.key),
-                                         planning_slots=admission.planning.slots(ref.key)))
+                                         planning_slots=admission.planning.slots(ref.key), first_look=first_look))
     after: RunStatus = {**status, **step.status}
     _wake(wakeups, admission.note(ref.key, after))
     wakeups.note(ref.namespace, ref.name, queued=queued_for_lease(after),

@@ -417,9 +417,14 @@ def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
 def _serving_ended(spec: Spec, status: RunStatus, world: World) -> RunStatus:
     """The first look that finds no Ready pod of app.deployment, terminating ones included, records when: the
     downtime counts from here. Until then the app answers: a Service routes to Ready terminating pods when no
-    other is ready (Kubernetes 1.28+, KEP-1669), so the pods' preStop and graceful stop serve."""
+    other is ready (Kubernetes 1.28+, KEP-1669), so the pods' preStop and graceful stop serve.
+
+    A process's first look did not see the pods serve (the operator restarted while they stopped): the serving
+    may have ended any time since the scale-down began, so the downtime counts from stoppedAt, never short."""
     if "servingEndedAt" in status or world.deployments[spec.deployment].serving != 0:  # None: not counted
         return {}
+    if world.first_look and "stoppedAt" in status:
+        return {"servingEndedAt": status["stoppedAt"]}
     return {"servingEndedAt": _iso(world.now)}
 
 

@@ -55,3 +55,6 @@ class World:
     scratch_exists: bool = False  # the rehearsal's scratch database is there
     slots: Slots | None = None  # None: no limit of apps stopped at once
     planning_slots: Slots | None = None  # None: no limit of runs planning at once
+    # This operator process had not looked at the run before (it started, or took the run over): it did not see
+    # what changed while no process watched, such as when the app's pods stopped serving.
+    first_look: bool = False

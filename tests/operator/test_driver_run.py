@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -251,6 +251,23 @@ def test_a_driver_that_leaves_is_resumed_by_the_next_from_the_status_alone(phase
     drive(kube)  # the next operator's driver: nothing but the status and the cluster to go on
     assert kube.done == FROM_PENDING_TO_SUCCEEDED, "each action once, none skipped"
     assert kube.phases[-1] == "Succeeded"
+
+
+def test_a_driver_that_did_not_see_the_app_stop_serving_counts_the_downtime_from_the_scale_down() -> None:
+    kube = FakeKube()
+
+    def once_scaled_down() -> driver.Stop | None:
+        return driver.Stop.LEAVE if "stoppedAt" in kube.body["status"] else None
+    asyncio.run(asyncio.wait_for(driver.drive(cast(Kube, kube), driver.Wakeups(), Admission(0), RUN,
+                                              logging.getLogger("test"), once_scaled_down), timeout=10))
+    assert kube.replicas == {"web": 0, "worker": 0} and "servingEndedAt" not in kube.body["status"]
+    # The operator was down for a minute: its pods stopped serving somewhere in it.
+    stopped_at = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    kube.patch_run_status(RUN, {"stoppedAt": stopped_at})
+    drive(kube)
+    status = kube.body["status"]
+    assert status["phase"] == "Succeeded" and status["servingEndedAt"] == stopped_at
+    assert status["downtimeSeconds"] >= 60
 
 
 def test_a_run_deleted_before_it_touched_anything_ends_at_once_and_frees_the_database() -> None:

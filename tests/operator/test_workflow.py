@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -128,6 +129,10 @@ class TestHappyPath:
         not_serving = World(now=gone, deployments={"web": running(0, pods=1, serving=0), "worker": running(0)})
         step = advance(s, status, not_serving)
         assert step.status == {"servingEndedAt": "2026-11-24T12:00:02.000Z"} and step.wait and not step.actions
+        # A restarted operator's first look finds the pods no longer serving: when they stopped is unknown, so the
+        # downtime counts from the scale-down's start, never short.
+        after_restart = advance(s, status, replace(not_serving, first_look=True))
+        assert after_restart.status == {"servingEndedAt": status["stoppedAt"]} != step.status
         status = apply(status, step)
         assert not advance(s, status, not_serving).status, "recorded once: the downtime counts from there"
 
