@@ -357,9 +357,9 @@ def test_a_failing_restore_leaves_the_app_stopped_and_says_where_the_backup_is(
     stack.apply(stack.migration(name="norestore", migrate={"app": "drill_slow", "timeoutSeconds": 6},
                                 verify=NO_CHECKS))
     migrating = wait_for_phase(stack, "norestore", "Migrating")
-    # The verified dump is damaged while the migration runs: the restore cannot read it.
+    # The verified dump is damaged while the migration runs: the restore cannot read its table of contents.
     dump = claim_folder(stack) / migrating["backup"]["path"].removeprefix("/backups/")
-    dump.write_bytes(b"not a dump any more")
+    (dump / "toc.dat").write_bytes(b"not a dump any more")
     status = wait_for_end(stack, "norestore")
     assert status["phase"] == "Failed" and conditions(status)["ManualRestoreRequired"] == "True"
     assert conditions(status)["RolledBack"] == "False"
