@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,14 +73,18 @@ def stopped(server_url: str, bin_dir: str) -> Iterator[Callable[[], None]]:
     subprocess.run([*as_postgres, f"{bin_dir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], check=True,
                    capture_output=True)
     running = False
+    # A test may start it from a timer thread while the block ends: the second caller waits for the first's start
+    # (pg_ctl -w returns a little after the server answers), and never starts a second postmaster.
+    starting = threading.Lock()
 
     def start() -> None:
         nonlocal running
-        if not running:
-            subprocess.run([*as_postgres, f"{bin_dir}/pg_ctl", "-D", data, "-l", f"{Path(data).parent}/log", "-w",
-                            "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
-                           check=True, capture_output=True)
-            running = True
+        with starting:
+            if not running:
+                subprocess.run([*as_postgres, f"{bin_dir}/pg_ctl", "-D", data, "-l", f"{Path(data).parent}/log",
+                                "-w", "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
+                               check=True, capture_output=True)
+                running = True
 
     try:
         yield start
