@@ -40,9 +40,9 @@ def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
         return World(now=now, lease_holder=other, lease_ours=ours,
                      server_major=database.server_major(url()) if phase == Phase.PENDING else None)
     deployments = {}
-    # ScalingDown's first look records the app's size and scales it to 0: its pods are counted from the next look on
-    # (two lists fewer before the app stops).
-    count_pods = facts.counts_pods and "replicas" in status
+    # The first look of ScalingDown and of RollingOut records the containers' images (and the app's size) and acts:
+    # the pods are counted from the next look on (two lists fewer before the app stops).
+    count_pods = facts.counts_pods and "images" in status
     if facts.reads_app:
         for name in spec.deployments:
             state = deployment_state(kube, ref.namespace, name, count_pods)

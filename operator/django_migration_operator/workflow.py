@@ -561,8 +561,11 @@ def _rolling_out(spec: Spec, status: RunStatus, world: World) -> Step:
                        messages.rollout_stalled(spec.image, stalled))
     actions: list[Action] = [SetImages(name, wanted) for name, wanted in images.items()
                              if not _runs(world.deployments[name], wanted)]
-    ready = all(world.deployments[name].rolled_out and world.deployments[name].available >= world.deployments[
-        name].replicas for name in images)
+    # Rolled out, and no pod of the old release left, terminating ones included: in its preStop and graceful stop
+    # an old pod still answers (a proxy's stale endpoint, a request in flight), and the contract migration would
+    # take away what its code uses.
+    ready = all(state.rolled_out and state.available >= state.replicas and state.pods == state.replicas
+                for state in (world.deployments[name] for name in images))
     if actions or not ready:
         return Step(actions=actions, wait=True)
     if online_migrations(status, MigrationClass.CONTRACT):
@@ -632,7 +635,7 @@ PHASES: dict[Phase, PhaseFacts] = {
     Phase.VERIFYING: PhaseFacts(_verifying, app_stopped=True, holds_slot=True, reads_app=True, verifies=True),
     Phase.RESTORING: PhaseFacts(_restoring, job="restore", app_stopped=True, holds_slot=True, reads_app=True),
     Phase.SCALING_UP: PhaseFacts(_scaling_up, holds_slot=True, reads_app=True),
-    Phase.ROLLING_OUT: PhaseFacts(_rolling_out, reads_app=True),
+    Phase.ROLLING_OUT: PhaseFacts(_rolling_out, reads_app=True, counts_pods=True),
     Phase.CONTRACTING: PhaseFacts(_contracting, job="contract"),
     Phase.SUCCEEDED: PhaseFacts(None, health="Healthy", notice="Succeeded"),
     Phase.FAILED: PhaseFacts(None, health="Degraded", notice="Failed"),

@@ -762,6 +762,9 @@ class TestOnline:
                                           images={"django": "shop:3"}),
                    "worker": on("shop:3", 1, celery="shop:3")}
         assert advance(s, status, World(now=NOW, deployments=rolling)) == Step(wait=True)
+        # Rolled out, but an old web pod is still terminating: it may still answer, so nothing is contracted yet.
+        old_pod_left = {"web": replace(on("shop:3", 2), pods=3), "worker": on("shop:3", 1, celery="shop:3")}
+        assert advance(s, status, World(now=NOW, deployments=old_pod_left)) == Step(wait=True)
         rolled = {"web": on("shop:3", 2), "worker": on("shop:3", 1, celery="shop:3")}
         step = advance(s, status, World(now=NOW, deployments=rolled))
         assert step.status["phase"] == Phase.CONTRACTING
