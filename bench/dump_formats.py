@@ -42,6 +42,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bench.baseline import archive_bytes
 from bench.report import Report, median, progress, spread
 from devcluster.config import REPO_ROOT
 from devcluster.kubelet.expansion import expand
@@ -156,12 +157,6 @@ def timed(command: Sequence[str], *, env: dict[str, str] | None = None, cwd: Pat
             output = sink.read()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return Timed(wall, cpu, output.decode(errors="replace"))
-
-
-def size_of(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 def tools_env(server: Server) -> dict[str, str]:
@@ -437,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     done = run_dump(dump, server)
                     dump.walls.append(done.wall)
                     dump.cpus.append(done.cpu)
-                    dump.sizes.append(size_of(dump.output))
+                    dump.sizes.append(archive_bytes(dump.output))
                 progress(f"dumps {number + 1}/{repeat}: " + ", ".join(f"{d.name.split(' (')[0]} {d.walls[-1]:.2f}s"
                                                                      for d in available))
             for dump in available[1:]:

@@ -77,9 +77,9 @@ def spread(values: Sequence[float]) -> str:
 
 # Issue 10: the downtime at most 1.10 x the physical limit (the same work alone) + 3 s.
 GOAL_DOWNTIME_RATIO = 1.10
+GOAL_DOWNTIME_EXTRA_SECONDS = 3.0
 # The alone dump of the downtime limit and the backup table is the operator's own (jobs.DUMP_FUNCTIONS).
 OPERATOR_DUMP = f"the operator's pg_dump (-Fd -j{DUMP_JOBS})"
-GOAL_DOWNTIME_EXTRA_SECONDS = 3.0
 
 
 def header(report: Report, stack: BlogStack, posts: int) -> None:
