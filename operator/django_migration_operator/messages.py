@@ -295,6 +295,15 @@ def rolling_out(image: str | None, expanded: bool) -> str:
     return f"{done}; rolling the app out to {image} with its own rolling update"
 
 
+def pods_not_ending(pods: list[str], margin_seconds: int, contract: bool) -> str:
+    held = ("the contract migrations wait, as the old release may still use what they remove" if contract
+            else "the backup and the migration wait, as the app may still write to the database")
+    return (f"waiting for pods {', '.join(pods)} to end: deleted, but their node has not reported their containers "
+            f"stopped {margin_seconds} s after their grace period (a lost or unresponsive node), so they may still "
+            f"run; {held}. Once you know they no longer run: `kubectl delete pod --force --grace-period=0 "
+            f"{' '.join(pods)}` in the run's namespace")
+
+
 def contracting(image: str | None) -> str:
     return f"the app runs {image}; applying the contract migrations"
 

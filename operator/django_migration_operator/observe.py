@@ -18,9 +18,10 @@ from django_migration_operator.kube import Kube
 from django_migration_operator.resource import KIND, RunRef, Spec
 from django_migration_operator.status import RunStatus
 from django_migration_operator.workflow import PHASES, WAITING_FOR_SLOT, Phase, phase_of, queued_for
-from django_migration_operator.world import DeploymentState, JobState, World
+from django_migration_operator.world import DeploymentState, EndingPod, JobState, World
 
 Pod = dict[str, Any]  # a pod as the API answers it
+TERMINAL_POD_PHASES = ("Succeeded", "Failed")  # set by the kubelet once every container stopped for good
 
 
 def observe(kube: Kube, ref: RunRef, spec: Spec, status: RunStatus) -> World:
@@ -87,9 +88,14 @@ def deployment_state(kube: Kube, namespace: str, name: str, count_pods: bool) ->
         return None
     spec, status = deployment["spec"], deployment.get("status", {})
     selector = ",".join(f"{k}={v}" for k, v in spec["selector"].get("matchLabels", {}).items())
-    listed = kube.list_pods(namespace, selector) if count_pods else None
+    # A pod in a terminal phase runs no container (the kubelet sets the phase once they stopped), yet may stay:
+    # evicted pods until garbage-collected, a deleted one held by a finalizer. Waiting for it would never end.
+    listed = [pod for pod in kube.list_pods(namespace, selector)
+              if _status(pod).get("phase") not in TERMINAL_POD_PHASES] if count_pods else None
     pods = len(listed) if listed is not None else None
     serving = sum(_ready(pod) for pod in listed) if listed is not None else None
+    ending = tuple(EndingPod(pod["metadata"]["name"], datetime.fromisoformat(pod["metadata"]["deletionTimestamp"]))
+                   for pod in listed or () if pod["metadata"].get("deletionTimestamp"))
     replicas = int(spec.get("replicas", 1))
     rolled_out = (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
                   and status.get("updatedReplicas", 0) >= replicas and status.get("replicas", 0) == replicas)
@@ -98,7 +104,7 @@ def deployment_state(kube: Kube, namespace: str, name: str, count_pods: bool) ->
                   and c.get("reason") == "ProgressDeadlineExceeded" for c in status.get("conditions") or [])
     return DeploymentState(replicas=replicas, pods=pods, serving=serving,
                            available=int(status.get("availableReplicas", 0)), rolled_out=rolled_out,
-                           scaled_by=_replicas_manager(deployment), images=images, stalled=stalled)
+                           scaled_by=_replicas_manager(deployment), images=images, stalled=stalled, ending=ending)
 
 
 def _ready(pod: Pod) -> bool:
@@ -158,7 +164,7 @@ def _ended_by_itself(pods: list[Pod]) -> str | None:
     """
     for pod in pods:
         phase = _status(pod).get("phase")
-        if pod["metadata"].get("deletionTimestamp") is None and phase in ("Succeeded", "Failed"):
+        if pod["metadata"].get("deletionTimestamp") is None and phase in TERMINAL_POD_PHASES:
             return "Complete" if phase == "Succeeded" else "Failed"
     return None
 

@@ -59,6 +59,8 @@ class Reason(StrEnum):
     CONTRACT_FAILED = "ContractFailed"
     SCALED_UP_DURING_RUN = "ScaledUpDuringRun"
     NOTIFICATION_FAILED = "NotificationFailed"
+    # The app's pods were deleted, but their node has not reported them stopped long after their grace period.
+    PODS_NOT_ENDING = "PodsNotEnding"
     # The run waits, with the app as it is, and goes on by itself once the problem is gone (driver.transient).
     DATABASE_UNREACHABLE = "DatabaseUnreachable"
     FORBIDDEN = "Forbidden"

@@ -81,6 +81,10 @@ WAITING_TO_PLAN = "maxPlanningRuns"
 # readiness probe, bench/README.md). Their preStop serves: it is no downtime.
 PREDICTED_OVERHEAD_SECONDS = 2.0
 
+# A node reports a deleted pod's containers stopped within seconds of its grace period (the kubelet kills them then);
+# a pod not reported this long after is on a lost or unresponsive node, and its containers may still run.
+POD_END_MARGIN_SECONDS = 30
+
 
 # --- what the driver does -------------------------------------------------------------------------------
 
@@ -404,7 +408,7 @@ def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
     served = _serving_ended(spec, status, world)
     remaining = [name for name in spec.deployments if world.deployments[name].pods != 0]  # None: not counted
     if actions or remaining:
-        return Step(status=served, actions=actions, wait=True)
+        return _waiting_for_pods(status, world, Step(status=served, actions=actions, wait=True), contract=False)
     if spec.backup_enabled:
         message = messages.backing_up(spec.backup_claim)
         return Step(status={**served, "phase": Phase.BACKING_UP, "message": message},
@@ -412,6 +416,21 @@ def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
     message = messages.migrating_without_backup()
     return Step(status={**served, "phase": Phase.MIGRATING, "message": message},
                 events=[Event(Phase.MIGRATING, message, warning=True)])
+
+
+def _waiting_for_pods(status: RunStatus, world: World, step: Step, *, contract: bool) -> Step:
+    """The waiting step, which also names the app's pods whose node has not reported them stopped long after their
+    grace period: a lost or unresponsive node, whose containers may still run. Only a person can tell, so the run
+    waits, says so once, and looks again when the next pod would become late."""
+    ending = [pod for state in world.deployments.values() for pod in state.ending]
+    overdue = [(world.now - pod.deadline).total_seconds() - POD_END_MARGIN_SECONDS for pod in ending]
+    late = sorted(pod.name for pod, past in zip(ending, overdue, strict=True) if past >= 0)
+    step = replace(step, wake_after=min((-past for past in overdue if past < 0), default=None))
+    message = messages.pods_not_ending(late, POD_END_MARGIN_SECONDS, contract) if late else None
+    if message is None or message == status.get("message"):
+        return step
+    return replace(step, status={**step.status, "message": message},
+                   events=[*step.events, Event(Reason.PODS_NOT_ENDING, message, warning=True)])
 
 
 def _serving_ended(spec: Spec, status: RunStatus, world: World) -> RunStatus:
@@ -538,7 +557,7 @@ def _scaling_up(spec: Spec, status: RunStatus, world: World) -> Step:
     ready = all(world.deployments[name].rolled_out and world.deployments[name].available >= replicas
                 for name, replicas in recorded.items())
     if actions or not ready:
-        return Step(actions=actions, wait=True)
+        return _waiting_for_pods(status, world, Step(actions=actions, wait=True), contract=True)
     downtime = _seconds_since(status.get("servingEndedAt") or status.get("stoppedAt"), world.now)
     if failure:
         rolled_back = condition(status, ConditionType.ROLLED_BACK).get("status") == "True"
@@ -567,7 +586,7 @@ def _rolling_out(spec: Spec, status: RunStatus, world: World) -> Step:
     ready = all(state.rolled_out and state.available >= state.replicas and state.pods == state.replicas
                 for state in (world.deployments[name] for name in images))
     if actions or not ready:
-        return Step(actions=actions, wait=True)
+        return _waiting_for_pods(status, world, Step(actions=actions, wait=True), contract=True)
     if online_migrations(status, MigrationClass.CONTRACT):
         message = messages.contracting(spec.image)
         return Step(status={"phase": Phase.CONTRACTING, "message": message},

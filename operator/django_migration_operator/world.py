@@ -11,15 +11,26 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
+class EndingPod:
+    """A pod being deleted whose node has not yet reported its containers stopped (no terminal phase yet)."""
+
+    name: str
+    deadline: datetime  # metadata.deletionTimestamp: when the deletion was asked for, plus the grace period
+
+
+@dataclass(frozen=True)
 class DeploymentState:
     replicas: int  # spec.replicas
-    pods: int | None  # pods matching the selector, terminating ones included; None: not counted in this phase
+    # Pods matching the selector whose containers may run: terminating ones included, those in a terminal phase
+    # (evicted, or stopped and held by a finalizer) not. None: not counted in this phase.
+    pods: int | None
     available: int  # status.availableReplicas
     rolled_out: bool  # the controller has seen the latest spec and every replica is updated
     serving: int | None = None  # of `pods`, the Ready ones (terminating or not); None: not counted
     scaled_by: str | None = None  # the field manager that last set spec.replicas, when the API tells
     images: dict[str, str] = field(default_factory=dict)  # container -> image of the pod template, in order
     stalled: bool = False  # its rollout exceeded progressDeadlineSeconds (condition Progressing, False)
+    ending: tuple[EndingPod, ...] = ()  # of `pods`, those being deleted
 
 
 @dataclass(frozen=True)

@@ -470,6 +470,28 @@ def test_no_acknowledged_write_is_lost_on_the_success_path(new_stack: Any) -> No
           f"{load.refused} refused while the app was stopped")
 
 
+# --- the app's pods linger ---------------------------------------------------------------------------------------
+
+
+def test_a_stopped_pod_held_by_a_finalizer_does_not_hold_the_run(new_stack: Any) -> None:
+    # Its containers stopped (the kubelet gave it a terminal phase), but the object stays until someone removes the
+    # finalizer, as an evicted pod stays until garbage-collected: neither can write, so the run must not wait.
+    stack = new_stack()
+    pod = stack.kubectl("get", "pods", "-n", stack.namespace, "-l", "app.kubernetes.io/component=worker",
+                        "-o", "jsonpath={.items[0].metadata.name}").stdout
+    hold = json.dumps({"metadata": {"finalizers": ["e2e.djangoops.dev/hold"]}})
+    stack.kubectl("patch", "pod", pod, "-n", stack.namespace, "--type=merge", "-p", hold)
+    try:
+        status = run_to_end(stack, stack.migration(name="held"), timeout=120)
+        held = json.loads(stack.kubectl("get", "pod", pod, "-n", stack.namespace, "-o", "json").stdout)
+    finally:
+        stack.kubectl("patch", "pod", pod, "-n", stack.namespace, "--type=merge",
+                      "-p", json.dumps({"metadata": {"finalizers": None}}))
+    assert status["phase"] == "Succeeded", status["message"]
+    assert held["metadata"].get("deletionTimestamp") and held["status"]["phase"] in ("Succeeded", "Failed")
+    assert running_images(stack) == {"web": {"blog:2.0"}, "worker": {"blog:2.0"}}
+
+
 # --- the run is deleted ------------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from django_migration_operator import observe
 from django_migration_operator.kube import Kube
 from django_migration_operator.resource import RunRef
-from django_migration_operator.world import JobState
+from django_migration_operator.world import EndingPod, JobState
 
 CREATED = "2026-12-02T06:00:00Z"
 RUN = RunRef("shop", "run", "uid-of-this-run")
@@ -162,3 +162,16 @@ def test_the_ready_pods_of_an_app_being_stopped_are_counted_as_serving_terminati
     assert found is not None and (found.pods, found.serving) == (1, 0)
     found = observe.deployment_state(cast(Kube, AppKube([])), "shop", "web", count_pods=False)
     assert found is not None and (found.pods, found.serving) == (None, None), "not counted: not listed"
+
+
+def test_pods_in_a_terminal_phase_are_not_counted_and_deleted_ones_carry_their_deadline() -> None:
+    # An evicted pod stays until garbage-collected, a stopped one held by a finalizer until it is removed: neither
+    # runs a container, and waiting for them would never end.
+    evicted = pod("evicted", "Failed", reason="Evicted")
+    held = pod("held", "Succeeded")
+    held["metadata"]["deletionTimestamp"] = CREATED
+    lost = pod("lost", "Running", conditions=[{"type": "Ready", "status": "True"}])
+    lost["metadata"]["deletionTimestamp"] = "2026-11-24T12:00:30Z"
+    found = observe.deployment_state(cast(Kube, AppKube([evicted, held, lost])), "shop", "web", count_pods=True)
+    assert found is not None and (found.pods, found.serving) == (1, 1)
+    assert found.ending == (EndingPod("lost", datetime(2026, 11, 24, 12, 0, 30, tzinfo=UTC)),)

@@ -17,6 +17,7 @@ from django_migration_operator.resource import Spec
 from django_migration_operator.status import Reason, RunStatus
 from django_migration_operator.workflow import (
     PHASES,
+    POD_END_MARGIN_SECONDS,
     WAITING_FOR_SLOT,
     WAITING_TO_PLAN,
     AcquireLease,
@@ -34,7 +35,7 @@ from django_migration_operator.workflow import (
     queued_for,
     queued_for_lease,
 )
-from django_migration_operator.world import DeploymentState, JobState, Slots, World
+from django_migration_operator.world import DeploymentState, EndingPod, JobState, Slots, World
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 PLAN = [{"app": "blog", "name": "0003_add_post_status", "atomic": True, "reversible": True, "backwards": False,
@@ -847,6 +848,47 @@ class TestOnline:
     def test_auto_goes_online_when_every_migration_allows_it(self) -> None:
         _, _, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY], strategy="Auto")
         assert step.status["strategy"] == "Online" and step.status["phase"] == Phase.BACKING_UP
+
+
+class TestPodsNotEnding:
+    """A deleted pod its node never reports stopped (a lost node) holds the run, which says so once, by name."""
+
+    def ending(self, *deadlines: tuple[str, float]) -> DeploymentState:
+        """Pods being deleted, each with its grace period's end in seconds from NOW."""
+        pods = tuple(EndingPod(name, NOW + timedelta(seconds=seconds)) for name, seconds in deadlines)
+        return replace(running(0, pods=len(pods), serving=0), ending=pods)
+
+    def test_the_scale_down_waits_for_a_late_pod_names_it_once_and_wakes_when_the_next_gets_late(self) -> None:
+        status: RunStatus = {"phase": Phase.SCALING_DOWN, "replicas": {"web": 2, "worker": 1},
+                             "images": RECORDED_IMAGES, "stoppedAt": "2026-11-24T11:59:00Z",
+                             "servingEndedAt": "2026-11-24T11:59:03Z", "message": "stopping the app"}
+        # One pod in its grace period, one past it by less than the margin: waiting is normal, and it looks again
+        # when the first of them would be late.
+        world = World(now=NOW, deployments={"web": self.ending(("web-a", 20), ("web-b", -5)), "worker": running(0)})
+        step = advance(spec(), status, world)
+        assert step == Step(wait=True, wake_after=POD_END_MARGIN_SECONDS - 5)
+        late_world = replace(world, now=NOW + timedelta(seconds=POD_END_MARGIN_SECONDS))
+        step = advance(spec(), status, late_world)
+        message = messages.pods_not_ending(["web-b"], POD_END_MARGIN_SECONDS, contract=False)
+        assert step.status == {"message": message} and step.wait and not step.actions
+        assert [(event.reason, event.warning) for event in step.events] == [(Reason.PODS_NOT_ENDING, True)]
+        assert "web-b" in message and "web-a" not in message and "--force" in message and "write" in message
+        assert step.wake_after == 20, "web-a gets late in 20 s"
+        again = advance(spec(), apply(status, step), late_world)
+        assert not again.status and not again.events and again.wait, "said once"
+        # The person removed the pods: the backup starts.
+        gone = World(now=late_world.now, deployments={"web": running(0), "worker": running(0)},
+                     row_counts={"blog_post": 200})
+        assert advance(spec(), apply(status, step), gone).status["phase"] == Phase.BACKING_UP
+
+    def test_the_contract_waits_for_a_late_pod_of_the_old_release(self) -> None:
+        s, status, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY])
+        status = {**apply(status, step), "phase": Phase.ROLLING_OUT, "images": {"web": {"django": "shop:2"}}}
+        old_pod = EndingPod("web-old", NOW - timedelta(seconds=POD_END_MARGIN_SECONDS + 1))
+        lost = replace(on("shop:3", 2), pods=3, ending=(old_pod,))
+        step = advance(s, status, World(now=NOW, deployments={"web": lost, "worker": on("shop:2", 1)}))
+        assert step.status["message"] == messages.pods_not_ending(["web-old"], POD_END_MARGIN_SECONDS, contract=True)
+        assert step.events[0].reason == Reason.PODS_NOT_ENDING and step.wait and not step.actions
 
 
 class TestToolsImage:
