@@ -322,14 +322,21 @@ def backup_path(spec: Spec, run: RunRef) -> str:
 
 
 # The plan's first container tries the tools image while nothing is stopped yet: an image the cluster cannot pull
-# fails Planning (within jobTemplate.startTimeoutSeconds), and pg_dump older than the server, which refuses it,
-# fails it with the plan's own error line, also for an image whose tag does not tell its version.
+# fails Planning (within jobTemplate.startTimeoutSeconds), and tools of another major version than the server fail
+# it with the plan's own error line, also for an image whose tag does not tell its version: pg_dump refuses a newer
+# server, and a newer pg_restore's archive need not restore into an older one (tools_problem).
 _TOOLS_CHECK_SCRIPT = r"""set -eu
-""" + _TOOLS_MAJOR + r"""if [ "${major:-0}" -lt "$SERVER_MAJOR" ]; then
+""" + _TOOLS_MAJOR + r"""fix="set backup.image to postgres:$SERVER_MAJOR, or remove it and the operator chooses"
+fix="$fix postgres:$SERVER_MAJOR. Nothing was changed"
+if [ "${major:-0}" -lt "$SERVER_MAJOR" ]; then
   why="backup.image: $TOOLS_IMAGE carries pg_dump ${major:-?}, older than the server (PostgreSQL $SERVER_MAJOR),"
-  why="$why and pg_dump refuses a newer server; set backup.image to postgres:$SERVER_MAJOR or newer, or remove it"
-  why="$why and the operator chooses postgres:$SERVER_MAJOR. Nothing was changed"
-  printf '%s{"error": "%s", "reason": "ToolsTooOld"}\n' "$PLAN_MARKER" "$why"
+  printf '%s{"error": "%s and pg_dump refuses a newer server; %s", "reason": "ToolsTooOld"}\n' \
+    "$PLAN_MARKER" "$why" "$fix"
+  exit 1
+elif [ "$major" -gt "$SERVER_MAJOR" ]; then
+  why="backup.image: $TOOLS_IMAGE carries pg_restore $major, newer than the server (PostgreSQL $SERVER_MAJOR),"
+  why="$why whose archives need not restore into an older server: a failed migration could not be rolled back"
+  printf '%s{"error": "%s; %s", "reason": "ToolsTooNew"}\n' "$PLAN_MARKER" "$why" "$fix"
   exit 1
 fi
 """
@@ -386,13 +393,20 @@ def tools_image(spec: Spec, server_major: int) -> str:
 
 
 def tools_problem(image: str, server_major: int) -> str | None:
-    """Why `image` cannot back this server up: its tag names an older PostgreSQL; None when fine or unknown."""
+    """Why `image` cannot back this server up and restore it: its tag names another PostgreSQL major version;
+    None when it is the server's or cannot be told."""
     tag = _POSTGRES_TAG.match(image)
-    if not tag or int(tag["major"]) >= server_major:
+    if not tag or int(tag["major"]) == server_major:
         return None
-    return (f"backup.image: {image} carries pg_dump {tag['major']}, older than the server (PostgreSQL "
-            f"{server_major}), and pg_dump refuses a newer server (\"server version mismatch\"); set backup.image "
-            f"to postgres:{server_major} or newer, or remove it and the operator chooses postgres:{server_major}")
+    fix = (f"set backup.image to postgres:{server_major}, or remove it and the operator chooses "
+           f"postgres:{server_major}")
+    if int(tag["major"]) < server_major:
+        return (f"backup.image: {image} carries pg_dump {tag['major']}, older than the server (PostgreSQL "
+                f"{server_major}), and pg_dump refuses a newer server (\"server version mismatch\"); {fix}")
+    return (f"backup.image: {image} carries pg_restore {tag['major']}, newer than the server (PostgreSQL "
+            f"{server_major}), whose archives PostgreSQL does not promise to restore into an older server (pg_restore "
+            f"17 sets transaction_timeout, which 16 and older refuse): a failed migration could not be rolled "
+            f"back; {fix}")
 
 
 def backup_job(run: RunRef, spec: Spec, backup_path: str, image: str) -> dict[str, Any]:

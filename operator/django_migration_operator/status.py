@@ -34,7 +34,8 @@ class Reason(StrEnum):
     RUNNING = "Running"
     INVALID_SPEC = "InvalidSpec"
     STRATEGY_CHOSEN = "StrategyChosen"
-    # Planning; the plan script also names its own (Conflict, UnknownTarget, InconsistentHistory, ToolsTooOld, ...).
+    # Planning; the plan script also names its own (Conflict, UnknownTarget, InconsistentHistory, ToolsTooOld,
+    # ToolsTooNew, ...).
     PLAN_FAILED = "PlanFailed"
     NO_PLAN = "NoPlan"
     BAD_PLAN = "BadPlan"

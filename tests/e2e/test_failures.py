@@ -204,8 +204,9 @@ def test_a_tools_image_that_cannot_be_pulled_fails_planning_within_the_start_dea
     stack = new_stack()
     before, generations = checksum(stack), replicas(stack)
     # An image the cluster cannot pull: devcluster's kubelet knows only its image map (ErrImagePull). The plan's
-    # pod tries the tools image first, so this is found before anything stops, not by the backup's pod.
-    status = run_to_end(stack, stack.migration(name="nopull", backup={"image": "postgres:99"},
+    # pod tries the tools image first, so this is found before anything stops, not by the backup's pod. Its tag
+    # tells no PostgreSQL version, which the run would refuse before it plans (tools_problem).
+    status = run_to_end(stack, stack.migration(name="nopull", backup={"image": "registry.example/db-tools:absent"},
                                                jobTemplate={"startTimeoutSeconds": 10}), timeout=120)
     assert status["phase"] == "Failed" and "planning failed, nothing was changed" in status["message"], status
     assert "did not start within jobTemplate.startTimeoutSeconds (10s): ErrImagePull" in status["message"] or \

@@ -199,6 +199,7 @@ def _secret(stack: BlogStack, name: str, data: dict[str, str]) -> None:
     ("strategy-online", "strategy: Online cannot apply this plan while the app serves: blog.0004_rollback is "
                         "unknown"),
     ("tools-too-old", "backup.image: postgres:9 carries pg_dump 9, older than the server"),
+    ("tools-too-new", "backup.image: postgres:99 carries pg_restore 99, newer than the server"),
     ("claim-missing", "backup.volumeClaim: PersistentVolumeClaim 'nowhere' not found"),
     ("claim-too-small", "backup.volumeClaim: PersistentVolumeClaim 'tiny-backups' holds 65536 bytes, too small for "
                         "a dump of database"),
@@ -228,6 +229,8 @@ def test_bad_input_fails_early_and_leaves_the_app_alone(shared_stack: BlogStack,
         spec["strategy"] = "Online"
     elif case == "tools-too-old":
         spec["backup"]["image"] = "postgres:9"
+    elif case == "tools-too-new":
+        spec["backup"]["image"] = "postgres:99"
     elif case == "claim-missing":
         spec["backup"]["volumeClaim"] = "nowhere"
     elif case == "claim-too-small":
