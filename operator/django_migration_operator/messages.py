@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from django_migration_operator.status import Rehearsal, Restore
 
@@ -295,13 +295,23 @@ def rolling_out(image: str | None, expanded: bool) -> str:
     return f"{done}; rolling the app out to {image} with its own rolling update"
 
 
-def pods_not_ending(pods: list[str], margin_seconds: int, contract: bool) -> str:
-    held = ("the contract migrations wait, as the old release may still use what they remove" if contract
-            else "the backup and the migration wait, as the app may still write to the database")
-    return (f"waiting for pods {', '.join(pods)} to end: deleted, but their node has not reported their containers "
-            f"stopped {margin_seconds} s after their grace period (a lost or unresponsive node), so they may still "
-            f"run; {held}. Once you know they no longer run: `kubectl delete pod --force --grace-period=0 "
-            f"{' '.join(pods)}` in the run's namespace")
+# What waits for the app's pods to end: the backup (Offline), the contract migrations, or the run's end (Online).
+HeldByPods = Literal["backup", "contract", "end"]
+_HELD_BY_PODS: dict[HeldByPods, str] = {
+    "backup": "the backup and the migration wait, as the app may still write to the database",
+    "contract": "the contract migrations wait, as the old release may still use what they remove",
+    "end": "the run ends once only the new release runs",
+}
+_PODS_NAMED = 5  # the rest are counted: an event's message is cut at 1024 characters
+
+
+def pods_not_ending(pods: list[str], margin_seconds: int, held: HeldByPods) -> str:
+    named = ", ".join(pods[:_PODS_NAMED]) + (f" and {len(pods) - _PODS_NAMED} more (status.podsNotEnding)"
+                                              if len(pods) > _PODS_NAMED else "")
+    return (f"waiting for pods {named} to end: deleted, but their node has not reported their containers stopped "
+            f"{margin_seconds} s after their grace period (a lost or unresponsive node), so they may still run; "
+            f"{_HELD_BY_PODS[held]}. Once you know they no longer run: `kubectl delete pod --force --grace-period=0 "
+            f"POD` for each, in the run's namespace")
 
 
 def contracting(image: str | None) -> str:

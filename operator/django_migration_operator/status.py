@@ -127,6 +127,11 @@ class NotStarted(TypedDict, total=False):
     message: str
 
 
+class PodsNotEnding(TypedDict):
+    pods: list[str]  # the app's pods deleted, but not reported stopped long after their grace period
+    replaced: str  # the message their naming replaced, put back once they are gone
+
+
 class Failure(TypedDict, total=False):
     step: str  # the phase that failed
     reason: str
@@ -155,6 +160,7 @@ class RunStatus(TypedDict, total=False):
     images: dict[str, dict[str, str]]  # Deployment -> container -> image before the run
     jobs: dict[str, str]  # step -> Job name
     notStarted: NotStarted
+    podsNotEnding: PodsNotEnding | None  # None: taken away (a merge patch deletes it)
     backup: Backup
     rowCounts: dict[str, RowCount]
     migrateOutput: str

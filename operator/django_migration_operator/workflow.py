@@ -187,8 +187,11 @@ def _decide(spec: Spec, status: RunStatus, world: World) -> Step:
     facts = PHASES[phase_of(status)]
     if facts.handler is None:
         return Step(wait=True)
-    guard = _guard(spec, status, world) if facts.app_stopped else None
-    return guard or facts.handler(spec, status, world)
+    step = _guard(spec, status, world) if facts.app_stopped else None
+    step = step or facts.handler(spec, status, world)
+    if "phase" in step.status and status.get("podsNotEnding"):  # the note of the phase it was made in
+        return replace(step, status={**step.status, "podsNotEnding": None})
+    return step
 
 
 def phase_of(status: RunStatus) -> Phase:
@@ -408,7 +411,7 @@ def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
     served = _serving_ended(spec, status, world)
     remaining = [name for name in spec.deployments if world.deployments[name].pods != 0]  # None: not counted
     if actions or remaining:
-        return _waiting_for_pods(status, world, Step(status=served, actions=actions, wait=True), contract=False)
+        return _waiting_for_pods(status, world, Step(status=served, actions=actions, wait=True), "backup")
     if spec.backup_enabled:
         message = messages.backing_up(spec.backup_claim)
         return Step(status={**served, "phase": Phase.BACKING_UP, "message": message},
@@ -418,18 +421,26 @@ def _scaling_down(spec: Spec, status: RunStatus, world: World) -> Step:
                 events=[Event(Phase.MIGRATING, message, warning=True)])
 
 
-def _waiting_for_pods(status: RunStatus, world: World, step: Step, *, contract: bool) -> Step:
+def _waiting_for_pods(status: RunStatus, world: World, step: Step, held: messages.HeldByPods) -> Step:
     """The waiting step, which also names the app's pods whose node has not reported them stopped long after their
     grace period: a lost or unresponsive node, whose containers may still run. Only a person can tell, so the run
-    waits, says so once, and looks again when the next pod would become late."""
+    waits, says so once (status.podsNotEnding keeps the message it replaced, back once they are gone), and looks
+    again when the next pod would become late."""
     ending = [pod for state in world.deployments.values() for pod in state.ending]
     overdue = [(world.now - pod.deadline).total_seconds() - POD_END_MARGIN_SECONDS for pod in ending]
-    late = sorted(pod.name for pod, past in zip(ending, overdue, strict=True) if past >= 0)
+    late = sorted({pod.name for pod, past in zip(ending, overdue, strict=True) if past >= 0})
     step = replace(step, wake_after=min((-past for past in overdue if past < 0), default=None))
-    message = messages.pods_not_ending(late, POD_END_MARGIN_SECONDS, contract) if late else None
-    if message is None or message == status.get("message"):
+    noted = status.get("podsNotEnding")
+    if not late:
+        if not noted:
+            return step
+        return replace(step, status={**step.status, "podsNotEnding": None, "message": noted["replaced"]})
+    if noted and noted["pods"] == late:
         return step
-    return replace(step, status={**step.status, "message": message},
+    message = messages.pods_not_ending(late, POD_END_MARGIN_SECONDS, held)
+    replaced = noted["replaced"] if noted else status.get("message", "")
+    return replace(step, status={**step.status, "message": message,
+                                 "podsNotEnding": {"pods": late, "replaced": replaced}},
                    events=[*step.events, Event(Reason.PODS_NOT_ENDING, message, warning=True)])
 
 
@@ -557,7 +568,7 @@ def _scaling_up(spec: Spec, status: RunStatus, world: World) -> Step:
     ready = all(world.deployments[name].rolled_out and world.deployments[name].available >= replicas
                 for name, replicas in recorded.items())
     if actions or not ready:
-        return _waiting_for_pods(status, world, Step(actions=actions, wait=True), contract=True)
+        return Step(actions=actions, wait=True)
     downtime = _seconds_since(status.get("servingEndedAt") or status.get("stoppedAt"), world.now)
     if failure:
         rolled_back = condition(status, ConditionType.ROLLED_BACK).get("status") == "True"
@@ -585,9 +596,10 @@ def _rolling_out(spec: Spec, status: RunStatus, world: World) -> Step:
     # take away what its code uses.
     ready = all(state.rolled_out and state.available >= state.replicas and state.pods == state.replicas
                 for state in (world.deployments[name] for name in images))
+    contract = bool(online_migrations(status, MigrationClass.CONTRACT))
     if actions or not ready:
-        return _waiting_for_pods(status, world, Step(actions=actions, wait=True), contract=True)
-    if online_migrations(status, MigrationClass.CONTRACT):
+        return _waiting_for_pods(status, world, Step(actions=actions, wait=True), "contract" if contract else "end")
+    if contract:
         message = messages.contracting(spec.image)
         return Step(status={"phase": Phase.CONTRACTING, "message": message},
                     events=[Event(Phase.CONTRACTING, message)])

@@ -869,25 +869,40 @@ class TestPodsNotEnding:
         assert step == Step(wait=True, wake_after=POD_END_MARGIN_SECONDS - 5)
         late_world = replace(world, now=NOW + timedelta(seconds=POD_END_MARGIN_SECONDS))
         step = advance(spec(), status, late_world)
-        message = messages.pods_not_ending(["web-b"], POD_END_MARGIN_SECONDS, contract=False)
-        assert step.status == {"message": message} and step.wait and not step.actions
+        message = messages.pods_not_ending(["web-b"], POD_END_MARGIN_SECONDS, "backup")
+        assert step.status == {"message": message,
+                               "podsNotEnding": {"pods": ["web-b"], "replaced": "stopping the app"}}
+        assert step.wait and not step.actions
         assert [(event.reason, event.warning) for event in step.events] == [(Reason.PODS_NOT_ENDING, True)]
         assert "web-b" in message and "web-a" not in message and "--force" in message and "write" in message
         assert step.wake_after == 20, "web-a gets late in 20 s"
-        again = advance(spec(), apply(status, step), late_world)
+        noted = apply(status, step)
+        again = advance(spec(), noted, late_world)
         assert not again.status and not again.events and again.wait, "said once"
-        # The person removed the pods: the backup starts.
+        # The person removed web-b while web-a still ends in its grace period: the phase's message is back.
+        web_a = World(now=late_world.now, deployments={"web": self.ending(("web-a", 20)), "worker": running(0)})
+        back = advance(spec(), noted, web_a)
+        assert back.status == {"podsNotEnding": None, "message": "stopping the app"} and back.wait
+        # Or removed the last pod: the backup starts, and the note goes with the phase.
         gone = World(now=late_world.now, deployments={"web": running(0), "worker": running(0)},
                      row_counts={"blog_post": 200})
-        assert advance(spec(), apply(status, step), gone).status["phase"] == Phase.BACKING_UP
+        step = advance(spec(), noted, gone)
+        assert step.status["phase"] == Phase.BACKING_UP and step.status["podsNotEnding"] is None
 
-    def test_the_contract_waits_for_a_late_pod_of_the_old_release(self) -> None:
-        s, status, step = planned_online([EXPAND_ENTRY, CONTRACT_ENTRY])
+    def test_many_late_pods_are_counted_past_the_first_five(self) -> None:
+        message = messages.pods_not_ending([f"web-{n}" for n in range(8)], POD_END_MARGIN_SECONDS, "backup")
+        assert "web-4 and 3 more (status.podsNotEnding)" in message and "web-5" not in message
+
+    @pytest.mark.parametrize(("entries", "held"), [([EXPAND_ENTRY, CONTRACT_ENTRY], "contract"),
+                                                   ([EXPAND_ENTRY], "end")])
+    def test_the_rollout_waits_for_a_late_pod_of_the_old_release(self, entries: list[dict[str, Any]],
+                                                                 held: messages.HeldByPods) -> None:
+        s, status, step = planned_online(entries)
         status = {**apply(status, step), "phase": Phase.ROLLING_OUT, "images": {"web": {"django": "shop:2"}}}
         old_pod = EndingPod("web-old", NOW - timedelta(seconds=POD_END_MARGIN_SECONDS + 1))
         lost = replace(on("shop:3", 2), pods=3, ending=(old_pod,))
         step = advance(s, status, World(now=NOW, deployments={"web": lost, "worker": on("shop:2", 1)}))
-        assert step.status["message"] == messages.pods_not_ending(["web-old"], POD_END_MARGIN_SECONDS, contract=True)
+        assert step.status["message"] == messages.pods_not_ending(["web-old"], POD_END_MARGIN_SECONDS, held)
         assert step.events[0].reason == Reason.PODS_NOT_ENDING and step.wait and not step.actions
 
 

@@ -406,6 +406,7 @@ def test_status_fields(root: Schema) -> None:
         "window",
         "rehearsal",
         "notStarted",
+        "podsNotEnding",
         "failure",
     }
     assert set(node(root, "status.conditions[]")["properties"]) == {
