@@ -178,16 +178,40 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def operator_requests(audit_log: Path, offset: int) -> Counter[str]:
-    """The API requests the operator made since `offset` in the audit log, by verb and resource."""
+@dataclass(frozen=True)
+class LogPosition:
+    inode: int  # the file, which keeps its inode when the API server renames it to a backup
+    offset: int
+
+
+def log_position(log: Path) -> LogPosition:
+    status = log.stat()
+    return LogPosition(status.st_ino, status.st_size)
+
+
+def operator_requests(audit_log: Path, since: LogPosition) -> Counter[str]:
+    """The API requests the operator made since `since` in the audit log, by verb and resource. A full log is
+    renamed to <name>-<time>.log and a new one started (--audit-log-maxsize), so the lines may start in a backup."""
+    if audit_log.stat().st_ino == since.inode:
+        parts = [(audit_log, since.offset)]
+    else:
+        rotated = [path for path in audit_log.parent.glob(f"{audit_log.stem}-*{audit_log.suffix}")
+                   if path.stat().st_ino == since.inode]
+        if not rotated:
+            raise RuntimeError(f"{audit_log} was rotated more than once during the runs (or its backup is gone): "
+                               "the operator's requests cannot be counted")
+        parts = [(rotated[0], since.offset), (audit_log, 0)]
     counts: Counter[str] = Counter()
-    with audit_log.open("rb") as log:
-        log.seek(offset)
-        for line in log:
-            entry = json.loads(line)
-            if str(entry.get("userAgent", "")).startswith(OPERATOR_AGENTS):
-                resource = (entry.get("objectRef") or {}).get("resource", "-")
-                counts[f"{entry.get('verb')} {resource}"] += 1
+    for path, offset in parts:
+        with path.open("rb") as log:
+            log.seek(offset)
+            for line in log:
+                entry = json.loads(line)
+                if str(entry.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                    resource = (entry.get("objectRef") or {}).get("resource", "-")
+                    counts[f"{entry.get('verb')} {resource}"] += 1
+    if not counts:
+        raise RuntimeError(f"no request of the operator in {audit_log} since the runs began: the count is broken")
     return counts
 
 
@@ -264,14 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"{len(crowd)} runs at once (at most {args.max_stopped_apps or 'any number of'} apps stopped, "
                  f"{args.max_planning_runs or 'any number of'} planning)")
         cpu_before, _ = operator.usage()
-        audit_offset = cluster.layout.audit_log.stat().st_size
+        audit_start = log_position(cluster.layout.audit_log)
         applied = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": [stack.migration(RUN_NAME) for stack in crowd]}))
         wait_ended(observer, [stack.namespace for stack in crowd], args.timeout)
         cpu_after, peak_rss = operator.usage()
         time.sleep(2)  # the last requests of the runs' ends reach the audit log
-        requests = operator_requests(cluster.layout.audit_log, audit_offset)
+        requests = operator_requests(cluster.layout.audit_log, audit_start)
         observer.stop()
         runs = [observer.by_namespace[stack.namespace] for stack in crowd]
         succeeded = report_scale(report, args, alone, runs, applied, cpu_after - cpu_before, peak_rss, requests)

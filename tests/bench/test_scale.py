@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,8 @@ from bench.scale import (
     by_who,
     downtime_spans,
     end_reaction,
+    log_position,
+    operator_requests,
     percentile,
     serving_ended,
     stop_reaction,
@@ -103,3 +107,21 @@ def test_time_queued_counts_only_a_run_that_queued() -> None:
 
 def test_percentile() -> None:
     assert percentile([float(v) for v in range(1, 101)], 0.95) == 96.0
+
+
+def audit(path: Path, *agents: str) -> None:
+    with path.open("a") as log:
+        for agent in agents:
+            log.write(json.dumps({"userAgent": agent, "verb": "get", "objectRef": {"resource": "pods"}}) + "\n")
+
+
+def test_the_operators_requests_are_counted_across_a_rotation_of_the_audit_log(tmp_path: Path) -> None:
+    log = tmp_path / "kube-apiserver-audit.log"
+    audit(log, "kopf/1.37", "kubectl/v1.36")  # before the runs
+    since = log_position(log)
+    audit(log, "kopf/1.37", "kube-controller-manager/v1.36")
+    log.rename(tmp_path / "kube-apiserver-audit-2026-12-07T13-24-59.776.log")  # the API server's rotation
+    audit(log, "kopf/1.37", "kopf/1.37")
+    assert operator_requests(log, since) == {"get pods": 3}
+    with pytest.raises(RuntimeError, match="no request of the operator"):
+        operator_requests(log, log_position(log))
