@@ -65,9 +65,9 @@ def table(rows: Sequence[Row], posts: int) -> list[str]:
     for row in rows:
         lines.append(f"{row.strategy:<9} {row.phase:<10} {row.downtime:>8.1f}s {row.run_seconds:>6.1f}s "
                      f"{row.acknowledged:>7} {row.failed:>7} {row.slowest:>7.2f}s {row.lost:>5}")
-    lines += ["", "downtime: status.downtimeSeconds (app stopped -> available again); run: apply -> end; writes: "
-              "posts acknowledged (201); failed: requests refused or unanswered; slowest: the slowest answered "
-              "request; lost: acknowledged posts missing afterwards"]
+    lines += ["", "downtime: status.downtimeSeconds (the app no longer serving -> available again); run: apply -> "
+              "end; writes: posts acknowledged (201); failed: requests refused or unanswered; slowest: the "
+              "slowest answered request; lost: acknowledged posts missing afterwards"]
     return lines
 
 
