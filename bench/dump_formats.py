@@ -2,9 +2,10 @@
 
 `.venv/bin/python -m bench.dump_formats [--posts 1000000] [--repeat 5] [--output FILE] [--tools DIR]`
 
-With `--tools DIR` the archives are made and restored with DIR's pg_dump and pg_restore (`sh
-bench/trixie-pg-tools.sh DIR` unpacks PostgreSQL 17's, which have lz4 and zstd); the guide's plain dump and its
-restore stay the server's own (a plain dump of pg_dump 17 sets transaction_timeout, which a 15 server refuses).
+With `--tools DIR` the archives are made with DIR's pg_dump, and restored with its pg_restore unless it is newer
+than the server (then one restore is tried and its error reported: pg_restore 17's archives set
+transaction_timeout, which a 15 server refuses). `sh bench/trixie-pg-tools.sh DIR` unpacks PostgreSQL 17's tools,
+which have lz4 and zstd. The guide's plain dump and its restore stay the server's own.
 
 1. Starts a PostgreSQL server of its own (the newest under /usr/lib/postgresql/*/bin, in a temporary folder, on a
    free port; no devcluster) and fills a database the way the product's runs find it: the demo blog migrated to
@@ -77,7 +78,7 @@ class Server:
         return f"{self.base_url}/{database}"
 
     def tool(self, name: str) -> str:
-        # The client tools of the server's own version: pg_dump refuses a server newer than itself.
+        """One of the archives' tools (pg_dump refuses a server newer than itself: never older than the server's)."""
         return str(self.tools_dir / name)
 
 

@@ -321,24 +321,33 @@ def backup_path(spec: Spec, run: RunRef) -> str:
     return f"{BACKUP_MOUNT}/{spec.deployment}/{run.name}.dump"
 
 
+def _tools_mismatch(image: str, tools: str, server: str, *, newer: bool) -> str:
+    """Why tools of another major version than the server's cannot serve it, and the fix: the one text of the check
+    by the image's tag (tools_problem) and of the plan pod's by its pg_dump --version, whose shell passes `$VAR`s."""
+    fix = f"set backup.image to postgres:{server}, or remove it and the operator chooses postgres:{server}"
+    if not newer:
+        return (f"backup.image: {image} carries pg_dump {tools}, older than the server (PostgreSQL {server}), and "
+                f"pg_dump refuses a newer server (server version mismatch); {fix}")
+    return (f"backup.image: {image} carries pg_restore {tools}, newer than the server (PostgreSQL {server}), whose "
+            f"archives PostgreSQL does not promise to restore into an older server (pg_restore 17 sets "
+            f"transaction_timeout, which 16 and older refuse): a failed migration could not be rolled back; {fix}")
+
+
 # The plan's first container tries the tools image while nothing is stopped yet: an image the cluster cannot pull
 # fails Planning (within jobTemplate.startTimeoutSeconds), and tools of another major version than the server fail
-# it with the plan's own error line, also for an image whose tag does not tell its version: pg_dump refuses a newer
-# server, and a newer pg_restore's archive need not restore into an older one (tools_problem).
+# it with the plan's own error line, also for an image whose tag does not tell its version.
 _TOOLS_CHECK_SCRIPT = r"""set -eu
-""" + _TOOLS_MAJOR + r"""fix="set backup.image to postgres:$SERVER_MAJOR, or remove it and the operator chooses"
-fix="$fix postgres:$SERVER_MAJOR. Nothing was changed"
-if [ "${major:-0}" -lt "$SERVER_MAJOR" ]; then
-  why="backup.image: $TOOLS_IMAGE carries pg_dump ${major:-?}, older than the server (PostgreSQL $SERVER_MAJOR),"
-  printf '%s{"error": "%s and pg_dump refuses a newer server; %s", "reason": "ToolsTooOld"}\n' \
-    "$PLAN_MARKER" "$why" "$fix"
-  exit 1
+""" + _TOOLS_MAJOR + f"""if [ "${{major:-0}}" -lt "$SERVER_MAJOR" ]; then
+  why="{_tools_mismatch("$TOOLS_IMAGE", "${major:-?}", "$SERVER_MAJOR", newer=False)}"
+  reason=ToolsTooOld
 elif [ "$major" -gt "$SERVER_MAJOR" ]; then
-  why="backup.image: $TOOLS_IMAGE carries pg_restore $major, newer than the server (PostgreSQL $SERVER_MAJOR),"
-  why="$why whose archives need not restore into an older server: a failed migration could not be rolled back"
-  printf '%s{"error": "%s; %s", "reason": "ToolsTooNew"}\n' "$PLAN_MARKER" "$why" "$fix"
-  exit 1
+  why="{_tools_mismatch("$TOOLS_IMAGE", "$major", "$SERVER_MAJOR", newer=True)}"
+  reason=ToolsTooNew
+else
+  exit 0
 fi
+printf '%s{{"error": "%s", "reason": "%s"}}\\n' "$PLAN_MARKER" "$why" "$reason"
+exit 1
 """
 
 
@@ -398,15 +407,7 @@ def tools_problem(image: str, server_major: int) -> str | None:
     tag = _POSTGRES_TAG.match(image)
     if not tag or int(tag["major"]) == server_major:
         return None
-    fix = (f"set backup.image to postgres:{server_major}, or remove it and the operator chooses "
-           f"postgres:{server_major}")
-    if int(tag["major"]) < server_major:
-        return (f"backup.image: {image} carries pg_dump {tag['major']}, older than the server (PostgreSQL "
-                f"{server_major}), and pg_dump refuses a newer server (\"server version mismatch\"); {fix}")
-    return (f"backup.image: {image} carries pg_restore {tag['major']}, newer than the server (PostgreSQL "
-            f"{server_major}), whose archives PostgreSQL does not promise to restore into an older server (pg_restore "
-            f"17 sets transaction_timeout, which 16 and older refuse): a failed migration could not be rolled "
-            f"back; {fix}")
+    return _tools_mismatch(image, tag["major"], str(server_major), newer=int(tag["major"]) > server_major)
 
 
 def backup_job(run: RunRef, spec: Spec, backup_path: str, image: str) -> dict[str, Any]:

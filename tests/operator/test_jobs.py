@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bench.baseline import archive_bytes
 from devcluster.kubelet.expansion import expand
 from django_migration_operator import jobs
 from django_migration_operator.plan import PLAN_SCRIPT, TIMEOUT_GRACE_SECONDS, parse_plan_output
@@ -319,6 +320,7 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
             jobs.TERMINATION_MESSAGE_PATH
     assert sorted(p.name for p in folder.iterdir()) == ["release-2.dump", "release-3.dump"]
     newest = folder / "release-3.dump"
+    assert newest.is_dir(), "a directory archive"
     assert markers[-1] == {"path": str(newest), "sizeBytes": archive_bytes(newest), "format": "directory",
                            "compression": expected_compression(bin_dir), "verified": True}
 
@@ -342,12 +344,6 @@ def test_backup_prune_and_restore(postgres: tuple[str, str], tmp_path: Path) -> 
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
                                   ).fetchone() == ("C", "C")
-
-
-def archive_bytes(archive: Path) -> int:
-    """A directory archive's size: the sum of its files (toc.dat and one per table)."""
-    assert archive.is_dir(), f"{archive} is not a directory archive"
-    return sum(part.stat().st_size for part in archive.iterdir())
 
 
 def tools_major(bin_dir: str) -> int:
